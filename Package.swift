@@ -1,0 +1,39 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "ContextDiff",
+    products: [
+        .library(name: "Torch", targets: ["Torch"]),
+        .library(name: "NN", targets: ["NN"]),
+        .executable(name: "contextdiff", targets: ["contextdiff"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C ABI over libtorch: every entry point catches every C++ exception.
+        .target(
+            name: "CTorch",
+            cxxSettings: [.define("USE_C10D_GLOO")],
+            linkerSettings: [
+                .linkedLibrary("torch"),
+                .linkedLibrary("torch_cpu"),
+                .linkedLibrary("c10"),
+            ]
+        ),
+        .target(name: "Torch", dependencies: ["CTorch"]),
+        .target(name: "NN", dependencies: ["Torch"]),
+        .target(name: "TestSupport", dependencies: ["Torch", "NN"], path: "Tests/TestSupport"),
+        .executableTarget(
+            name: "contextdiff",
+            dependencies: [
+                "Torch", "NN",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "TorchTests", dependencies: ["Torch", "TestSupport"]),
+        .testTarget(name: "NNTests", dependencies: ["NN", "TestSupport"]),
+    ],
+    cxxLanguageStandard: .cxx17
+)

@@ -1,0 +1,71 @@
+// Internal helpers shared by the C ABI translation units. Not part of the public header.
+#pragma once
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "ctorch.h"
+
+struct ct_tensor_s {
+  at::Tensor t;
+};
+
+namespace ctorch {
+
+void set_error(const std::string &msg);
+
+inline at::Tensor &T(ct_tensor h) {
+  if (h == nullptr) throw std::invalid_argument("null tensor handle");
+  return h->t;
+}
+inline c10::optional<at::Tensor> opt(ct_tensor h) {
+  if (h == nullptr) return c10::nullopt;
+  return h->t;
+}
+inline ct_tensor wrap(at::Tensor t) { return new ct_tensor_s{std::move(t)}; }
+
+at::ScalarType to_scalar_type(int dtype);
+int from_scalar_type(at::ScalarType st);
+
+inline std::vector<int64_t> vec(const int64_t *p, int64_t n) {
+  if (n < 0) throw std::invalid_argument("negative length");
+  if (n > 0 && p == nullptr) throw std::invalid_argument("null shape pointer");
+  return std::vector<int64_t>(p, p + n);
+}
+
+inline void record(const std::exception &e) {
+  if (auto *ce = dynamic_cast<const c10::Error *>(&e)) {
+    set_error(ce->what_without_backtrace());
+  } else {
+    set_error(e.what());
+  }
+}
+
+// Runs `f` and returns its tensor wrapped in a new handle, or NULL after recording the error.
+template <class F> ct_tensor guard_tensor(F &&f) {
+  try {
+    return wrap(f());
+  } catch (const std::exception &e) {
+    record(e);
+  } catch (...) {
+    set_error("unknown C++ exception");
+  }
+  return nullptr;
+}
+
+// Runs `f` and returns 0, or 1 after recording the error.
+template <class F> int guard_status(F &&f) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception &e) {
+    record(e);
+  } catch (...) {
+    set_error("unknown C++ exception");
+  }
+  return 1;
+}
+
+}  // namespace ctorch

@@ -1,0 +1,695 @@
+// The tensor part of the C ABI: creation, elementwise, reductions, linear algebra, NN kernels,
+// shape ops and autograd. Every function catches every C++ exception (see common.h).
+#include "common.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
+#include <c10/core/InferenceMode.h>
+
+#include <cstring>
+
+using namespace ctorch;
+
+struct ct_generator_s {
+  at::Generator gen;
+};
+struct ct_guard_s {
+  c10::InferenceMode mode;
+};
+
+namespace ctorch {
+
+static thread_local std::string g_error;
+
+void set_error(const std::string &msg) { g_error = msg; }
+
+at::ScalarType to_scalar_type(int dtype) {
+  switch (dtype) {
+    case CT_FLOAT32: return at::kFloat;
+    case CT_FLOAT64: return at::kDouble;
+    case CT_FLOAT16: return at::kHalf;
+    case CT_BFLOAT16: return at::kBFloat16;
+    case CT_INT64: return at::kLong;
+    case CT_INT32: return at::kInt;
+    case CT_UINT8: return at::kByte;
+    case CT_BOOL: return at::kBool;
+    case CT_INT8: return at::kChar;
+    case CT_INT16: return at::kShort;
+  }
+  throw std::invalid_argument("unknown dtype code " + std::to_string(dtype));
+}
+
+int from_scalar_type(at::ScalarType st) {
+  switch (st) {
+    case at::kFloat: return CT_FLOAT32;
+    case at::kDouble: return CT_FLOAT64;
+    case at::kHalf: return CT_FLOAT16;
+    case at::kBFloat16: return CT_BFLOAT16;
+    case at::kLong: return CT_INT64;
+    case at::kInt: return CT_INT32;
+    case at::kByte: return CT_UINT8;
+    case at::kBool: return CT_BOOL;
+    case at::kChar: return CT_INT8;
+    case at::kShort: return CT_INT16;
+    default: return -1;
+  }
+}
+
+static at::TensorOptions opts(int dtype) { return at::TensorOptions().dtype(to_scalar_type(dtype)); }
+
+static c10::optional<at::Generator> gen_of(ct_generator g) {
+  if (g == nullptr) return c10::nullopt;
+  return g->gen;
+}
+
+}  // namespace ctorch
+
+extern "C" {
+
+const char *ct_last_error(void) { return g_error.c_str(); }
+
+// ---------------------------------------------------------------- lifetime and inspection
+
+void ct_free(ct_tensor t) { delete t; }
+
+ct_tensor ct_shallow_copy(ct_tensor t) {
+  return guard_tensor([&] { return T(t); });
+}
+
+int64_t ct_dim(ct_tensor t) { return t ? t->t.dim() : -1; }
+
+int ct_sizes(ct_tensor t, int64_t *out, int64_t capacity) {
+  return guard_status([&] {
+    auto s = T(t).sizes();
+    if ((int64_t)s.size() > capacity) throw std::invalid_argument("sizes buffer too small");
+    for (size_t i = 0; i < s.size(); ++i) out[i] = s[i];
+  });
+}
+
+int ct_strides(ct_tensor t, int64_t *out, int64_t capacity) {
+  return guard_status([&] {
+    auto s = T(t).strides();
+    if ((int64_t)s.size() > capacity) throw std::invalid_argument("strides buffer too small");
+    for (size_t i = 0; i < s.size(); ++i) out[i] = s[i];
+  });
+}
+
+int ct_scalar_type(ct_tensor t) { return t ? from_scalar_type(t->t.scalar_type()) : -1; }
+int64_t ct_numel(ct_tensor t) { return t ? t->t.numel() : -1; }
+bool ct_is_contiguous(ct_tensor t) { return t && t->t.is_contiguous(); }
+bool ct_requires_grad(ct_tensor t) { return t && t->t.requires_grad(); }
+bool ct_same_storage(ct_tensor a, ct_tensor b) {
+  return a && b && a->t.defined() && b->t.defined() && a->t.is_same(b->t);
+}
+
+// ---------------------------------------------------------------- data in and out
+
+ct_tensor ct_from_data(const void *data, const int64_t *shape, int64_t ndim, int dtype) {
+  return guard_tensor([&] {
+    auto sizes = vec(shape, ndim);
+    auto out = at::empty(sizes, opts(dtype));
+    size_t nbytes = out.numel() * out.element_size();
+    if (nbytes > 0) {
+      if (data == nullptr) throw std::invalid_argument("null data pointer");
+      std::memcpy(out.data_ptr(), data, nbytes);
+    }
+    return out;
+  });
+}
+
+int ct_copy_out(ct_tensor t, void *out, size_t nbytes) {
+  return guard_status([&] {
+    auto c = T(t).detach().contiguous();
+    size_t have = c.numel() * c.element_size();
+    if (have != nbytes)
+      throw std::invalid_argument("copy_out: buffer of " + std::to_string(nbytes) +
+                                  " bytes for a tensor of " + std::to_string(have) + " bytes");
+    if (have > 0) std::memcpy(out, c.data_ptr(), have);
+  });
+}
+
+int ct_item_double(ct_tensor t, double *out) {
+  return guard_status([&] { *out = T(t).item<double>(); });
+}
+
+int ct_item_int64(ct_tensor t, int64_t *out) {
+  return guard_status([&] { *out = T(t).item<int64_t>(); });
+}
+
+// ---------------------------------------------------------------- creation
+
+ct_tensor ct_zeros(const int64_t *shape, int64_t ndim, int dtype) {
+  return guard_tensor([&] { return at::zeros(vec(shape, ndim), opts(dtype)); });
+}
+ct_tensor ct_ones(const int64_t *shape, int64_t ndim, int dtype) {
+  return guard_tensor([&] { return at::ones(vec(shape, ndim), opts(dtype)); });
+}
+ct_tensor ct_full(const int64_t *shape, int64_t ndim, double value, int dtype) {
+  return guard_tensor([&] { return at::full(vec(shape, ndim), value, opts(dtype)); });
+}
+ct_tensor ct_arange(double start, double end, double step, int dtype) {
+  return guard_tensor([&] { return at::arange(start, end, step, opts(dtype)); });
+}
+ct_tensor ct_linspace(double start, double end, int64_t steps, int dtype) {
+  return guard_tensor([&] { return at::linspace(start, end, steps, opts(dtype)); });
+}
+ct_tensor ct_eye(int64_t n, int dtype) {
+  return guard_tensor([&] { return at::eye(n, opts(dtype)); });
+}
+ct_tensor ct_randn(const int64_t *shape, int64_t ndim, int dtype, ct_generator g) {
+  return guard_tensor([&] { return at::randn(vec(shape, ndim), gen_of(g), opts(dtype)); });
+}
+ct_tensor ct_rand(const int64_t *shape, int64_t ndim, int dtype, ct_generator g) {
+  return guard_tensor([&] { return at::rand(vec(shape, ndim), gen_of(g), opts(dtype)); });
+}
+ct_tensor ct_randint(int64_t low, int64_t high, const int64_t *shape, int64_t ndim, ct_generator g) {
+  return guard_tensor([&] {
+    return at::randint(low, high, vec(shape, ndim), gen_of(g), at::TensorOptions().dtype(at::kLong));
+  });
+}
+ct_tensor ct_randperm(int64_t n, ct_generator g) {
+  return guard_tensor([&] { return at::randperm(n, gen_of(g), at::TensorOptions().dtype(at::kLong)); });
+}
+ct_tensor ct_zeros_like(ct_tensor t) {
+  return guard_tensor([&] { return at::zeros_like(T(t)); });
+}
+ct_tensor ct_ones_like(ct_tensor t) {
+  return guard_tensor([&] { return at::ones_like(T(t)); });
+}
+ct_tensor ct_randn_like(ct_tensor t, ct_generator g) {
+  return guard_tensor([&] { return at::randn(T(t).sizes(), gen_of(g), T(t).options()); });
+}
+
+int ct_set_data(ct_tensor dst, ct_tensor src) {
+  return guard_status([&] { T(dst).set_data(T(src)); });
+}
+
+// ---------------------------------------------------------------- generators
+
+void ct_manual_seed(uint64_t seed) {
+  try {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(seed);
+  } catch (...) {
+  }
+}
+
+ct_generator ct_generator_new(uint64_t seed) {
+  try {
+    return new ct_generator_s{at::make_generator<at::CPUGeneratorImpl>(seed)};
+  } catch (const std::exception &e) {
+    record(e);
+  } catch (...) {
+    set_error("unknown C++ exception");
+  }
+  return nullptr;
+}
+void ct_generator_free(ct_generator g) { delete g; }
+
+ct_tensor ct_generator_get_state(ct_generator g) {
+  return guard_tensor([&] {
+    if (!g) throw std::invalid_argument("null generator");
+    return g->gen.get_state();
+  });
+}
+int ct_generator_set_state(ct_generator g, ct_tensor state) {
+  return guard_status([&] {
+    if (!g) throw std::invalid_argument("null generator");
+    g->gen.set_state(T(state));
+  });
+}
+
+// ---------------------------------------------------------------- elementwise
+
+ct_tensor ct_unary(int op, ct_tensor h) {
+  return guard_tensor([&]() -> at::Tensor {
+    const at::Tensor &t = T(h);
+    switch (op) {
+      case CT_NEG: return at::neg(t);
+      case CT_EXP: return at::exp(t);
+      case CT_LOG: return at::log(t);
+      case CT_SQRT: return at::sqrt(t);
+      case CT_RSQRT: return at::rsqrt(t);
+      case CT_ABS: return at::abs(t);
+      case CT_SIN: return at::sin(t);
+      case CT_COS: return at::cos(t);
+      case CT_TANH: return at::tanh(t);
+      case CT_SIGMOID: return at::sigmoid(t);
+      case CT_RELU: return at::relu(t);
+      case CT_SILU: return at::silu(t);
+      case CT_GELU: return at::gelu(t);
+      case CT_GELU_TANH: return at::gelu(t, "tanh");
+      case CT_SQUARE: return at::square(t);
+      case CT_SIGN: return at::sign(t);
+      case CT_FLOOR: return at::floor(t);
+      case CT_ROUND: return at::round(t);
+      case CT_RECIPROCAL: return at::reciprocal(t);
+      case CT_LOG1P: return at::log1p(t);
+      case CT_EXPM1: return at::expm1(t);
+      case CT_ERF: return at::erf(t);
+      case CT_ISNAN: return at::isnan(t);
+      case CT_ISFINITE: return at::isfinite(t);
+      case CT_LOGICAL_NOT: return at::logical_not(t);
+      case CT_CEIL: return at::ceil(t);
+    }
+    throw std::invalid_argument("unknown unary op " + std::to_string(op));
+  });
+}
+
+static at::Tensor binary(int op, const at::Tensor &a, const at::Tensor &b) {
+  switch (op) {
+    case CT_ADD: return at::add(a, b);
+    case CT_SUB: return at::sub(a, b);
+    case CT_MUL: return at::mul(a, b);
+    case CT_DIV: return at::div(a, b);
+    case CT_POW: return at::pow(a, b);
+    case CT_MAXIMUM: return at::maximum(a, b);
+    case CT_MINIMUM: return at::minimum(a, b);
+    case CT_EQ: return at::eq(a, b);
+    case CT_NE: return at::ne(a, b);
+    case CT_LT: return at::lt(a, b);
+    case CT_LE: return at::le(a, b);
+    case CT_GT: return at::gt(a, b);
+    case CT_GE: return at::ge(a, b);
+    case CT_LOGICAL_AND: return at::logical_and(a, b);
+    case CT_LOGICAL_OR: return at::logical_or(a, b);
+    case CT_REMAINDER: return at::remainder(a, b);
+    case CT_ATAN2: return at::atan2(a, b);
+  }
+  throw std::invalid_argument("unknown binary op " + std::to_string(op));
+}
+
+ct_tensor ct_binary(int op, ct_tensor a, ct_tensor b) {
+  return guard_tensor([&] { return binary(op, T(a), T(b)); });
+}
+
+ct_tensor ct_binary_scalar(int op, ct_tensor a, double s, bool reversed) {
+  return guard_tensor([&]() -> at::Tensor {
+    const at::Tensor &t = T(a);
+    // A wrapped number takes part in type promotion like a Python scalar: float32 stays float32.
+    at::Tensor sc = c10::scalar_to_tensor(at::Scalar(s));
+    sc.unsafeGetTensorImpl()->set_wrapped_number(true);
+    return reversed ? binary(op, sc, t) : binary(op, t, sc);
+  });
+}
+
+ct_tensor ct_where(ct_tensor c, ct_tensor a, ct_tensor b) {
+  return guard_tensor([&] { return at::where(T(c), T(a), T(b)); });
+}
+
+ct_tensor ct_clamp(ct_tensor t, double lo, double hi, bool has_lo, bool has_hi) {
+  return guard_tensor([&] {
+    c10::optional<at::Scalar> l, h;
+    if (has_lo) l = lo;
+    if (has_hi) h = hi;
+    return at::clamp(T(t), l, h);
+  });
+}
+
+ct_tensor ct_masked_fill(ct_tensor t, ct_tensor mask, double value) {
+  return guard_tensor([&] { return at::masked_fill(T(t), T(mask), value); });
+}
+
+ct_tensor ct_to_dtype(ct_tensor t, int dtype) {
+  return guard_tensor([&] { return T(t).to(to_scalar_type(dtype)); });
+}
+
+ct_tensor ct_lerp(ct_tensor a, ct_tensor b, double w) {
+  return guard_tensor([&] { return at::lerp(T(a), T(b), w); });
+}
+
+// ---------------------------------------------------------------- in place
+
+int ct_inplace_binary(int op, ct_tensor a, ct_tensor b) {
+  return guard_status([&] {
+    at::Tensor &x = T(a);
+    const at::Tensor &y = T(b);
+    switch (op) {
+      case CT_ADD: x.add_(y); return;
+      case CT_SUB: x.sub_(y); return;
+      case CT_MUL: x.mul_(y); return;
+      case CT_DIV: x.div_(y); return;
+      case CT_MAXIMUM: x.copy_(at::maximum(x, y)); return;
+      case CT_MINIMUM: x.copy_(at::minimum(x, y)); return;
+    }
+    throw std::invalid_argument("unsupported in-place op " + std::to_string(op));
+  });
+}
+
+int ct_inplace_scalar(int op, ct_tensor a, double s) {
+  return guard_status([&] {
+    at::Tensor &x = T(a);
+    switch (op) {
+      case CT_ADD: x.add_(s); return;
+      case CT_SUB: x.sub_(s); return;
+      case CT_MUL: x.mul_(s); return;
+      case CT_DIV: x.div_(s); return;
+      case CT_POW: x.pow_(s); return;
+    }
+    throw std::invalid_argument("unsupported in-place scalar op " + std::to_string(op));
+  });
+}
+
+int ct_add_scaled_(ct_tensor a, ct_tensor b, double alpha) {
+  return guard_status([&] { T(a).add_(T(b), alpha); });
+}
+int ct_addcmul_(ct_tensor a, ct_tensor b, ct_tensor c, double value) {
+  return guard_status([&] { T(a).addcmul_(T(b), T(c), value); });
+}
+int ct_addcdiv_(ct_tensor a, ct_tensor b, ct_tensor c, double value) {
+  return guard_status([&] { T(a).addcdiv_(T(b), T(c), value); });
+}
+int ct_lerp_(ct_tensor a, ct_tensor b, double w) {
+  return guard_status([&] { T(a).lerp_(T(b), w); });
+}
+int ct_copy_(ct_tensor dst, ct_tensor src) {
+  return guard_status([&] { T(dst).copy_(T(src)); });
+}
+int ct_fill_(ct_tensor a, double v) {
+  return guard_status([&] { T(a).fill_(v); });
+}
+int ct_zero_(ct_tensor a) {
+  return guard_status([&] { T(a).zero_(); });
+}
+
+static std::vector<at::Tensor> list(ct_tensor *ts, int64_t n) {
+  if (n < 0) throw std::invalid_argument("negative tensor count");
+  if (n > 0 && ts == nullptr) throw std::invalid_argument("null tensor list");
+  std::vector<at::Tensor> v;
+  v.reserve(n);
+  for (int64_t i = 0; i < n; ++i) v.push_back(T(ts[i]));
+  return v;
+}
+
+int ct_foreach_lerp_(ct_tensor *a, ct_tensor *b, int64_t n, double w) {
+  return guard_status([&] {
+    auto va = list(a, n);
+    auto vb = list(b, n);
+    // a + w (b - a) = (1 - w) a + w b; 1.13 has no _foreach_lerp_.
+    at::_foreach_mul_(va, 1.0 - w);
+    at::_foreach_add_(va, vb, w);
+  });
+}
+int ct_foreach_mul_scalar_(ct_tensor *a, int64_t n, double s) {
+  return guard_status([&] {
+    auto va = list(a, n);
+    at::_foreach_mul_(va, s);
+  });
+}
+
+// ---------------------------------------------------------------- reductions
+
+ct_tensor ct_reduce(int op, ct_tensor h, const int64_t *dims, int64_t ndims, bool keepdim) {
+  return guard_tensor([&]() -> at::Tensor {
+    const at::Tensor &t = T(h);
+    auto d = vec(dims, ndims);
+    at::IntArrayRef dr(d);
+    switch (op) {
+      case CT_SUM: return at::sum(t, dr, keepdim);
+      case CT_MEAN: return at::mean(t, dr, keepdim);
+      case CT_AMAX: return at::amax(t, dr, keepdim);
+      case CT_AMIN: return at::amin(t, dr, keepdim);
+      case CT_PROD: {
+        if (d.size() != 1) throw std::invalid_argument("prod reduces exactly one dimension");
+        return at::prod(t, d[0], keepdim);
+      }
+      case CT_VAR: return at::var(t, at::OptionalIntArrayRef(dr), /*unbiased=*/false, keepdim);
+      case CT_STD: return at::std(t, at::OptionalIntArrayRef(dr), /*unbiased=*/false, keepdim);
+      case CT_VAR_UNBIASED: return at::var(t, at::OptionalIntArrayRef(dr), true, keepdim);
+      case CT_STD_UNBIASED: return at::std(t, at::OptionalIntArrayRef(dr), true, keepdim);
+      case CT_LOGSUMEXP: return at::logsumexp(t, dr, keepdim);
+      case CT_NORM2: return at::linalg_vector_norm(t, 2, at::OptionalIntArrayRef(dr), keepdim);
+      case CT_ANY: {
+        at::Tensor r = t.to(at::kBool);
+        for (auto it = d.rbegin(); it != d.rend(); ++it) r = at::any(r, *it, keepdim);
+        return r;
+      }
+      case CT_ALL: {
+        at::Tensor r = t.to(at::kBool);
+        for (auto it = d.rbegin(); it != d.rend(); ++it) r = at::all(r, *it, keepdim);
+        return r;
+      }
+    }
+    throw std::invalid_argument("unknown reduction " + std::to_string(op));
+  });
+}
+
+ct_tensor ct_reduce_all(int op, ct_tensor h) {
+  return guard_tensor([&]() -> at::Tensor {
+    const at::Tensor &t = T(h);
+    switch (op) {
+      case CT_SUM: return at::sum(t);
+      case CT_MEAN: return at::mean(t);
+      case CT_AMAX: return at::max(t);
+      case CT_AMIN: return at::min(t);
+      case CT_PROD: return at::prod(t);
+      case CT_VAR: return at::var(t, false);
+      case CT_STD: return at::std(t, false);
+      case CT_VAR_UNBIASED: return at::var(t, true);
+      case CT_STD_UNBIASED: return at::std(t, true);
+      case CT_LOGSUMEXP: return at::logsumexp(t.reshape({-1}), {0}, false);
+      case CT_NORM2: return at::linalg_vector_norm(t, 2);
+      case CT_ANY: return at::any(t);
+      case CT_ALL: return at::all(t);
+    }
+    throw std::invalid_argument("unknown reduction " + std::to_string(op));
+  });
+}
+
+ct_tensor ct_argmax(ct_tensor t, int64_t dim, bool keepdim) {
+  return guard_tensor([&] { return at::argmax(T(t), dim, keepdim); });
+}
+ct_tensor ct_cumsum(ct_tensor t, int64_t dim) {
+  return guard_tensor([&] { return at::cumsum(T(t), dim); });
+}
+ct_tensor ct_cumprod(ct_tensor t, int64_t dim) {
+  return guard_tensor([&] { return at::cumprod(T(t), dim); });
+}
+ct_tensor ct_quantile(ct_tensor t, double q, int64_t dim, bool has_dim, bool keepdim) {
+  return guard_tensor([&] {
+    c10::optional<int64_t> d;
+    if (has_dim) d = dim;
+    return at::quantile(T(t), q, d, keepdim);
+  });
+}
+
+// ---------------------------------------------------------------- linear algebra
+
+ct_tensor ct_matmul(ct_tensor a, ct_tensor b) {
+  return guard_tensor([&] { return at::matmul(T(a), T(b)); });
+}
+ct_tensor ct_bmm(ct_tensor a, ct_tensor b) {
+  return guard_tensor([&] { return at::bmm(T(a), T(b)); });
+}
+ct_tensor ct_baddbmm(ct_tensor input, ct_tensor a, ct_tensor b, double beta, double alpha) {
+  return guard_tensor([&] { return at::baddbmm(T(input), T(a), T(b), beta, alpha); });
+}
+ct_tensor ct_linear(ct_tensor x, ct_tensor w, ct_tensor b) {
+  return guard_tensor([&] { return at::linear(T(x), T(w), opt(b)); });
+}
+int ct_eigh(ct_tensor t, ct_tensor *eigenvalues, ct_tensor *eigenvectors) {
+  return guard_status([&] {
+    auto r = at::linalg_eigh(T(t));
+    *eigenvalues = wrap(std::get<0>(r));
+    *eigenvectors = wrap(std::get<1>(r));
+  });
+}
+
+// ---------------------------------------------------------------- neural-network kernels
+
+static std::vector<int64_t> arr(const int64_t *p, int n) { return vec(p, n); }
+
+ct_tensor ct_conv2d(ct_tensor x, ct_tensor w, ct_tensor b, const int64_t *stride,
+                    const int64_t *padding, const int64_t *dilation, int64_t groups) {
+  return guard_tensor([&] {
+    return at::conv2d(T(x), T(w), opt(b), arr(stride, 2), arr(padding, 2), arr(dilation, 2), groups);
+  });
+}
+ct_tensor ct_conv_transpose2d(ct_tensor x, ct_tensor w, ct_tensor b, const int64_t *stride,
+                              const int64_t *padding, const int64_t *output_padding,
+                              int64_t groups, const int64_t *dilation) {
+  return guard_tensor([&] {
+    return at::conv_transpose2d(T(x), T(w), opt(b), arr(stride, 2), arr(padding, 2),
+                                arr(output_padding, 2), groups, arr(dilation, 2));
+  });
+}
+ct_tensor ct_conv3d(ct_tensor x, ct_tensor w, ct_tensor b, const int64_t *stride,
+                    const int64_t *padding, const int64_t *dilation, int64_t groups) {
+  return guard_tensor([&] {
+    return at::conv3d(T(x), T(w), opt(b), arr(stride, 3), arr(padding, 3), arr(dilation, 3), groups);
+  });
+}
+ct_tensor ct_group_norm(ct_tensor x, int64_t groups, ct_tensor w, ct_tensor b, double eps) {
+  return guard_tensor([&] { return at::group_norm(T(x), groups, opt(w), opt(b), eps); });
+}
+ct_tensor ct_layer_norm(ct_tensor x, const int64_t *normalized_shape, int64_t n, ct_tensor w,
+                        ct_tensor b, double eps) {
+  return guard_tensor([&] { return at::layer_norm(T(x), vec(normalized_shape, n), opt(w), opt(b), eps); });
+}
+ct_tensor ct_softmax(ct_tensor t, int64_t dim) {
+  return guard_tensor([&] { return at::softmax(T(t), dim); });
+}
+ct_tensor ct_log_softmax(ct_tensor t, int64_t dim) {
+  return guard_tensor([&] { return at::log_softmax(T(t), dim); });
+}
+ct_tensor ct_embedding(ct_tensor weight, ct_tensor indices) {
+  return guard_tensor([&] { return at::embedding(T(weight), T(indices)); });
+}
+ct_tensor ct_upsample_nearest2d(ct_tensor x, int64_t out_h, int64_t out_w) {
+  return guard_tensor([&] {
+    return at::upsample_nearest2d(T(x), std::vector<int64_t>{out_h, out_w});
+  });
+}
+ct_tensor ct_upsample_bilinear2d(ct_tensor x, int64_t out_h, int64_t out_w, bool align_corners) {
+  return guard_tensor([&] {
+    return at::upsample_bilinear2d(T(x), std::vector<int64_t>{out_h, out_w}, align_corners);
+  });
+}
+ct_tensor ct_avg_pool2d(ct_tensor x, int64_t kernel, int64_t stride) {
+  return guard_tensor([&] {
+    return at::avg_pool2d(T(x), std::vector<int64_t>{kernel, kernel}, std::vector<int64_t>{stride, stride});
+  });
+}
+ct_tensor ct_adaptive_avg_pool2d(ct_tensor x, int64_t out_h, int64_t out_w) {
+  return guard_tensor([&] { return at::adaptive_avg_pool2d(T(x), std::vector<int64_t>{out_h, out_w}); });
+}
+ct_tensor ct_cross_entropy(ct_tensor logits, ct_tensor target, double label_smoothing) {
+  return guard_tensor([&] {
+    return at::cross_entropy_loss(T(logits), T(target), c10::nullopt, at::Reduction::Mean, -100,
+                                  label_smoothing);
+  });
+}
+ct_tensor ct_mse_loss(ct_tensor a, ct_tensor b) {
+  return guard_tensor([&] { return at::mse_loss(T(a), T(b)); });
+}
+
+// ---------------------------------------------------------------- shape and indexing
+
+ct_tensor ct_reshape(ct_tensor t, const int64_t *shape, int64_t ndim) {
+  return guard_tensor([&] { return at::reshape(T(t), vec(shape, ndim)); });
+}
+ct_tensor ct_permute(ct_tensor t, const int64_t *dims, int64_t ndim) {
+  return guard_tensor([&] { return T(t).permute(vec(dims, ndim)); });
+}
+ct_tensor ct_transpose(ct_tensor t, int64_t d0, int64_t d1) {
+  return guard_tensor([&] { return at::transpose(T(t), d0, d1); });
+}
+ct_tensor ct_contiguous(ct_tensor t) {
+  return guard_tensor([&] { return T(t).contiguous(); });
+}
+ct_tensor ct_channels_last(ct_tensor t) {
+  return guard_tensor([&] { return T(t).contiguous(at::MemoryFormat::ChannelsLast); });
+}
+ct_tensor ct_squeeze(ct_tensor t, int64_t dim) {
+  return guard_tensor([&] { return at::squeeze(T(t), dim); });
+}
+ct_tensor ct_unsqueeze(ct_tensor t, int64_t dim) {
+  return guard_tensor([&] { return at::unsqueeze(T(t), dim); });
+}
+ct_tensor ct_expand(ct_tensor t, const int64_t *shape, int64_t ndim) {
+  return guard_tensor([&] { return T(t).expand(vec(shape, ndim)); });
+}
+ct_tensor ct_repeat(ct_tensor t, const int64_t *repeats, int64_t ndim) {
+  return guard_tensor([&] { return T(t).repeat(vec(repeats, ndim)); });
+}
+ct_tensor ct_slice(ct_tensor t, int64_t dim, int64_t start, int64_t end, int64_t step) {
+  return guard_tensor([&] { return at::slice(T(t), dim, start, end, step); });
+}
+ct_tensor ct_select(ct_tensor t, int64_t dim, int64_t index) {
+  return guard_tensor([&] { return at::select(T(t), dim, index); });
+}
+ct_tensor ct_index_select(ct_tensor t, int64_t dim, ct_tensor index) {
+  return guard_tensor([&] { return at::index_select(T(t), dim, T(index)); });
+}
+ct_tensor ct_gather(ct_tensor t, int64_t dim, ct_tensor index) {
+  return guard_tensor([&] { return at::gather(T(t), dim, T(index)); });
+}
+ct_tensor ct_flip(ct_tensor t, const int64_t *dims, int64_t ndim) {
+  return guard_tensor([&] { return at::flip(T(t), vec(dims, ndim)); });
+}
+ct_tensor ct_tril(ct_tensor t, int64_t diagonal) {
+  return guard_tensor([&] { return at::tril(T(t), diagonal); });
+}
+ct_tensor ct_triu(ct_tensor t, int64_t diagonal) {
+  return guard_tensor([&] { return at::triu(T(t), diagonal); });
+}
+ct_tensor ct_cat(ct_tensor *ts, int64_t n, int64_t dim) {
+  return guard_tensor([&] { return at::cat(list(ts, n), dim); });
+}
+ct_tensor ct_stack(ct_tensor *ts, int64_t n, int64_t dim) {
+  return guard_tensor([&] { return at::stack(list(ts, n), dim); });
+}
+int ct_chunk(ct_tensor t, int64_t chunks, int64_t dim, ct_tensor *out, int64_t capacity, int64_t *count) {
+  return guard_status([&] {
+    auto parts = at::chunk(T(t), chunks, dim);
+    if ((int64_t)parts.size() > capacity) throw std::invalid_argument("chunk: output buffer too small");
+    for (size_t i = 0; i < parts.size(); ++i) out[i] = wrap(parts[i]);
+    *count = (int64_t)parts.size();
+  });
+}
+int ct_split(ct_tensor t, const int64_t *sizes, int64_t n, int64_t dim, ct_tensor *out) {
+  return guard_status([&] {
+    auto parts = at::split_with_sizes(T(t), vec(sizes, n), dim);
+    for (size_t i = 0; i < parts.size(); ++i) out[i] = wrap(parts[i]);
+  });
+}
+
+// ---------------------------------------------------------------- autograd
+
+int ct_set_requires_grad(ct_tensor t, bool flag) {
+  return guard_status([&] { T(t).set_requires_grad(flag); });
+}
+int ct_backward(ct_tensor t, ct_tensor grad, bool retain_graph) {
+  return guard_status([&] {
+    at::Tensor g = grad ? T(grad) : at::Tensor();
+    T(t).backward(g, retain_graph);
+  });
+}
+int ct_grad(ct_tensor t, ct_tensor *out) {
+  return guard_status([&] {
+    const at::Tensor &g = T(t).grad();
+    *out = g.defined() ? wrap(g) : nullptr;
+  });
+}
+int ct_zero_grad(ct_tensor t) {
+  return guard_status([&] { T(t).mutable_grad().reset(); });
+}
+ct_tensor ct_detach(ct_tensor t) {
+  return guard_tensor([&] { return T(t).detach(); });
+}
+bool ct_grad_enabled(void) { return c10::GradMode::is_enabled(); }
+void ct_set_grad_enabled(bool flag) { c10::GradMode::set_enabled(flag); }
+
+ct_guard ct_inference_mode_enter(void) {
+  try {
+    return new ct_guard_s{};
+  } catch (...) {
+    set_error("could not enter inference mode");
+    return nullptr;
+  }
+}
+void ct_inference_mode_exit(ct_guard g) { delete g; }
+
+// ---------------------------------------------------------------- threads
+
+void ct_set_num_threads(int64_t n) {
+  try {
+    if (n > 0) at::set_num_threads((int)n);
+  } catch (...) {
+  }
+}
+int64_t ct_get_num_threads(void) { return at::get_num_threads(); }
+
+const char *ct_parallel_info(void) {
+  static thread_local std::string info;
+  try {
+    info = at::get_parallel_info();
+  } catch (...) {
+    info = "unavailable";
+  }
+  return info.c_str();
+}
+
+}  // extern "C"

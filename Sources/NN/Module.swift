@@ -1,0 +1,147 @@
+import Torch
+
+/// The base of every layer and model.
+///
+/// Parameters are discovered by reflection: every stored property of type `Tensor` (or a
+/// non-nil `Tensor?`) is a parameter named after the property; every `Module`, `Module?` or
+/// `[Module]` property is a child whose parameters are prefixed with its name (`blocks.0.norm.weight`).
+/// Leading underscores (from property wrappers) are dropped. A subclass may rename keys for a
+/// checkpoint format by overriding ``key(forProperty:)``.
+open class Module {
+    /// Training mode (dropout active, ...). Set for a whole tree with ``train(_:)``.
+    public private(set) var isTraining = true
+
+    public init() {}
+
+    /// The checkpoint key of a property; override to follow another format's names.
+    open func key(forProperty name: String) -> String { name }
+
+    /// Walks the stored properties of this module's class and its superclasses, in declaration order.
+    private func forEachChild(_ body: (String, Any) -> Void) {
+        var mirror: Mirror? = Mirror(reflecting: self)
+        var levels: [Mirror] = []
+        while let m = mirror {
+            levels.append(m)
+            mirror = m.superclassMirror
+        }
+        for level in levels.reversed() {
+            for child in level.children {
+                guard var label = child.label else { continue }
+                if label.hasPrefix("_") { label.removeFirst() }
+                body(key(forProperty: label), child.value)
+            }
+        }
+    }
+
+    /// Direct sub-modules with their keys.
+    public func namedChildren() -> [(String, Module)] {
+        var out: [(String, Module)] = []
+        forEachChild { name, value in
+            switch value {
+            case let m as Module: out.append((name, m))
+            case let m as Module?: if let m { out.append((name, m)) }
+            case let ms as [Module]:
+                for (i, m) in ms.enumerated() { out.append(("\(name).\(i)", m)) }
+            default: break
+            }
+        }
+        return out
+    }
+
+    /// Every parameter of this module and its descendants, with its dotted key, in a stable order.
+    public func namedParameters() -> [(String, Tensor)] {
+        var out: [(String, Tensor)] = []
+        forEachChild { name, value in
+            switch value {
+            case let t as Tensor: out.append((name, t))
+            case let t as Tensor?: if let t { out.append((name, t)) }
+            default: break
+            }
+        }
+        for (name, child) in namedChildren() {
+            out += child.namedParameters().map { ("\(name).\($0.0)", $0.1) }
+        }
+        return out
+    }
+
+    public func parameters() -> [Tensor] { namedParameters().map(\.1) }
+
+    /// The total number of scalar parameters.
+    public var parameterCount: Int { parameters().reduce(0) { $0 + $1.count } }
+
+    /// The parameters by key.
+    public func stateDict() -> [String: Tensor] {
+        Dictionary(namedParameters(), uniquingKeysWith: { first, _ in first })
+    }
+
+    /// Sets the training flag on this module and all descendants.
+    public func train(_ on: Bool = true) {
+        isTraining = on
+        for (_, child) in namedChildren() { child.train(on) }
+    }
+
+    public func eval() { train(false) }
+
+    /// Marks every parameter as requiring gradients (or not).
+    public func requireGrad(_ flag: Bool = true) throws {
+        for p in parameters() { try p.requiringGrad(flag) }
+    }
+
+    /// Drops every parameter's gradient.
+    public func zeroGrad() throws {
+        for p in parameters() { try p.zeroGrad() }
+    }
+
+    /// Converts every parameter to `dtype` in place (keeping tensor identities).
+    public func convert(to dtype: DType) throws {
+        try Torch.withNoGrad {
+            for p in parameters() where p.dtype != dtype && p.dtype.isFloatingPoint {
+                try p.setData(p.detached().to(dtype))
+            }
+        }
+    }
+
+    /// Copies `state` into the parameters, verifying that every key is present, none is unused,
+    /// and shapes and dtypes agree. Throws ``ModuleError`` naming the first offending tensor.
+    public func load(_ state: [String: Tensor], allowDTypeConversion: Bool = false) throws {
+        let own = namedParameters()
+        let ownKeys = Set(own.map(\.0))
+        if let extra = state.keys.sorted().first(where: { !ownKeys.contains($0) }) {
+            throw ModuleError.unexpectedKey(extra)
+        }
+        for (key, param) in own {
+            guard let value = state[key] else { throw ModuleError.missingKey(key) }
+            guard value.shape == param.shape else {
+                throw ModuleError.shapeMismatch(key: key, expected: param.shape, found: value.shape)
+            }
+            guard value.dtype == param.dtype || allowDTypeConversion else {
+                throw ModuleError.dtypeMismatch(key: key, expected: param.dtype, found: value.dtype)
+            }
+        }
+        try Torch.withNoGrad {
+            for (key, param) in own { try param.copy(from: state[key]!) }
+        }
+    }
+}
+
+/// Errors from loading weights into a module.
+public enum ModuleError: Error, Equatable, CustomStringConvertible {
+    case missingKey(String)
+    case unexpectedKey(String)
+    case shapeMismatch(key: String, expected: [Int], found: [Int])
+    case dtypeMismatch(key: String, expected: DType, found: DType)
+
+    public var description: String {
+        switch self {
+        case let .missingKey(k): "checkpoint is missing tensor '\(k)'"
+        case let .unexpectedKey(k): "checkpoint has unexpected tensor '\(k)'"
+        case let .shapeMismatch(k, e, f): "tensor '\(k)' has shape \(f), the model expects \(e)"
+        case let .dtypeMismatch(k, e, f): "tensor '\(k)' has dtype \(f), the model expects \(e)"
+        }
+    }
+}
+
+/// A layer with one input and one output.
+public protocol UnaryLayer {
+    func callAsFunction(_ x: Tensor) throws -> Tensor
+}

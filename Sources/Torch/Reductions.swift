@@ -1,0 +1,72 @@
+import CTorch
+
+extension Tensor {
+    @inline(__always)
+    private func reduce(_ op: ct_reduce_op, _ dims: [Int]?, _ keepDim: Bool, _ name: String) throws -> Tensor {
+        guard let dims else {
+            return try Tensor.check(ct_reduce_all(Int32(op.rawValue), handle), name)
+        }
+        let d = int64s(dims)
+        return try Tensor.check(ct_reduce(Int32(op.rawValue), handle, d, Int64(d.count), keepDim), "\(name) over \(dims) of \(shape)")
+    }
+
+    /// Sum over `dims` (all elements when `nil`).
+    public func sum(dims: [Int]? = nil, keepDim: Bool = false) throws -> Tensor { try reduce(CT_SUM, dims, keepDim, "sum") }
+    public func mean(dims: [Int]? = nil, keepDim: Bool = false) throws -> Tensor { try reduce(CT_MEAN, dims, keepDim, "mean") }
+    public func max(dims: [Int]? = nil, keepDim: Bool = false) throws -> Tensor { try reduce(CT_AMAX, dims, keepDim, "amax") }
+    public func min(dims: [Int]? = nil, keepDim: Bool = false) throws -> Tensor { try reduce(CT_AMIN, dims, keepDim, "amin") }
+    public func prod(dim: Int, keepDim: Bool = false) throws -> Tensor { try reduce(CT_PROD, [dim], keepDim, "prod") }
+    /// Population variance (divides by N) unless `unbiased`.
+    public func variance(dims: [Int]? = nil, unbiased: Bool = false, keepDim: Bool = false) throws -> Tensor {
+        try reduce(unbiased ? CT_VAR_UNBIASED : CT_VAR, dims, keepDim, "var")
+    }
+    public func std(dims: [Int]? = nil, unbiased: Bool = false, keepDim: Bool = false) throws -> Tensor {
+        try reduce(unbiased ? CT_STD_UNBIASED : CT_STD, dims, keepDim, "std")
+    }
+    public func logsumexp(dims: [Int]? = nil, keepDim: Bool = false) throws -> Tensor { try reduce(CT_LOGSUMEXP, dims, keepDim, "logsumexp") }
+    /// Euclidean norm.
+    public func norm(dims: [Int]? = nil, keepDim: Bool = false) throws -> Tensor { try reduce(CT_NORM2, dims, keepDim, "norm") }
+    public func any(dims: [Int]? = nil, keepDim: Bool = false) throws -> Tensor { try reduce(CT_ANY, dims, keepDim, "any") }
+    public func all(dims: [Int]? = nil, keepDim: Bool = false) throws -> Tensor { try reduce(CT_ALL, dims, keepDim, "all") }
+
+    public func argmax(dim: Int, keepDim: Bool = false) throws -> Tensor {
+        try Tensor.check(ct_argmax(handle, Int64(dim), keepDim), "argmax")
+    }
+    public func cumsum(dim: Int) throws -> Tensor { try Tensor.check(ct_cumsum(handle, Int64(dim)), "cumsum") }
+    public func cumprod(dim: Int) throws -> Tensor { try Tensor.check(ct_cumprod(handle, Int64(dim)), "cumprod") }
+
+    /// The `q`-quantile (linear interpolation), over `dim` or over all elements.
+    public func quantile(_ q: Double, dim: Int? = nil, keepDim: Bool = false) throws -> Tensor {
+        guard (0...1).contains(q) else { throw TorchError.invalidArgument("quantile \(q) outside [0, 1]") }
+        return try Tensor.check(ct_quantile(handle, q, Int64(dim ?? 0), dim != nil, keepDim), "quantile")
+    }
+}
+
+// MARK: - Linear algebra
+
+extension Tensor {
+    public func matmul(_ other: Tensor) throws -> Tensor {
+        try Tensor.check(ct_matmul(handle, other.handle), "matmul \(shape) x \(other.shape)")
+    }
+    public func bmm(_ other: Tensor) throws -> Tensor {
+        try Tensor.check(ct_bmm(handle, other.handle), "bmm \(shape) x \(other.shape)")
+    }
+    /// `beta * self + alpha * (a @ b)` batched.
+    public func baddbmm(_ a: Tensor, _ b: Tensor, beta: Double = 1, alpha: Double = 1) throws -> Tensor {
+        try Tensor.check(ct_baddbmm(handle, a.handle, b.handle, beta, alpha), "baddbmm")
+    }
+    /// `self @ weightᵀ + bias`, PyTorch's `F.linear`.
+    public func linear(weight: Tensor, bias: Tensor?) throws -> Tensor {
+        try withExtendedLifetime(bias) {
+            try Tensor.check(ct_linear(handle, weight.handle, bias?.handle), "linear \(shape) with weight \(weight.shape)")
+        }
+    }
+
+    /// Eigen-decomposition of a symmetric matrix: eigenvalues ascending, eigenvectors as columns.
+    public func eigh() throws -> (values: Tensor, vectors: Tensor) {
+        var values: OpaquePointer?
+        var vectors: OpaquePointer?
+        try Tensor.check(status: ct_eigh(handle, &values, &vectors), "eigh")
+        return (Tensor(owning: values!), Tensor(owning: vectors!))
+    }
+}
