@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .library(name: "Torch", targets: ["Torch"]),
         .library(name: "NN", targets: ["NN"]),
+        .library(name: "ContextDiff", targets: ["ContextDiff"]),
         .executable(name: "contextdiff", targets: ["contextdiff"]),
     ],
     dependencies: [
@@ -24,16 +25,18 @@ let package = Package(
         ),
         .target(name: "Torch", dependencies: ["CTorch"]),
         .target(name: "NN", dependencies: ["Torch"]),
+        .target(name: "ContextDiff", dependencies: ["Torch", "NN"]),
         .target(name: "TestSupport", dependencies: ["Torch", "NN"], path: "Tests/TestSupport"),
         .executableTarget(
             name: "contextdiff",
             dependencies: [
-                "Torch", "NN",
+                "Torch", "NN", "ContextDiff",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "TorchTests", dependencies: ["Torch", "TestSupport"]),
+        .testTarget(name: "TorchTests", dependencies: ["Torch", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "TestSupport"]),
+        .testTarget(name: "ContextDiffTests", dependencies: ["ContextDiff", "TestSupport"], exclude: ["Fixtures"]),
     ],
     cxxLanguageStandard: .cxx17
 )

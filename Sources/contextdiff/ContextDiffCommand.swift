@@ -1,0 +1,11 @@
+import ArgumentParser
+
+@main
+struct ContextDiffCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "contextdiff",
+        abstract: "Contextualized diffusion (ContextDiff) for text-to-image and text-to-video on libtorch.",
+        version: "0.1.0",
+        subcommands: [DoctorCommand.self]
+    )
+}

@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import Torch
+
+/// Checks the installation: libtorch's threads and BLAS speed, and the text encoder's files.
+struct DoctorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "doctor",
+        abstract: "Check the libtorch installation, measure matmul speed and find the MiniLM files."
+    )
+
+    @Option(help: "Intra-op threads (default: all cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(help: "Matrix size for the sgemm measurement.")
+    var size: Int = 1024
+
+    func validate() throws {
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard (16...8192).contains(size) else { throw ValidationError("--size must be in 16...8192") }
+    }
+
+    func run() throws {
+        Torch.numThreads = threads
+        print("libtorch threads: \(Torch.numThreads)")
+        let gflops = try measureSgemm(size: size)
+        print(String(format: "sgemm %dx%d: %.1f GFLOP/s (float32)", size, size, gflops))
+        if gflops < 20 {
+            print("warning: matmul is slow; is libopenblas0-pthread installed? (run scripts/setup.sh)")
+        }
+        let minilm = MiniLMLocation.resolve()
+        let found = FileManager.default.fileExists(atPath: minilm.appendingPathComponent("model.safetensors").path)
+        print("MiniLM files: \(minilm.path) (\(found ? "found" : "missing: run scripts/setup.sh"))")
+    }
+}
+
+/// Times `repeats` float32 matmuls of `size`×`size` and returns the best GFLOP/s.
+func measureSgemm(size: Int, repeats: Int = 5) throws -> Double {
+    let a = try Tensor.randn([size, size], generator: Generator(seed: 0))
+    let b = try Tensor.randn([size, size], generator: Generator(seed: 1))
+    _ = try a.matmul(b)
+    var best = Double.infinity
+    let clock = ContinuousClock()
+    for _ in 0..<repeats {
+        let elapsed = try clock.measure { _ = try a.matmul(b) }
+        best = min(best, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+    }
+    return 2 * pow(Double(size), 3) / best / 1e9
+}
+
+/// Where the MiniLM text encoder's files live: `$CONTEXTDIFF_MINILM_DIR`, else
+/// `$XDG_CACHE_HOME/contextdiff/all-MiniLM-L6-v2`, else `~/.cache/contextdiff/all-MiniLM-L6-v2`
+/// (the folder scripts/setup.sh fills).
+enum MiniLMLocation {
+    static func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) -> URL {
+        if let dir = environment["CONTEXTDIFF_MINILM_DIR"], !dir.isEmpty { return URL(fileURLWithPath: dir) }
+        let cache = environment["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? (NSHomeDirectory() + "/.cache")
+        return URL(fileURLWithPath: cache).appendingPathComponent("contextdiff/all-MiniLM-L6-v2")
+    }
+}
