@@ -1,0 +1,130 @@
+import NN
+import Torch
+
+/// Configuration of ``ContextAdapter`` (r_φ), saved as `config.json` next to the weights.
+public struct ContextAdapterConfig: Codable, Sendable, Equatable {
+    public var inChannels = 3
+    public var sampleSize = 32
+    /// Side of the square patches the image encoder cuts x0 into (tokens = (size/patch)²).
+    public var patchSize = 4
+    public var width = 128
+    public var depth = 2
+    /// Heads of the cross-attention from image tokens to text tokens (the paper uses 8).
+    public var heads = 8
+    public var contextDim = 384
+    public var mlpRatio = 4
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case inChannels = "in_channels", sampleSize = "sample_size", patchSize = "patch_size", width, depth, heads
+        case contextDim = "context_dim", mlpRatio = "mlp_ratio"
+    }
+
+    public func validate() throws {
+        func fail(_ m: String) -> Error { TorchError.invalidArgument("adapter config: \(m)") }
+        guard inChannels > 0, width > 0, depth >= 0, heads > 0, contextDim > 0, mlpRatio > 0 else {
+            throw fail("sizes must be positive")
+        }
+        guard patchSize > 0, sampleSize > 0, sampleSize % patchSize == 0 else {
+            throw fail("sample_size \(sampleSize) must be a multiple of patch_size \(patchSize)")
+        }
+        guard width % heads == 0 else { throw fail("width \(width) not divisible by \(heads) heads") }
+    }
+
+    public var tokenGrid: Int { sampleSize / patchSize }
+}
+
+/// One adapter block: [LN → self-attention] → [LN → cross-attention to text] → [LN → MLP], residual each.
+public final class ContextBlock: Module {
+    public let norm1: LayerNorm
+    public let selfAttention: MultiHeadAttention
+    public let norm2: LayerNorm
+    public let crossAttention: MultiHeadAttention
+    public let norm3: LayerNorm
+    public let mlp1: Linear
+    public let mlp2: Linear
+
+    init(width: Int, heads: Int, contextDim: Int, mlpRatio: Int) throws {
+        norm1 = try LayerNorm(width)
+        selfAttention = try MultiHeadAttention(queryDim: width, heads: heads)
+        norm2 = try LayerNorm(width)
+        crossAttention = try MultiHeadAttention(queryDim: width, contextDim: contextDim, heads: heads)
+        norm3 = try LayerNorm(width)
+        mlp1 = try Linear(width, width * mlpRatio)
+        mlp2 = try Linear(width * mlpRatio, width)
+        super.init()
+    }
+
+    override public func key(forProperty name: String) -> String {
+        name == "selfAttention" ? "attn1" : name == "crossAttention" ? "attn2" : name
+    }
+
+    func callAsFunction(_ x: Tensor, context: TextCondition) throws -> Tensor {
+        var h = try x + selfAttention(norm1(x))
+        h = try h + crossAttention(norm2(h), context: context.tokens, keyMask: context.mask)
+        return try h + mlp2(mlp1(norm3(h)).gelu())
+    }
+}
+
+/// The context-aware adapter r_φ(x0, c, t) of ContextDiff (paper §3.1, DESIGN §4).
+///
+/// An image encoder cuts x0 into patch tokens (a strided convolution plus learned positions), adds
+/// the timestep embedding, runs blocks of self-attention and 8-head cross-attention from image
+/// tokens to text tokens, and decodes back to the shape of x0. The decoder's last layer starts at
+/// zero, so training starts from the plain diffusion model (r_φ ≡ 0). Unlike the official code,
+/// the output depends on the image, the text and the timestep.
+public final class ContextAdapter: Module {
+    public let config: ContextAdapterConfig
+    public let patchEmbed: Conv2d
+    public let positions: Tensor
+    public let timeEmbedding: TimestepEmbedding
+    public let blocks: [ContextBlock]
+    public let normOut: LayerNorm
+    public let projOut: Linear
+
+    public init(_ config: ContextAdapterConfig) throws {
+        try config.validate()
+        self.config = config
+        let w = config.width
+        patchEmbed = try Conv2d(config.inChannels, w, kernel: config.patchSize, stride: config.patchSize)
+        positions = try Tensor.randn([1, config.tokenGrid * config.tokenGrid, w]) * 0.02
+        timeEmbedding = try TimestepEmbedding(featureDim: w, outputDim: w)
+        blocks = try (0..<config.depth).map { _ in
+            try ContextBlock(width: w, heads: config.heads, contextDim: config.contextDim, mlpRatio: config.mlpRatio)
+        }
+        normOut = try LayerNorm(w)
+        projOut = try Linear(w, config.patchSize * config.patchSize * config.inChannels)
+        try projOut.weight.zero()
+        try projOut.bias?.zero()
+        super.init()
+    }
+
+    override public func key(forProperty name: String) -> String {
+        switch name {
+        case "patchEmbed": "patch_embed"
+        case "timeEmbedding": "time_embedding"
+        case "normOut": "norm_out"
+        case "projOut": "proj_out"
+        default: name
+        }
+    }
+
+    /// r_φ(x0, c, t): `x0` `[B, C, H, W]`, `timesteps` `[B]`; returns a tensor shaped like `x0`.
+    public func callAsFunction(_ x0: Tensor, timesteps: Tensor, condition: TextCondition) throws -> Tensor {
+        let s = x0.shape
+        let (c, size, p, g) = (config.inChannels, config.sampleSize, config.patchSize, config.tokenGrid)
+        guard s.count == 4, s[1] == c, s[2] == size, s[3] == size else {
+            throw TorchError.invalidArgument("adapter input must be [B, \(c), \(size), \(size)], got \(s)")
+        }
+        let b = s[0]
+        guard timesteps.shape == [b], condition.batchSize == b else {
+            throw TorchError.invalidArgument("adapter: batch \(b) but timesteps \(timesteps.shape) and condition batch \(condition.batchSize)")
+        }
+        var h = try patchEmbed(x0).flattened(from: 2).transposed(1, 2)  // [B, N, W]
+        h = try h + positions + timeEmbedding(timesteps).unsqueezed(1)
+        for block in blocks { h = try block(h, context: condition) }
+        let patches = try projOut(normOut(h))  // [B, N, p*p*C]
+        return try patches.reshaped([b, g, g, p, p, c]).permuted([0, 5, 1, 3, 2, 4]).reshaped([b, c, size, size])
+    }
+}

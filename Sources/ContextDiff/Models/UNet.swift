@@ -1,0 +1,311 @@
+import NN
+import Torch
+
+/// What the denoiser's output means.
+public enum PredictionTarget: String, Codable, Sendable, CaseIterable {
+    /// The clean image x0 (ContextDiff's parameterisation, Eq. 8).
+    case sample
+    /// The noise ε.
+    case epsilon
+    /// v = √ᾱ ε − √(1−ᾱ) x0.
+    case vPrediction = "v_prediction"
+}
+
+/// Configuration of ``UNet``, saved as `config.json` next to the weights.
+public struct UNetConfig: Codable, Sendable, Equatable {
+    public var inChannels = 3
+    public var outChannels = 3
+    public var sampleSize = 32
+    /// Channels of the first level; level i has `baseChannels * channelMultipliers[i]`.
+    public var baseChannels = 64
+    public var channelMultipliers = [1, 2, 2]
+    /// Residual blocks per level on the way down (one more on the way up, as ADM).
+    public var layersPerBlock = 2
+    /// Feature-map sizes that get self-attention.
+    public var attentionResolutions = [16, 8]
+    /// Feature-map sizes that get cross-attention over the text tokens.
+    public var crossAttentionResolutions = [16, 8]
+    public var heads = 4
+    /// Width of the text-token states (MiniLM: 384).
+    public var contextDim = 384
+    /// Width of the pooled text vector added to the timestep embedding.
+    public var pooledDim = 384
+    public var dropout = 0.0
+    public var normGroups = 32
+    public var prediction = PredictionTarget.sample
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case inChannels = "in_channels", outChannels = "out_channels", sampleSize = "sample_size"
+        case baseChannels = "base_channels", channelMultipliers = "channel_multipliers"
+        case layersPerBlock = "layers_per_block", attentionResolutions = "attention_resolutions"
+        case crossAttentionResolutions = "cross_attention_resolutions", heads, contextDim = "context_dim"
+        case pooledDim = "pooled_dim", dropout, normGroups = "norm_groups", prediction
+    }
+
+    /// Checks the configuration and throws a message naming the offending field.
+    public func validate() throws {
+        func fail(_ m: String) -> Error { TorchError.invalidArgument("UNet config: \(m)") }
+        guard inChannels > 0, outChannels > 0 else { throw fail("channel counts must be positive") }
+        guard baseChannels > 0, !channelMultipliers.isEmpty, channelMultipliers.allSatisfy({ $0 > 0 }) else {
+            throw fail("base_channels and channel_multipliers must be positive")
+        }
+        guard layersPerBlock > 0 else { throw fail("layers_per_block must be positive") }
+        let factor = 1 << (channelMultipliers.count - 1)
+        guard sampleSize > 0, sampleSize % factor == 0 else {
+            throw fail("sample_size \(sampleSize) must be divisible by \(factor) for \(channelMultipliers.count) levels")
+        }
+        guard heads > 0, contextDim > 0, pooledDim > 0, normGroups > 0 else { throw fail("heads, widths and groups must be positive") }
+        for m in channelMultipliers where (baseChannels * m) % heads != 0 {
+            throw fail("width \(baseChannels * m) not divisible by \(heads) heads")
+        }
+        guard (0..<1).contains(dropout) else { throw fail("dropout must be in [0, 1)") }
+    }
+}
+
+/// The largest group count ≤ `preferred` that divides `channels`.
+func groupCount(_ channels: Int, preferred: Int) -> Int {
+    var g = min(preferred, channels)
+    while channels % g != 0 { g -= 1 }
+    return g
+}
+
+/// GroupNorm → SiLU → conv, plus the time embedding, → GroupNorm → SiLU → dropout → conv, plus a skip.
+public final class ResBlock: Module {
+    public let norm1: GroupNorm
+    public let conv1: Conv2d
+    public let timeProj: Linear
+    public let norm2: GroupNorm
+    public let dropout: Dropout
+    public let conv2: Conv2d
+    public let skip: Conv2d?
+
+    public init(_ inputs: Int, _ outputs: Int, timeDim: Int, groups: Int, dropout: Double) throws {
+        norm1 = try GroupNorm(groups: groupCount(inputs, preferred: groups), channels: inputs)
+        conv1 = try Conv2d(inputs, outputs, kernel: 3, padding: 1)
+        timeProj = try Linear(timeDim, outputs)
+        norm2 = try GroupNorm(groups: groupCount(outputs, preferred: groups), channels: outputs)
+        self.dropout = try Dropout(dropout)
+        conv2 = try Conv2d(outputs, outputs, kernel: 3, padding: 1)
+        skip = inputs == outputs ? nil : try Conv2d(inputs, outputs, kernel: 1)
+        super.init()
+    }
+
+    override public func key(forProperty name: String) -> String { name == "timeProj" ? "time_proj" : name }
+
+    public func callAsFunction(_ x: Tensor, time: Tensor) throws -> Tensor {
+        var h = try conv1(norm1(x).silu())
+        let t = try timeProj(time.silu())
+        h = try h + t.reshaped([t.shape[0], t.shape[1], 1, 1])
+        h = try conv2(dropout(norm2(h).silu()))
+        return try h + (skip.map { try $0(x) } ?? x)
+    }
+}
+
+/// A spatial transformer: GroupNorm → proj_in → [LN → self-attention] → [LN → cross-attention to
+/// the text tokens] → [LN → GELU MLP] → proj_out, with residuals (Stable Diffusion's block).
+public final class SpatialTransformer: Module {
+    public let norm: GroupNorm
+    public let projIn: Linear
+    public let norm1: LayerNorm?
+    public let selfAttention: MultiHeadAttention?
+    public let norm2: LayerNorm?
+    public let crossAttention: MultiHeadAttention?
+    public let norm3: LayerNorm
+    public let ff1: Linear
+    public let ff2: Linear
+    public let projOut: Linear
+
+    public init(channels: Int, heads: Int, contextDim: Int, groups: Int, selfAttention: Bool, crossAttention: Bool) throws {
+        norm = try GroupNorm(groups: groupCount(channels, preferred: groups), channels: channels, eps: 1e-6)
+        projIn = try Linear(channels, channels)
+        norm1 = selfAttention ? try LayerNorm(channels) : nil
+        self.selfAttention = selfAttention ? try MultiHeadAttention(queryDim: channels, heads: heads) : nil
+        norm2 = crossAttention ? try LayerNorm(channels) : nil
+        self.crossAttention = crossAttention
+            ? try MultiHeadAttention(queryDim: channels, contextDim: contextDim, heads: heads) : nil
+        norm3 = try LayerNorm(channels)
+        ff1 = try Linear(channels, 4 * channels)
+        ff2 = try Linear(4 * channels, channels)
+        projOut = try Linear(channels, channels)
+        super.init()
+    }
+
+    override public func key(forProperty name: String) -> String {
+        switch name {
+        case "projIn": "proj_in"
+        case "projOut": "proj_out"
+        case "selfAttention": "attn1"
+        case "crossAttention": "attn2"
+        default: name
+        }
+    }
+
+    public func callAsFunction(_ x: Tensor, context: TextCondition) throws -> Tensor {
+        let s = x.shape
+        let (b, c, hw) = (s[0], s[1], s[2] * s[3])
+        var h = try projIn(norm(x).reshaped([b, c, hw]).transposed(1, 2))  // [B, HW, C]
+        if let selfAttention, let norm1 { h = try h + selfAttention(norm1(h)) }
+        if let crossAttention, let norm2 {
+            h = try h + crossAttention(norm2(h), context: context.tokens, keyMask: context.mask)
+        }
+        h = try h + ff2(ff1(norm3(h)).gelu())
+        h = try projOut(h).transposed(1, 2).reshaped(s)
+        return try x + h
+    }
+}
+
+/// One level of the U-Net: residual blocks, each optionally followed by a transformer.
+public final class UNetLevel: Module {
+    public let resnets: [ResBlock]
+    public let attentions: [SpatialTransformer]
+    public let resample: Conv2d?
+
+    init(resnets: [ResBlock], attentions: [SpatialTransformer], resample: Conv2d?) {
+        self.resnets = resnets
+        self.attentions = attentions
+        self.resample = resample
+        super.init()
+    }
+}
+
+/// A conditional U-Net in the style of Imagen/ADM (DESIGN §4): ResBlocks with GroupNorm and SiLU,
+/// a sinusoidal timestep embedding plus the pooled text vector, self-attention at low resolutions,
+/// and cross-attention over the full sequence of text-token states.
+public final class UNet: Module {
+    public let config: UNetConfig
+    public let timeEmbedding: TimestepEmbedding
+    public let pooledProj: Linear
+    public let convIn: Conv2d
+    public let down: [UNetLevel]
+    public let midResnet1: ResBlock
+    public let midAttention: SpatialTransformer
+    public let midResnet2: ResBlock
+    public let up: [UNetLevel]
+    public let normOut: GroupNorm
+    public let convOut: Conv2d
+
+    public init(_ config: UNetConfig) throws {
+        try config.validate()
+        self.config = config
+        let base = config.baseChannels
+        let timeDim = 4 * base
+        let groups = config.normGroups
+        timeEmbedding = try TimestepEmbedding(featureDim: base, outputDim: timeDim)
+        pooledProj = try Linear(config.pooledDim, timeDim)
+        convIn = try Conv2d(config.inChannels, base, kernel: 3, padding: 1)
+
+        func transformer(_ channels: Int, resolution: Int) throws -> SpatialTransformer? {
+            let selfAttn = config.attentionResolutions.contains(resolution)
+            let crossAttn = config.crossAttentionResolutions.contains(resolution)
+            guard selfAttn || crossAttn else { return nil }
+            return try SpatialTransformer(
+                channels: channels, heads: config.heads, contextDim: config.contextDim, groups: groups,
+                selfAttention: selfAttn, crossAttention: crossAttn)
+        }
+
+        var skipChannels = [base]
+        var channels = base
+        var resolution = config.sampleSize
+        var downLevels: [UNetLevel] = []
+        for (i, mult) in config.channelMultipliers.enumerated() {
+            let out = base * mult
+            var resnets: [ResBlock] = [], attentions: [SpatialTransformer] = []
+            for _ in 0..<config.layersPerBlock {
+                resnets.append(try ResBlock(channels, out, timeDim: timeDim, groups: groups, dropout: config.dropout))
+                if let t = try transformer(out, resolution: resolution) { attentions.append(t) }
+                channels = out
+                skipChannels.append(channels)
+            }
+            let isLast = i == config.channelMultipliers.count - 1
+            let resample = isLast ? nil : try Conv2d(channels, channels, kernel: 3, stride: 2, padding: 1)
+            if !isLast {
+                skipChannels.append(channels)
+                resolution /= 2
+            }
+            downLevels.append(UNetLevel(resnets: resnets, attentions: attentions, resample: resample))
+        }
+        down = downLevels
+
+        midResnet1 = try ResBlock(channels, channels, timeDim: timeDim, groups: groups, dropout: config.dropout)
+        midAttention = try SpatialTransformer(
+            channels: channels, heads: config.heads, contextDim: config.contextDim, groups: groups,
+            selfAttention: true, crossAttention: true)
+        midResnet2 = try ResBlock(channels, channels, timeDim: timeDim, groups: groups, dropout: config.dropout)
+
+        var upLevels: [UNetLevel] = []
+        for (i, mult) in config.channelMultipliers.enumerated().reversed() {
+            let out = base * mult
+            var resnets: [ResBlock] = [], attentions: [SpatialTransformer] = []
+            for _ in 0...config.layersPerBlock {
+                let skip = skipChannels.removeLast()
+                resnets.append(try ResBlock(channels + skip, out, timeDim: timeDim, groups: groups, dropout: config.dropout))
+                if let t = try transformer(out, resolution: resolution) { attentions.append(t) }
+                channels = out
+            }
+            let resample = i == 0 ? nil : try Conv2d(channels, channels, kernel: 3, padding: 1)
+            if i != 0 { resolution *= 2 }
+            upLevels.append(UNetLevel(resnets: resnets, attentions: attentions, resample: resample))
+        }
+        up = upLevels
+        normOut = try GroupNorm(groups: groupCount(channels, preferred: groups), channels: channels)
+        convOut = try Conv2d(channels, config.outChannels, kernel: 3, padding: 1)
+        super.init()
+    }
+
+    override public func key(forProperty name: String) -> String {
+        switch name {
+        case "timeEmbedding": "time_embedding"
+        case "pooledProj": "pooled_proj"
+        case "convIn": "conv_in"
+        case "midResnet1": "mid.resnet_1"
+        case "midAttention": "mid.attention"
+        case "midResnet2": "mid.resnet_2"
+        case "normOut": "norm_out"
+        case "convOut": "conv_out"
+        default: name
+        }
+    }
+
+    /// Predicts ``UNetConfig/prediction`` for noisy images `x` `[B, C, H, W]` at `timesteps` `[B]`.
+    public func callAsFunction(_ x: Tensor, timesteps: Tensor, condition: TextCondition) throws -> Tensor {
+        let s = x.shape
+        guard s.count == 4, s[1] == config.inChannels, s[2] == config.sampleSize, s[3] == config.sampleSize else {
+            throw TorchError.invalidArgument(
+                "UNet input must be [B, \(config.inChannels), \(config.sampleSize), \(config.sampleSize)], got \(s)")
+        }
+        guard timesteps.shape == [s[0]], condition.batchSize == s[0] else {
+            throw TorchError.invalidArgument(
+                "UNet: batch \(s[0]) but timesteps \(timesteps.shape) and condition batch \(condition.batchSize)")
+        }
+        let time = try timeEmbedding(timesteps) + pooledProj(condition.pooled)
+        var h = try convIn(x)
+        var skips = [h]
+        for level in down {
+            var attentions = level.attentions.makeIterator()
+            for resnet in level.resnets {
+                h = try resnet(h, time: time)
+                if !level.attentions.isEmpty, let attention = attentions.next() { h = try attention(h, context: condition) }
+                skips.append(h)
+            }
+            if let resample = level.resample {
+                h = try resample(h)
+                skips.append(h)
+            }
+        }
+        h = try midResnet2(midAttention(midResnet1(h, time: time), context: condition), time: time)
+        for level in up {
+            var attentions = level.attentions.makeIterator()
+            for resnet in level.resnets {
+                h = try resnet(Tensor.cat([h, skips.removeLast()], dim: 1), time: time)
+                if !level.attentions.isEmpty, let attention = attentions.next() { h = try attention(h, context: condition) }
+            }
+            if let resample = level.resample {
+                let hs = h.shape
+                h = try resample(h.interpolate(size: (hs[2] * 2, hs[3] * 2)))
+            }
+        }
+        return try convOut(normOut(h).silu())
+    }
+}

@@ -1,0 +1,188 @@
+import ContextDiff
+import Foundation
+import NN
+import Testing
+import TestSupport
+import Torch
+
+/// Small configurations that exercise every branch (attention levels, skips, resampling).
+enum TinyConfigs {
+    static var unet: UNetConfig {
+        var c = UNetConfig()
+        c.sampleSize = 16
+        c.baseChannels = 16
+        c.channelMultipliers = [1, 2]
+        c.layersPerBlock = 1
+        c.attentionResolutions = [8]
+        c.crossAttentionResolutions = [16, 8]
+        c.heads = 2
+        c.contextDim = 12
+        c.pooledDim = 12
+        c.normGroups = 4
+        return c
+    }
+
+    static var adapter: ContextAdapterConfig {
+        var c = ContextAdapterConfig()
+        c.sampleSize = 16
+        c.patchSize = 4
+        c.width = 32
+        c.depth = 2
+        c.heads = 8
+        c.contextDim = 12
+        return c
+    }
+
+    static func condition(batch: Int, length: Int = 5, seed: UInt64 = 3) throws -> TextCondition {
+        let g = Generator(seed: seed)
+        var maskValues = [Bool]()
+        for b in 0..<batch { for i in 0..<length { maskValues.append(i < length - b % 3) } }
+        return try TextCondition(
+            tokens: Tensor.randn([batch, length, 12], generator: g), mask: Tensor(maskValues, shape: [batch, length]),
+            pooled: Tensor.randn([batch, 12], generator: g))
+    }
+}
+
+func temporaryDirectory() throws -> URL {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cd-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    return dir
+}
+
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// Runs Debian's python3 (which has torch) and returns its standard output.
+func runPython(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = FileHandle.standardError
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+@Suite("Networks: U-Net and context adapter")
+struct NetworkTests {
+    /// Perturbs every parameter so that no zero-initialised layer hides a difference.
+    func randomize(_ m: Module, seed: UInt64) throws {
+        let g = Generator(seed: seed)
+        try Torch.withNoGrad {
+            for p in m.parameters() { try p.addInPlace(Tensor.randn(p.shape, generator: g) * 0.05) }
+        }
+    }
+
+    @Test func outputsMatchThePyTorchTwin() throws {
+        Torch.manualSeed(21)
+        let unet = try UNet(TinyConfigs.unet)
+        let adapter = try ContextAdapter(TinyConfigs.adapter)
+        try randomize(unet, seed: 1)
+        try randomize(adapter, seed: 2)
+        let batch = 3
+        let x = try Tensor.randn([batch, 3, 16, 16], generator: Generator(seed: 9))
+        let t = try Tensor([Int64(0), 500, 999], shape: [batch])
+        let c = try TinyConfigs.condition(batch: batch)
+        let (u, a) = try Torch.withNoGrad {
+            (try unet(x, timesteps: t, condition: c), try adapter(x, timesteps: t, condition: c))
+        }
+        #expect(u.shape == [batch, 3, 16, 16] && a.shape == [batch, 3, 16, 16])
+
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try ModelFolder.save(unet, to: dir.appendingPathComponent("unet"))
+        try ModelFolder.save(adapter, to: dir.appendingPathComponent("adapter"))
+        try saveSafeTensors(
+            ["x": x, "timesteps": t, "tokens": c.tokens, "mask": c.mask.to(.uint8), "pooled": c.pooled],
+            to: dir.appendingPathComponent("inputs.safetensors"))
+        try saveSafeTensors(["unet": u, "adapter": a], to: dir.appendingPathComponent("swift_outputs.safetensors"))
+        let script = repositoryRoot.appendingPathComponent("benchmarks/peer/check_equivalence.py").path
+        let (status, output) = try runPython([script, dir.path])
+        #expect(status == 0, "peer failed: \(output)")
+        let result = try JSONDecoder().decode([String: Double].self, from: Data(output.utf8))
+        let unetDiff = try #require(result["unet"]), adapterDiff = try #require(result["adapter"])
+        #expect(unetDiff <= 1e-4, "U-Net max abs diff \(unetDiff)")
+        #expect(adapterDiff <= 1e-4, "adapter max abs diff \(adapterDiff)")
+        // The comparison is not vacuous: both outputs are far from zero.
+        #expect(try #require(result["unet_scale"]) > 0.1)
+        #expect(try #require(result["adapter_scale"]) > 0.01)
+    }
+
+    @Test func adapterStartsAtZeroAndDependsOnImageTextAndTimeAfterOneStep() throws {
+        Torch.manualSeed(5)
+        let adapter = try ContextAdapter(TinyConfigs.adapter)
+        let g = Generator(seed: 4)
+        let x = try Tensor.randn([2, 3, 16, 16], generator: g)
+        let t = try Tensor([Int64(100), 700], shape: [2])
+        let c = try TinyConfigs.condition(batch: 2)
+        #expect(try adapter(x, timesteps: t, condition: c).abs().max().item() == 0)
+
+        try adapter.requireGrad()
+        let optimizer = try AdamW(parameters: adapter.parameters(), learningRate: 1e-2, weightDecay: 0)
+        let target = try Tensor.randn([2, 3, 16, 16], generator: g)
+        try adapter(x, timesteps: t, condition: c).mseLoss(target).backward()
+        try optimizer.step()
+
+        try Torch.withNoGrad {
+            let base = try adapter(x, timesteps: t, condition: c)
+            #expect(try base.abs().max().item() > 0)
+            let otherImage = try adapter(x * 0.5 + 0.3, timesteps: t, condition: c)
+            let otherTime = try adapter(x, timesteps: Tensor([Int64(10), 10], shape: [2]), condition: c)
+            let otherText = try adapter(x, timesteps: t, condition: TinyConfigs.condition(batch: 2, seed: 77))
+            for (what, other) in [("image", otherImage), ("timestep", otherTime), ("text", otherText)] {
+                let change = try (other - base).abs().max().item()
+                #expect(change > 1e-4, "adapter output does not depend on the \(what) (change \(change))")
+            }
+        }
+    }
+
+    @Test func loadingVerifiesEveryTensor() throws {
+        let adapter = try ContextAdapter(TinyConfigs.adapter)
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try ModelFolder.save(adapter, to: dir)
+        let loaded = try ModelFolder.load(ContextAdapter.self, from: dir)
+        #expect(loaded.config == adapter.config)
+        for ((k1, t1), (k2, t2)) in zip(adapter.namedParameters(), loaded.namedParameters()) {
+            #expect(k1 == k2)
+            #expect(try t1.bytes() == t2.bytes())
+        }
+
+        let weights = dir.appendingPathComponent(ModelFolder.weightsName)
+        let state = adapter.stateDict()
+        func expectLoadError(_ mutate: (inout [String: Tensor]) throws -> Void, _ expected: ModuleError) throws {
+            var s = state
+            try mutate(&s)
+            try saveSafeTensors(s, to: weights)
+            #expect(throws: expected) { try ModelFolder.load(ContextAdapter.self, from: dir) }
+        }
+        try expectLoadError({ $0["blocks.1.attn2.to_k.weight"] = nil }, .missingKey("blocks.1.attn2.to_k.weight"))
+        try expectLoadError({ $0["blocks.0.extra"] = try Tensor.zeros([2]) }, .unexpectedKey("blocks.0.extra"))
+        try expectLoadError(
+            { $0["proj_out.weight"] = try Tensor.zeros([48, 31]) },
+            .shapeMismatch(key: "proj_out.weight", expected: [48, 32], found: [48, 31]))
+
+        try Data("not json".utf8).write(to: dir.appendingPathComponent(ModelFolder.configName))
+        #expect(throws: CheckpointError.self) { try ModelFolder.load(ContextAdapter.self, from: dir) }
+        try FileManager.default.removeItem(at: dir.appendingPathComponent(ModelFolder.configName))
+        #expect(throws: CheckpointError.missingFile(dir.appendingPathComponent(ModelFolder.configName).path)) {
+            try ModelFolder.load(ContextAdapter.self, from: dir)
+        }
+    }
+
+    @Test func badInputsAreClearErrors() throws {
+        let unet = try UNet(TinyConfigs.unet)
+        let c = try TinyConfigs.condition(batch: 2)
+        let t = try Tensor([Int64(1), 2], shape: [2])
+        #expect(throws: TorchError.self) { try unet(Tensor.zeros([2, 3, 8, 8]), timesteps: t, condition: c) }
+        #expect(throws: TorchError.self) { try unet(Tensor.zeros([3, 3, 16, 16]), timesteps: t, condition: c) }
+        var bad = TinyConfigs.unet
+        bad.sampleSize = 15
+        #expect(throws: TorchError.self) { try UNet(bad) }
+        var badAdapter = TinyConfigs.adapter
+        badAdapter.width = 30
+        #expect(throws: TorchError.self) { try ContextAdapter(badAdapter) }
+    }
+}
