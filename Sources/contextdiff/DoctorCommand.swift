@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ContextDiff
 import Torch
 
 /// Checks the installation: libtorch's threads and BLAS speed, and the text encoder's files.
@@ -28,7 +29,7 @@ struct DoctorCommand: ParsableCommand {
         if gflops < 20 {
             print("warning: matmul is slow; is libopenblas0-pthread installed? (run scripts/setup.sh)")
         }
-        let minilm = MiniLMLocation.resolve()
+        let minilm = MiniLMFiles.defaultDirectory()
         let found = FileManager.default.fileExists(atPath: minilm.appendingPathComponent("model.safetensors").path)
         print("MiniLM files: \(minilm.path) (\(found ? "found" : "missing: run scripts/setup.sh"))")
     }
@@ -46,16 +47,4 @@ func measureSgemm(size: Int, repeats: Int = 5) throws -> Double {
         best = min(best, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
     }
     return 2 * pow(Double(size), 3) / best / 1e9
-}
-
-/// Where the MiniLM text encoder's files live: `$CONTEXTDIFF_MINILM_DIR`, else
-/// `$XDG_CACHE_HOME/contextdiff/all-MiniLM-L6-v2`, else `~/.cache/contextdiff/all-MiniLM-L6-v2`
-/// (the folder scripts/setup.sh fills).
-enum MiniLMLocation {
-    static func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) -> URL {
-        if let dir = environment["CONTEXTDIFF_MINILM_DIR"], !dir.isEmpty { return URL(fileURLWithPath: dir) }
-        let cache = environment["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? (NSHomeDirectory() + "/.cache")
-        return URL(fileURLWithPath: cache).appendingPathComponent("contextdiff/all-MiniLM-L6-v2")
-    }
 }
