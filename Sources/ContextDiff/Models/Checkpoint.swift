@@ -43,8 +43,8 @@ public enum ModelFolder {
     }
 
     /// Reads the configuration of a model folder.
-    public static func config<C: Decodable>(_ type: C.Type, in directory: URL) throws -> C {
-        let url = directory.appendingPathComponent(configName)
+    public static func config<C: Decodable>(_ type: C.Type, in directory: URL, file: String = configName) throws -> C {
+        let url = directory.appendingPathComponent(file)
         guard FileManager.default.fileExists(atPath: url.path) else { throw CheckpointError.missingFile(url.path) }
         do {
             return try JSONDecoder().decode(C.self, from: Data(contentsOf: url))

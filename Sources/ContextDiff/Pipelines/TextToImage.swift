@@ -1,0 +1,177 @@
+import Foundation
+import NN
+import Torch
+
+/// The reverse process used to generate.
+public enum SamplerKind: String, Codable, Sendable, CaseIterable {
+    case ddim, ddpm
+}
+
+/// Options of one generation call; every field has a sensible default.
+public struct GenerationOptions: Codable, Sendable, Equatable {
+    public var sampler = SamplerKind.ddim
+    /// Denoising steps (DDIM or strided DDPM).
+    public var steps = 50
+    /// Classifier-free guidance weight w ≥ 0 (1 = conditional only, 0 = unconditional).
+    public var guidance = 3.0
+    /// DDIM's η in [0, 1].
+    public var eta = 0.0
+    /// Images per prompt.
+    public var imagesPerPrompt = 1
+    public var seed: UInt64 = 0
+    /// Pushes away from this prompt instead of the empty caption.
+    public var negativePrompt: String?
+    /// Clip x̂0 to ±1 (default) or use Imagen's dynamic thresholding.
+    public var dynamicThresholding = false
+    /// Use the context adapter when the model has one (false: sample as if r_φ ≡ 0).
+    public var useContext = true
+
+    public init() {}
+
+    /// Throws a message naming the first invalid option.
+    public func validate(trainTimesteps: Int) throws {
+        guard steps > 0 else { throw PipelineError.invalidOption("--steps must be positive, got \(steps)") }
+        guard steps <= trainTimesteps else {
+            throw PipelineError.invalidOption("--steps \(steps) exceeds the model's \(trainTimesteps) training timesteps")
+        }
+        guard guidance.isFinite, guidance >= 0 else {
+            throw PipelineError.invalidOption("--guidance must be ≥ 0, got \(guidance)")
+        }
+        guard eta.isFinite, (0...1).contains(eta) else { throw PipelineError.invalidOption("--eta must be in [0, 1], got \(eta)") }
+        guard (1...1024).contains(imagesPerPrompt) else {
+            throw PipelineError.invalidOption("images per prompt must be in 1...1024, got \(imagesPerPrompt)")
+        }
+    }
+}
+
+/// Errors of the generation pipelines.
+public enum PipelineError: Error, CustomStringConvertible, Equatable {
+    case invalidOption(String)
+    case emptyPrompt
+    case incompatibleTextEncoder(String)
+
+    public var description: String {
+        switch self {
+        case let .invalidOption(m): m
+        case .emptyPrompt: "the prompt is empty; describe the image to generate"
+        case let .incompatibleTextEncoder(m): m
+        }
+    }
+}
+
+/// Text-to-image generation with a ContextDiff (or baseline) model: encode the prompts, start
+/// from seeded Gaussian noise, run DDIM or DDPM with classifier-free guidance (one batched model
+/// call per step) and, for ContextDiff, the context adapter on the guided x̂0 in every step
+/// (paper Eqs. 9 and 13).
+public final class TextToImagePipeline {
+    public let model: ContextDiffModel
+    public let textEncoder: any TextEncoder
+    /// Notices for the caller to show (e.g. a prompt truncated to the encoder's limit).
+    public private(set) var warnings: [String] = []
+
+    public init(model: ContextDiffModel, textEncoder: any TextEncoder) throws {
+        guard textEncoder.width == model.unet.config.contextDim else {
+            throw PipelineError.incompatibleTextEncoder(
+                "the text encoder gives \(textEncoder.width)-wide states, the model expects \(model.unet.config.contextDim)")
+        }
+        self.model = model
+        self.textEncoder = textEncoder
+    }
+
+    /// Encodes texts into the model's condition, truncating to the model's token limit.
+    public func condition(for texts: [String]) throws -> TextCondition {
+        let encoding = try textEncoder.encode(texts)
+        let limit = model.index.textEncoder.maxTokens
+        var tokens = encoding.tokenStates, mask = encoding.attentionMask
+        if try tokens.size(1) > limit {
+            for (text, ids) in zip(texts, encoding.tokenIDs) where ids.count > limit {
+                warnings.append("prompt truncated to \(limit) tokens (had \(ids.count)): \"\(text.prefix(60))…\"")
+            }
+            tokens = try tokens.slice(dim: 1, 0, limit)
+            mask = try mask.slice(dim: 1, 0, limit)
+        }
+        return try TextCondition(tokens: tokens, mask: mask, pooled: encoding.pooled)
+    }
+
+    /// The sampler an options value selects, for this model.
+    public func sampler(for options: GenerationOptions) throws -> any DiffusionSampler {
+        let processing: X0Processing = options.dynamicThresholding ? .imagenThreshold : .diffusersDefault
+        let prediction = model.unet.config.prediction
+        switch options.sampler {
+        case .ddim:
+            return try DDIMSampler(
+                schedule: model.schedule, inferenceSteps: options.steps,
+                configuration: .init(predictionType: prediction, x0Processing: processing, eta: options.eta))
+        case .ddpm:
+            return try DDPMSampler(
+                schedule: model.schedule, inferenceSteps: options.steps,
+                configuration: .init(predictionType: prediction, x0Processing: processing))
+        }
+    }
+
+    /// Generates `imagesPerPrompt` images for each prompt: `[N, C, H, W]` in [-1, 1], grouped
+    /// by prompt. `progress(step, total)` may return false to cancel.
+    public func generate(
+        prompts: [String], options: GenerationOptions, progress: ((Int, Int) -> Bool)? = nil
+    ) throws -> Tensor {
+        warnings = []
+        guard !prompts.isEmpty, prompts.allSatisfy({ !$0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }) else {
+            throw PipelineError.emptyPrompt
+        }
+        try options.validate(trainTimesteps: model.schedule.config.trainTimesteps)
+        let sampler = try sampler(for: options)
+        model.train(false)
+        return try Torch.withInferenceMode {
+            let conditional = try condition(for: prompts).repeated(options.imagesPerPrompt)
+            let batch = conditional.batchSize
+            let negative = try condition(for: [options.negativePrompt ?? ""])
+            let unconditional = try negative.repeated(batch)
+            let both = try TextCondition.concatenate(unconditional, conditional)
+            let guidance = options.guidance
+            let unet = model.unet
+            let denoiser: Denoiser = { x, t in
+                if guidance == 1 {
+                    return try unet(x, timesteps: Tensor.full([batch], value: Double(t), dtype: .int64), condition: conditional)
+                }
+                let out = try unet(
+                    Tensor.cat([x, x]), timesteps: Tensor.full([2 * batch], value: Double(t), dtype: .int64), condition: both)
+                let u = try out.slice(dim: 0, 0, batch), c = try out.slice(dim: 0, batch, 2 * batch)
+                return try u + (c - u) * guidance
+            }
+            let context: (any ContextBias)? = (options.useContext ? model.adapter : nil).map { adapter in
+                AdapterContext(adapter: adapter, condition: conditional)
+            }
+            let c = model.unet.config
+            let generator = Generator(seed: options.seed)
+            let start = try Tensor.randn([batch, c.inChannels, c.sampleSize, c.sampleSize], generator: generator)
+            return try sampler.run(from: start, context: context, generator: generator, progress: progress, denoiser: denoiser)
+        }
+    }
+}
+
+/// r_φ(x0, c, t) with the condition bound, for the samplers; computes the contexts at the two
+/// timesteps of a step in one batched adapter call.
+public struct AdapterContext: ContextBias {
+    public let adapter: ContextAdapter
+    public let condition: TextCondition
+
+    public init(adapter: ContextAdapter, condition: TextCondition) {
+        self.adapter = adapter
+        self.condition = condition
+    }
+
+    public func context(x0: Tensor, timestep: Int) throws -> Tensor {
+        let b = try x0.size(0)
+        return try adapter(x0, timesteps: Tensor.full([b], value: Double(timestep), dtype: .int64), condition: condition)
+    }
+
+    public func contexts(x0: Tensor, timesteps: (Int, Int)) throws -> (Tensor, Tensor) {
+        let b = try x0.size(0)
+        let t = try Tensor.cat([
+            Tensor.full([b], value: Double(timesteps.0), dtype: .int64), Tensor.full([b], value: Double(timesteps.1), dtype: .int64),
+        ])
+        let both = try TextCondition.concatenate(condition, condition)
+        let out = try adapter(Tensor.cat([x0, x0]), timesteps: t, condition: both)
+        return (try out.slice(dim: 0, 0, b), try out.slice(dim: 0, b, 2 * b))
+    }
+}

@@ -1,0 +1,90 @@
+import Torch
+
+/// The denoiser as a sampler sees it: the model output (in the sampler's ``PredictionTarget``) for
+/// a batch of samples at one timestep. Wrap a conditional model and classifier-free guidance
+/// (``ClassifierFreeGuidance``) into this closure.
+public typealias Denoiser = (_ sample: Tensor, _ timestep: Int) throws -> Tensor
+
+/// One completed step of a sampling loop.
+public struct SamplingStep {
+    /// 0-based index of the step.
+    public let index: Int
+    /// The number of steps of the loop.
+    public let total: Int
+    /// The timestep at which the model was evaluated.
+    public let timestep: Int
+    /// The sample after the step.
+    public let sample: Tensor
+    /// The processed clean-sample estimate of the step.
+    public let predictedOriginal: Tensor
+}
+
+/// Runs a sampler step by step; `next()` returns nil when every timestep has been visited.
+/// (Swift's `IteratorProtocol` cannot throw, so this is a throwing iterator of the same shape.)
+///
+/// Run it inside `Torch.withNoGrad` (or `withInferenceMode`) unless gradients through the
+/// sampling chain are wanted. The library never prints; callers draw progress from the steps.
+public struct SamplingIterator {
+    public let sampler: any DiffusionSampler
+    /// The current sample (the initial one before the first step).
+    public private(set) var sample: Tensor
+    /// How many steps have run.
+    public private(set) var completedSteps = 0
+    let context: (any ContextBias)?
+    let generator: Generator?
+    let denoiser: Denoiser
+
+    /// - Parameters:
+    ///   - initialSample: x_T for sampling (e.g. ``initialNoise(shape:dtype:generator:)``), or the
+    ///     clean/slightly noisy latent for inversion.
+    ///   - context: ContextDiff's `r_φ` with the condition bound; nil for plain diffusion.
+    ///   - generator: the source of every random number the sampler draws.
+    public init(
+        sampler: any DiffusionSampler, initialSample: Tensor, context: (any ContextBias)? = nil,
+        generator: Generator? = nil, denoiser: @escaping Denoiser
+    ) {
+        self.sampler = sampler
+        self.sample = initialSample
+        self.context = context
+        self.generator = generator
+        self.denoiser = denoiser
+    }
+
+    public mutating func next() throws -> SamplingStep? {
+        let timesteps = sampler.timesteps
+        guard completedSteps < timesteps.count else { return nil }
+        let t = timesteps[completedSteps]
+        let output = try sampler.step(
+            modelOutput: try denoiser(sample, t), timestep: t, sample: sample, context: context, generator: generator)
+        sample = output.sample
+        completedSteps += 1
+        return SamplingStep(
+            index: completedSteps - 1, total: timesteps.count, timestep: t, sample: output.sample,
+            predictedOriginal: output.predictedOriginal)
+    }
+}
+
+extension DiffusionSampler {
+    /// Runs every step from `initialSample` and returns the final sample.
+    ///
+    /// - Parameter progress: called after each step with (steps done, total); return false to
+    ///   stop, which throws ``SamplingError/cancelled(completedSteps:totalSteps:)``.
+    public func run(
+        from initialSample: Tensor, context: (any ContextBias)? = nil, generator: Generator? = nil,
+        progress: ((_ step: Int, _ total: Int) -> Bool)? = nil, denoiser: @escaping Denoiser
+    ) throws -> Tensor {
+        var iterator = SamplingIterator(
+            sampler: self, initialSample: initialSample, context: context, generator: generator, denoiser: denoiser)
+        while let step = try iterator.next() {
+            if let progress, !progress(step.index + 1, step.total) {
+                throw SamplingError.cancelled(completedSteps: step.index + 1, totalSteps: step.total)
+            }
+        }
+        return iterator.sample
+    }
+
+    /// Standard-normal x_T (diffusers' `init_noise_sigma` is 1 for DDPM and DDIM).
+    public static func initialNoise(shape: [Int], dtype: DType = .float32, generator: Generator) throws -> Tensor {
+        try Tensor.randn(shape, dtype: dtype, generator: generator)
+    }
+}

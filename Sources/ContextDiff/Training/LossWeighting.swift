@@ -1,0 +1,34 @@
+import Foundation
+import Torch
+
+/// The per-timestep weight λ_t of the training loss (paper Eq. 8).
+public enum LossWeighting: Codable, Sendable, Equatable {
+    /// λ_t = 1.
+    case uniform
+    /// λ_t = 1 − ᾱ_t (DESIGN §3's P2-style choice: down-weights the nearly clean steps).
+    case p2
+    /// λ_t = min(SNR_t, γ) / γ with SNR_t = ᾱ_t / (1 − ᾱ_t) (Hang et al., 2023, for x0 targets;
+    /// divided by γ so that the largest weight is 1).
+    case minSNR(gamma: Double)
+
+    /// Parses `uniform`, `p2`, `min-snr` (γ = 5) or `min-snr:G`.
+    public init(parsing text: String) throws {
+        let lower = text.lowercased()
+        if lower == "uniform" { self = .uniform; return }
+        if lower == "p2" { self = .p2; return }
+        if lower == "min-snr" || lower == "minsnr" { self = .minSNR(gamma: 5); return }
+        if lower.hasPrefix("min-snr:"), let g = Double(lower.dropFirst(8)), g > 0 { self = .minSNR(gamma: g); return }
+        throw TrainingError.invalidConfig("unknown loss weighting '\(text)' (uniform, p2, min-snr, min-snr:G)")
+    }
+
+    /// λ for one ᾱ.
+    public func weight(alphaBar: Double) -> Double {
+        switch self {
+        case .uniform: return 1
+        case .p2: return 1 - alphaBar
+        case let .minSNR(gamma):
+            let snr = alphaBar / Swift.max(1e-12, 1 - alphaBar)
+            return Swift.min(snr, gamma) / gamma
+        }
+    }
+}

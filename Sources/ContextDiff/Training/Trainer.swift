@@ -1,0 +1,347 @@
+import Foundation
+import NN
+import Torch
+
+/// Errors of training.
+public enum TrainingError: Error, CustomStringConvertible, Equatable {
+    case invalidConfig(String)
+    case invalidData(String)
+    /// The loss became NaN or infinite; the last good checkpoint is kept.
+    case nonFiniteLoss(step: Int, lastCheckpoint: String?)
+    case corruptCheckpoint(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .invalidConfig(m): "invalid training configuration: \(m)"
+        case let .invalidData(m): "invalid training data: \(m)"
+        case let .nonFiniteLoss(step, last):
+            "loss became NaN/Inf at step \(step); stopped. Last good checkpoint: \(last ?? "none")"
+        case let .corruptCheckpoint(p, r): "cannot resume from \(p): \(r)"
+        }
+    }
+}
+
+/// Hyper-parameters of a training run (saved with every checkpoint).
+public struct TrainingConfig: Codable, Sendable, Equatable {
+    public var steps = 2000
+    public var batchSize = 32
+    public var learningRate = 2e-4
+    public var warmupSteps = 100
+    public var minLearningRate = 1e-5
+    public var weightDecay = 0.01
+    public var gradientClip = 1.0
+    public var emaDecay = 0.999
+    /// Fraction of samples whose condition is replaced by the empty caption (for guidance).
+    public var conditionDropout = 0.1
+    public var weighting = LossWeighting.uniform
+    public var seed: UInt64 = 0
+    public var checkpointEvery = 250
+    /// Checkpoints kept on disk (oldest deleted first).
+    public var keepCheckpoints = 2
+
+    public init() {}
+
+    public func validate() throws {
+        func fail(_ m: String) -> Error { TrainingError.invalidConfig(m) }
+        guard steps > 0 else { throw fail("steps must be positive") }
+        guard batchSize > 0 else { throw fail("batch size must be positive") }
+        guard learningRate > 0, learningRate.isFinite, minLearningRate >= 0, minLearningRate <= learningRate else {
+            throw fail("learning rates must satisfy 0 ≤ min ≤ lr, lr > 0")
+        }
+        guard warmupSteps >= 0, weightDecay >= 0, gradientClip > 0 else { throw fail("warmup, weight decay and clip must be non-negative/positive") }
+        guard (0..<1).contains(emaDecay) else { throw fail("EMA decay must be in [0, 1)") }
+        guard (0..<1).contains(conditionDropout) else { throw fail("condition dropout must be in [0, 1)") }
+        guard checkpointEvery > 0, keepCheckpoints > 0 else { throw fail("checkpoint interval and count must be positive") }
+    }
+}
+
+/// What the trainer reports after each step.
+public struct TrainingProgress: Sendable {
+    public var step: Int
+    public var totalSteps: Int
+    public var loss: Double
+    public var learningRate: Double
+    public var stepsPerSecond: Double
+}
+
+/// Trains a ``ContextDiffModel`` (ContextDiff, or the r_φ ≡ 0 baseline when it has no adapter)
+/// with AdamW, warm-up + cosine, EMA, gradient clipping and condition dropout. Checkpoints are
+/// written atomically every `checkpointEvery` steps to `runDirectory/checkpoints/step-NNNNNNN`
+/// and resume is exact: weights, optimizer moments, EMA, RNG state and data order.
+public final class Trainer {
+    public let model: ContextDiffModel
+    public let config: TrainingConfig
+    public let data: CaptionedImageSource
+    public let captions: CaptionTable
+    public let runDirectory: URL
+    public let diffusion: ContextualDiffusion
+    /// Optional data-parallel group: gradients are averaged over ranks; rank 0 writes files.
+    public let processGroup: ProcessGroup?
+
+    public let optimizer: AdamW
+    public let ema: ExponentialMovingAverage
+    let generator: Generator
+    let sampler: EpochSampler
+    let schedule: WarmupCosineSchedule
+    public private(set) var step = 0
+    public private(set) var lastCheckpoint: URL?
+
+    public init(
+        model: ContextDiffModel, config: TrainingConfig, data: CaptionedImageSource, captions: CaptionTable,
+        runDirectory: URL, processGroup: ProcessGroup? = nil
+    ) throws {
+        try config.validate()
+        self.model = model
+        self.config = config
+        self.data = data
+        self.captions = captions
+        self.runDirectory = runDirectory
+        self.processGroup = processGroup
+        diffusion = ContextualDiffusion(schedule: model.schedule)
+        for p in model.parameters { try p.requiringGrad() }
+        optimizer = try AdamW(parameters: model.parameters, learningRate: config.learningRate, weightDecay: config.weightDecay)
+        ema = try ExponentialMovingAverage(parameters: model.parameters, maxDecay: config.emaDecay)
+        let rank = processGroup?.rank ?? 0
+        generator = Generator(seed: config.seed &+ 0x5EED &+ UInt64(rank) &* 7919)
+        sampler = try EpochSampler(
+            count: data.count, batchSize: config.batchSize, seed: config.seed, rank: rank, worldSize: processGroup?.worldSize ?? 1)
+        schedule = WarmupCosineSchedule(
+            peak: config.learningRate, warmupSteps: config.warmupSteps, totalSteps: config.steps, floor: config.minLearningRate)
+        if let pg = processGroup {
+            // Every rank starts from rank 0's initial weights.
+            try Torch.withNoGrad { try pg.broadcast(model.parameters.map { try $0.detached() }, root: 0) }
+            try Torch.withNoGrad { try ema.copy(from: model.parameters) }
+        }
+    }
+
+    var isWriter: Bool { (processGroup?.rank ?? 0) == 0 }
+    var checkpointsDirectory: URL { runDirectory.appendingPathComponent("checkpoints") }
+
+    /// One optimisation step; returns the loss.
+    public func trainStep() throws -> Double {
+        model.train(true)
+        optimizer.learningRate = schedule.learningRate(at: step)
+        let indices = try sampler.indices(step: step)
+        let x0 = try data.images(at: indices)
+        let b = indices.count
+        let keep = try Tensor.rand([b], generator: generator).scalars(as: Float.self)
+        var rows = indices.map { captions.index[data.caption(at: $0)] ?? captions.nullRow }
+        let trueCondition = try captions.rows(rows)
+        for i in 0..<b where Double(keep[i]) < config.conditionDropout { rows[i] = captions.nullRow }
+        let denoiserCondition = try captions.rows(rows)
+        let t = try diffusion.sampleTimesteps(count: b, generator: generator)
+        let noise = try Tensor.randn(x0.shape, generator: generator)
+        let adapter = model.adapter
+        let loss = try diffusion.trainingLoss(
+            x0: x0, timesteps: t, noise: noise, weighting: config.weighting, prediction: model.unet.config.prediction,
+            denoiser: { xt, t in try self.model.unet(xt, timesteps: t, condition: denoiserCondition) },
+            context: adapter.map { a in { x, t in try a(x, timesteps: t, condition: trueCondition) } })
+        let value = try loss.item()
+        guard value.isFinite else {
+            throw TrainingError.nonFiniteLoss(step: step, lastCheckpoint: lastCheckpoint?.path)
+        }
+        try optimizer.zeroGrad()
+        try loss.backward()
+        if let pg = processGroup { try allReduceGradients(pg) }
+        try clipGradNorm(optimizer.parameters, maxNorm: config.gradientClip)
+        try optimizer.step()
+        try ema.update(from: model.parameters)
+        step += 1
+        return value
+    }
+
+    /// Averages gradients over ranks in flat buckets (one all-reduce per ~1M elements).
+    func allReduceGradients(_ pg: ProcessGroup) throws {
+        let grads = model.parameters.compactMap(\.grad)
+        var bucket: [Tensor] = []
+        var elements = 0
+        func flush() throws {
+            guard !bucket.isEmpty else { return }
+            let flat = try Tensor.cat(bucket.map { try $0.reshaped([-1]) })
+            try pg.allReduce([flat])
+            try flat.mulInPlace(1 / Double(pg.worldSize))
+            var offset = 0
+            for g in bucket {
+                try g.copy(from: flat.slice(dim: 0, offset, offset + g.count).reshaped(g.shape))
+                offset += g.count
+            }
+            bucket = []
+            elements = 0
+        }
+        try Torch.withNoGrad {
+            for g in grads {
+                bucket.append(g)
+                elements += g.count
+                if elements >= 1 << 20 { try flush() }
+            }
+            try flush()
+        }
+    }
+
+    /// Runs until `config.steps` (resuming from the latest checkpoint first when `resume`).
+    /// `progress` is called after every step; return `false` to stop early (a checkpoint is written).
+    public func run(resume: Bool = true, progress: (TrainingProgress) -> Bool = { _ in true }) throws {
+        if resume { try resumeFromLatest() }
+        let clock = ContinuousClock()
+        var recent: [Double] = []
+        while step < config.steps {
+            let started = clock.now
+            let loss = try trainStep()
+            let elapsed = started.duration(to: clock.now)
+            recent.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+            if recent.count > 20 { recent.removeFirst() }
+            try appendLog(["step": Double(step), "loss": loss, "lr": optimizer.learningRate])
+            let finished = step == config.steps
+            if finished || step % config.checkpointEvery == 0 { try saveCheckpoint() }
+            let keepGoing = progress(TrainingProgress(
+                step: step, totalSteps: config.steps, loss: loss, learningRate: optimizer.learningRate,
+                stepsPerSecond: Double(recent.count) / recent.reduce(0, +)))
+            if !keepGoing {
+                if step % config.checkpointEvery != 0 && !finished { try saveCheckpoint() }
+                return
+            }
+        }
+    }
+
+    // MARK: - Log
+
+    func appendLog(_ fields: [String: Double]) throws {
+        guard isWriter else { return }
+        try FileManager.default.createDirectory(at: runDirectory, withIntermediateDirectories: true)
+        let url = runDirectory.appendingPathComponent("log.jsonl")
+        let line = "{" + fields.keys.sorted().map { "\"\($0)\":\(fields[$0]!)" }.joined(separator: ",") + "}\n"
+        if let handle = try? FileHandle(forWritingTo: url) {
+            defer { try? handle.close() }
+            try handle.seekToEnd()
+            try handle.write(contentsOf: Data(line.utf8))
+        } else {
+            try Data(line.utf8).write(to: url)
+        }
+    }
+
+    // MARK: - Checkpoints
+
+    /// Writes `step-NNNNNNN` (via a temporary folder renamed into place), the EMA model under
+    /// `model/`, and prunes old checkpoints.
+    public func saveCheckpoint() throws {
+        guard isWriter else {
+            try processGroup?.barrier()
+            return
+        }
+        let fm = FileManager.default
+        try fm.createDirectory(at: checkpointsDirectory, withIntermediateDirectories: true)
+        let name = String(format: "step-%07d", step)
+        let final = checkpointsDirectory.appendingPathComponent(name)
+        let temporary = checkpointsDirectory.appendingPathComponent(".\(name).partial")
+        try? fm.removeItem(at: temporary)
+        try fm.createDirectory(at: temporary, withIntermediateDirectories: true)
+
+        var tensors: [String: Tensor] = [:]
+        for (k, v) in model.stateDict() { tensors["model." + k] = v }
+        for (i, t) in ema.shadow.enumerated() { tensors["ema.\(i)"] = t }
+        for (k, v) in optimizer.stateTensors() { tensors["optimizer." + k] = v }
+        tensors["rng"] = try Tensor(try generator.state(), shape: [try generator.state().count])
+        let configJSON = String(decoding: try JSONEncoder().encode(config), as: UTF8.self)
+        let metadata = [
+            "step": String(step), "optimizer_step": String(optimizer.stepCount),
+            "ema_step": String(ema.optimizationStep), "training_config": configJSON,
+        ]
+        try saveSafeTensors(tensors, metadata: metadata, to: temporary.appendingPathComponent("training_state.safetensors"))
+        try? fm.removeItem(at: final)
+        try fm.moveItem(at: temporary, to: final)
+        lastCheckpoint = final
+        try exportEMAModel(to: runDirectory.appendingPathComponent("model"))
+
+        let existing = try checkpointSteps()
+        for old in existing.dropLast(config.keepCheckpoints) {
+            try? fm.removeItem(at: checkpointsDirectory.appendingPathComponent(String(format: "step-%07d", old)))
+        }
+        try processGroup?.barrier()
+    }
+
+    /// Saves the EMA weights as a model folder (atomically replaced).
+    public func exportEMAModel(to directory: URL) throws {
+        let fm = FileManager.default
+        let live = try model.parameters.map { try $0.detached().to($0.dtype) * 1.0 }
+        try ema.copy(to: model.parameters)
+        defer { try? Torch.withNoGrad { for (p, v) in zip(model.parameters, live) { try p.copy(from: v) } } }
+        model.index.notes["step"] = String(step)
+        let temporary = directory.deletingLastPathComponent().appendingPathComponent(".\(directory.lastPathComponent).partial")
+        try? fm.removeItem(at: temporary)
+        try model.save(to: temporary)
+        // rename(2) cannot replace a non-empty directory: move the old one aside first. A crash in
+        // between leaves the previous model in `.NAME.old` and the checkpoint intact.
+        let old = directory.deletingLastPathComponent().appendingPathComponent(".\(directory.lastPathComponent).old")
+        try? fm.removeItem(at: old)
+        if fm.fileExists(atPath: directory.path) { try fm.moveItem(at: directory, to: old) }
+        try fm.moveItem(at: temporary, to: directory)
+        try? fm.removeItem(at: old)
+    }
+
+    /// Completed checkpoint steps, ascending.
+    func checkpointSteps() throws -> [Int] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: checkpointsDirectory.path) else { return [] }
+        return names.compactMap { n -> Int? in
+            guard n.hasPrefix("step-") else { return nil }
+            return Int(n.dropFirst(5))
+        }.sorted()
+    }
+
+    /// Restores the newest complete checkpoint, if any. Returns whether one was found.
+    @discardableResult
+    public func resumeFromLatest() throws -> Bool {
+        guard let latest = try checkpointSteps().last else { return false }
+        let dir = checkpointsDirectory.appendingPathComponent(String(format: "step-%07d", latest))
+        let url = dir.appendingPathComponent("training_state.safetensors")
+        let loaded: (tensors: [String: Tensor], metadata: [String: String])
+        do {
+            loaded = try loadSafeTensorsWithMetadata(url)
+        } catch {
+            throw TrainingError.corruptCheckpoint(path: url.path, reason: "\(error)")
+        }
+        let (tensors, meta) = loaded
+        guard let s = meta["step"].flatMap(Int.init), let os = meta["optimizer_step"].flatMap(Int.init),
+              let es = meta["ema_step"].flatMap(Int.init), let rng = tensors["rng"]
+        else { throw TrainingError.corruptCheckpoint(path: url.path, reason: "missing step counters or RNG state") }
+        var modelState: [String: Tensor] = [:]
+        var optimizerState: [String: Tensor] = [:]
+        for (k, v) in tensors {
+            if k.hasPrefix("model.") { modelState[String(k.dropFirst(6))] = v }
+            if k.hasPrefix("optimizer.") { optimizerState[String(k.dropFirst(10))] = v }
+        }
+        do {
+            var unetState: [String: Tensor] = [:], adapterState: [String: Tensor] = [:]
+            for (k, v) in modelState {
+                if k.hasPrefix("unet.") { unetState[String(k.dropFirst(5))] = v }
+                if k.hasPrefix("adapter.") { adapterState[String(k.dropFirst(8))] = v }
+            }
+            try model.unet.load(unetState)
+            if let adapter = model.adapter { try adapter.load(adapterState) }
+            try Torch.withNoGrad {
+                for (i, shadow) in ema.shadow.enumerated() {
+                    guard let t = tensors["ema.\(i)"], t.shape == shadow.shape else {
+                        throw TrainingError.corruptCheckpoint(path: url.path, reason: "EMA tensor \(i) missing or mis-shaped")
+                    }
+                    try shadow.copy(from: t)
+                }
+            }
+            try optimizer.restore(stepCount: os, state: optimizerState)
+            try generator.setState(rng.scalars(as: UInt8.self))
+        } catch let error as TrainingError {
+            throw error
+        } catch {
+            throw TrainingError.corruptCheckpoint(path: url.path, reason: "\(error)")
+        }
+        ema.restore(optimizationStep: es)
+        step = s
+        lastCheckpoint = dir
+        return true
+    }
+}
+
+extension ExponentialMovingAverage {
+    /// Sets the shadow to `parameters` (used after a broadcast of initial weights).
+    func copy(from parameters: [Tensor]) throws {
+        for (s, p) in zip(shadow, parameters) { try s.copy(from: p.detached()) }
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import Torch
+
+/// Images with captions, addressed by index.
+public protocol CaptionedImageSource {
+    var count: Int { get }
+    /// `[B, C, H, W]` float32 in [-1, 1].
+    func images(at indices: [Int]) throws -> Tensor
+    func caption(at index: Int) -> String
+}
+
+/// A dataset held in memory as one tensor.
+public struct InMemoryImageSource: CaptionedImageSource {
+    public let pixels: Tensor
+    public let captions: [String]
+
+    public init(pixels: Tensor, captions: [String]) throws {
+        guard pixels.rank == 4, try pixels.size(0) == captions.count, !captions.isEmpty else {
+            throw TrainingError.invalidData("expected [N, C, H, W] images with one caption each, got \(pixels.shape) and \(captions.count) captions")
+        }
+        self.pixels = pixels
+        self.captions = captions
+    }
+
+    public var count: Int { captions.count }
+
+    public func images(at indices: [Int]) throws -> Tensor {
+        try pixels.indexSelect(dim: 0, Tensor(indices.map(Int64.init), shape: [indices.count]))
+    }
+
+    public func caption(at index: Int) -> String { captions[index] }
+}
+
+/// Every distinct caption encoded once (frozen text encoder), padded to one length, plus the
+/// empty caption used as the unconditional ("dropped") condition for classifier-free guidance.
+public struct CaptionTable {
+    public let captions: [String]
+    public let index: [String: Int]
+    /// All rows; row `nullRow` is the empty caption.
+    public let condition: TextCondition
+    public var nullRow: Int { captions.count }
+
+    /// Encodes the distinct `captions` (and "") in chunks with `encode`.
+    public init(captions: [String], chunk: Int = 256, encode: ([String]) throws -> TextCondition) throws {
+        var unique: [String] = []
+        var index: [String: Int] = [:]
+        for c in captions where index[c] == nil {
+            index[c] = unique.count
+            unique.append(c)
+        }
+        var parts: [TextCondition] = []
+        let all = unique + [""]
+        for start in stride(from: 0, to: all.count, by: chunk) {
+            parts.append(try encode(Array(all[start..<min(all.count, start + chunk)])))
+        }
+        let length = parts.map { $0.tokens.shape[1] }.max() ?? 1
+        let padded = try parts.map { try $0.padded(toLength: length) }
+        self.condition = try TextCondition(
+            tokens: Tensor.cat(padded.map(\.tokens)), mask: Tensor.cat(padded.map { try $0.mask.to(.bool) }),
+            pooled: Tensor.cat(padded.map(\.pooled)))
+        self.captions = unique
+        self.index = index
+    }
+
+    /// The conditions of `rows` (indices into the table; `nullRow` for the empty caption).
+    public func rows(_ rows: [Int]) throws -> TextCondition {
+        try condition.selecting(Tensor(rows.map(Int64.init), shape: [rows.count]))
+    }
+}
+
+/// A deterministic, stateless shuffling sampler: epoch `e` visits a permutation drawn from
+/// `seed + e`, so the batch of any step can be recomputed on resume. With several ranks each
+/// takes a disjoint stride of every global batch.
+public struct EpochSampler: Sendable {
+    public let count: Int
+    public let batchSize: Int
+    public let seed: UInt64
+    public let rank: Int
+    public let worldSize: Int
+
+    public init(count: Int, batchSize: Int, seed: UInt64, rank: Int = 0, worldSize: Int = 1) throws {
+        guard count > 0, batchSize > 0 else { throw TrainingError.invalidData("empty dataset or batch") }
+        guard worldSize > 0, (0..<worldSize).contains(rank), batchSize % worldSize == 0 else {
+            throw TrainingError.invalidConfig("global batch \(batchSize) must split evenly over \(worldSize) ranks")
+        }
+        self.count = count
+        self.batchSize = batchSize
+        self.seed = seed
+        self.rank = rank
+        self.worldSize = worldSize
+    }
+
+    /// This rank's indices for global step `step`.
+    public func indices(step: Int) throws -> [Int] {
+        let perEpoch = Swift.max(1, count / batchSize)
+        let epoch = step / perEpoch
+        let offset = (step % perEpoch) * batchSize
+        let permutation = try Tensor.randperm(count, generator: Generator(seed: seed &+ UInt64(epoch) &* 0x9E37_79B9))
+            .slice(dim: 0, offset, Swift.min(count, offset + batchSize)).scalars(as: Int64.self).map(Int.init)
+        var global = permutation
+        while global.count < batchSize { global.append(global[global.count % Swift.max(1, permutation.count)]) }
+        return stride(from: rank, to: batchSize, by: worldSize).map { global[$0] }
+    }
+}

@@ -1,0 +1,111 @@
+import ArgumentParser
+import ContextDiff
+import Datasets
+import Foundation
+import Torch
+
+extension SamplerKind: ExpressibleByArgument {}
+
+/// Where the shipped model lives when no `--model` is given: `$CONTEXTDIFF_MODEL`, else
+/// `models/default` under the current folder, else next to the repository the binary was built in.
+func defaultModelDirectory() -> URL? {
+    let fm = FileManager.default
+    if let env = ProcessInfo.processInfo.environment["CONTEXTDIFF_MODEL"], !env.isEmpty {
+        return URL(fileURLWithPath: env)
+    }
+    let local = URL(fileURLWithPath: "models/default")
+    if fm.fileExists(atPath: local.appendingPathComponent("model_index.json").path) { return local }
+    // .build/<config>/contextdiff → repository root
+    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+    let repo = exe.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let shipped = repo.appendingPathComponent("models/default")
+    if fm.fileExists(atPath: shipped.appendingPathComponent("model_index.json").path) { return shipped }
+    return nil
+}
+
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Generate images for a prompt with a ContextDiff model (the shipped one by default)."
+    )
+
+    @Argument(help: "What to draw, e.g. \"a red circle to the left of a blue square\".")
+    var prompt: String
+
+    @Option(help: "Model folder (default: the shipped model, models/default).") var model: String?
+    @Option(help: "Sampler: ddim or ddpm.") var sampler: SamplerKind = .ddim
+    @Option(help: "Denoising steps.") var steps = 50
+    @Option(help: "Classifier-free guidance weight (≥ 0).") var guidance = 3.0
+    @Option(help: "DDIM η in [0, 1].") var eta = 0.0
+    @Option(help: "Push away from this prompt instead of the empty one.") var negativePrompt: String?
+    @Option(help: "Seed of the initial noise.") var seed: UInt64 = 0
+    @Option(name: .customLong("num-images"), help: "Images to generate.") var numImages = 4
+    @Option(name: .shortAndLong, help: "Output folder (image-N.png and grid.png) or a .png file.")
+    var output = "outputs"
+    @Flag(help: "Sample without the context adapter (as if r_φ ≡ 0).") var noContext = false
+    @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
+
+    func validate() throws {
+        guard !prompt.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+            throw ValidationError("the prompt is empty; describe the image to generate")
+        }
+        guard (1...256).contains(numImages) else { throw ValidationError("--num-images must be in 1...256") }
+        guard steps > 0 else { throw ValidationError("--steps must be positive") }
+        guard guidance >= 0, guidance.isFinite else { throw ValidationError("--guidance must be ≥ 0") }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        Torch.numThreads = threads
+        guard let modelURL = model.map({ URL(fileURLWithPath: $0) }) ?? defaultModelDirectory() else {
+            throw ValidationError("no model given and no shipped model found at models/default; pass --model DIR")
+        }
+        // Check the output location before the work, not after.
+        let out = URL(fileURLWithPath: output)
+        let single = out.pathExtension.lowercased() == "png"
+        let folder = single ? out.deletingLastPathComponent() : out
+        do {
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        } catch {
+            throw ValidationError("cannot create the output folder \(folder.path): \(error.localizedDescription)")
+        }
+        guard FileManager.default.isWritableFile(atPath: folder.path) else {
+            throw ValidationError("the output folder \(folder.path) is not writable")
+        }
+
+        let loaded = try ContextDiffModel.load(from: modelURL)
+        let pipeline = try TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder())
+        var options = GenerationOptions()
+        options.sampler = sampler
+        options.steps = steps
+        options.guidance = guidance
+        options.eta = eta
+        options.negativePrompt = negativePrompt
+        options.seed = seed
+        options.imagesPerPrompt = numImages
+        options.useContext = !noContext
+        try options.validate(trainTimesteps: loaded.schedule.config.trainTimesteps)
+        let bar = ProgressBar(total: steps, label: "\(sampler.rawValue)")
+        let started = Date()
+        let images = try pipeline.generate(prompts: [prompt], options: options) { step, _ in
+            bar.update(step)
+            return true
+        }
+        for warning in pipeline.warnings { note("warning: \(warning)") }
+        let rgb = try RGBImage.images(fromBatch: images)
+        if single {
+            try (rgb.count == 1 ? rgb[0] : RGBImage.grid(rgb, columns: min(4, rgb.count))).writePNG(to: out)
+            print(out.path)
+        } else {
+            for (i, image) in rgb.enumerated() {
+                let url = out.appendingPathComponent("image-\(i).png")
+                try image.writePNG(to: url)
+                print(url.path)
+            }
+            let grid = out.appendingPathComponent("grid.png")
+            try RGBImage.grid(rgb, columns: min(4, rgb.count)).writePNG(to: grid)
+            print(grid.path)
+        }
+        note(String(format: "generated %d image(s) in %.1f s", rgb.count, Date().timeIntervalSince(started)))
+    }
+}

@@ -1,0 +1,50 @@
+import Foundation
+
+/// A one-line progress bar on standard error: count, rate, ETA and a free-form status.
+/// Redraws at most ten times a second; prints plain lines when stderr is not a terminal.
+final class ProgressBar {
+    let total: Int
+    let label: String
+    let started = Date()
+    var lastDraw = Date.distantPast
+    let isTerminal = isatty(STDERR_FILENO) != 0
+    var lastPlainPercent = -1
+
+    init(total: Int, label: String) {
+        self.total = max(1, total)
+        self.label = label
+    }
+
+    func update(_ done: Int, status: String = "") {
+        let now = Date()
+        let finished = done >= total
+        let elapsed = now.timeIntervalSince(started)
+        let rate = elapsed > 0 ? Double(done) / elapsed : 0
+        let eta = rate > 0 ? Double(total - done) / rate : 0
+        let line = "\(label) \(done)/\(total) " + String(format: "%.2f it/s", rate) + " ETA \(Self.clock(eta)) \(status)"
+        if isTerminal {
+            guard finished || now.timeIntervalSince(lastDraw) > 0.1 else { return }
+            lastDraw = now
+            let width = 24
+            let filled = Int(Double(width) * Double(done) / Double(total))
+            let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+            FileHandle.standardError.write(Data("\r\u{1B}[K[\(bar)] \(line)".utf8))
+            if finished { FileHandle.standardError.write(Data("\n".utf8)) }
+        } else {
+            let percent = done * 10 / total
+            guard finished || percent != lastPlainPercent else { return }
+            lastPlainPercent = percent
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
+    }
+
+    static func clock(_ seconds: Double) -> String {
+        let s = Int(seconds.rounded())
+        return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
+    }
+}
+
+/// Writes a line to standard error (warnings and notices; results go to standard output).
+func note(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
