@@ -1,0 +1,158 @@
+import Foundation
+import Testing
+import Torch
+
+/// Runs the built `contextdiff` binary (it sits next to the test bundle).
+struct CLI {
+    static let binary: URL = {
+        var dir = Bundle.main.bundleURL
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent("contextdiff")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return URL(fileURLWithPath: ".build/debug/contextdiff")
+    }()
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    static func start(_ arguments: [String]) throws -> Process {
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = arguments
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    static func run(_ arguments: [String]) throws -> Result {
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        // Read both pipes to the end before waiting, so a chatty child cannot block.
+        final class Box: @unchecked Sendable { var data = Data() }
+        let errBox = Box()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async {
+            errBox.data = err.fileHandleForReading.readDataToEndOfFile()
+            group.leave()
+        }
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        let errData = errBox.data
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+}
+
+func scratchDirectory() throws -> URL {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cd-e2e-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    return dir
+}
+
+/// A training run small enough for a test: 16×16 images, tiny widths, one thread (deterministic).
+func tinyTrainArguments(_ run: URL, steps: Int = 12) -> [String] {
+    ["train", "-o", run.path, "--steps", "\(steps)", "--batch-size", "8", "--dataset-size", "64",
+     "--image-size", "16", "--base-channels", "8", "--checkpoint-every", "4", "--threads", "1", "--no-samples",
+     "--seed", "3"]
+}
+
+func modelTensors(_ run: URL, step: Int) throws -> [String: Tensor] {
+    let url = run.appendingPathComponent(String(format: "checkpoints/step-%07d/training_state.safetensors", step))
+    return try loadSafeTensors(url).filter { $0.key.hasPrefix("model.") || $0.key.hasPrefix("ema.") || $0.key.hasPrefix("optimizer.") }
+}
+
+@Suite("End to end: the contextdiff command", .serialized)
+struct CLITests {
+    @Test func killedTrainingResumesToTheSameWeights() throws {
+        let root = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let straight = root.appendingPathComponent("straight")
+        let killed = root.appendingPathComponent("killed")
+
+        let reference = try CLI.run(tinyTrainArguments(straight))
+        #expect(reference.status == 0, "\(reference.stderr)")
+
+        // Start the same run, SIGKILL it once its first checkpoint exists, then resume.
+        let process = try CLI.start(tinyTrainArguments(killed))
+        let firstCheckpoint = killed.appendingPathComponent("checkpoints/step-0000004")
+        let deadline = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: firstCheckpoint.path), Date() < deadline, process.isRunning {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal, "the run finished before it could be killed")
+        let resumed = try CLI.run(tinyTrainArguments(killed))
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("resumed from step"))
+
+        let a = try modelTensors(straight, step: 12), b = try modelTensors(killed, step: 12)
+        #expect(!a.isEmpty && Set(a.keys) == Set(b.keys))
+        var worst = 0.0
+        for (key, t) in a {
+            let diff = try (t.to(.float64) - b[key]!.to(.float64)).abs().max().item()
+            worst = max(worst, diff)
+        }
+        #expect(worst <= 1e-6, "max difference after resume \(worst)")
+
+        // The trained tiny model generates a PNG.
+        let out = root.appendingPathComponent("out/x.png")
+        let generated = try CLI.run(["generate", "a red circle", "--model", straight.appendingPathComponent("model").path,
+                                     "--steps", "3", "--num-images", "1", "-o", out.path, "--threads", "1"])
+        #expect(generated.status == 0, "\(generated.stderr)")
+        let png = try Data(contentsOf: out)
+        #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]))
+
+        // Bad input: clear messages and non-zero exits, never a crash.
+        let model = straight.appendingPathComponent("model").path
+        func failure(_ args: [String], mentions text: String) throws {
+            let r = try CLI.run(args)
+            #expect(r.status != 0 && r.status < 128, "\(args) exited \(r.status)")
+            #expect(r.stderr.lowercased().contains(text.lowercased()), "\(args): \(r.stderr)")
+        }
+        try failure(["generate", "a red circle", "--model", root.appendingPathComponent("nope").path], mentions: "not found")
+        try failure(["generate", "a red circle", "--model", model, "--sampler", "euler"], mentions: "sampler")
+        try failure(["generate", "a red circle", "--model", model, "--steps", "0"], mentions: "steps")
+        try failure(["generate", "a red circle", "--model", model, "--guidance=-1"], mentions: "guidance")
+        try failure(["generate", "   ", "--model", model], mentions: "prompt is empty")
+        try failure(["generate", "a red circle", "--model", model, "--steps", "5000"], mentions: "exceeds")
+        try failure(["generate", "a red circle", "--model", model, "-o", "/proc/forbidden/out"], mentions: "output folder")
+        // A corrupt model folder: truncate the U-Net's weights.
+        let corrupt = root.appendingPathComponent("corrupt")
+        try FileManager.default.copyItem(atPath: model, toPath: corrupt.path)
+        let weights = corrupt.appendingPathComponent("unet/model.safetensors")
+        let bytes = try Data(contentsOf: weights)
+        try bytes.prefix(bytes.count / 2).write(to: weights)
+        try failure(["generate", "a red circle", "--model", corrupt.path], mentions: "invalid weights")
+
+        // An over-long prompt is truncated with a warning, and still generates.
+        let long = Array(repeating: "a red circle to the left of a blue square", count: 6).joined(separator: " and ")
+        let warned = try CLI.run(["generate", long, "--model", model, "--steps", "2", "--num-images", "1",
+                                  "-o", root.appendingPathComponent("long.png").path, "--threads", "1"])
+        #expect(warned.status == 0, "\(warned.stderr)")
+        #expect(warned.stderr.contains("truncated"))
+    }
+
+    @Test func scheduleAndDoctorRun() throws {
+        let schedule = try CLI.run(["schedule", "--steps", "10"])
+        #expect(schedule.status == 0)
+        #expect(schedule.stdout.contains("\"timesteps\""))
+        let bad = try CLI.run(["schedule", "--steps", "0"])
+        #expect(bad.status != 0)
+        let badTrain = try CLI.run(["train", "-o", "/tmp/never", "--steps", "0"])
+        #expect(badTrain.status != 0 && badTrain.stderr.contains("steps"))
+    }
+}
