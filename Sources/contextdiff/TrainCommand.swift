@@ -95,6 +95,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Start from scratch even if the run folder has checkpoints.") var noResume = false
     @Flag(help: "Skip the validation sample grid at checkpoints.") var noSamples = false
+    @OptionGroup(title: "Data-parallel training") var distributed: DistributedOptions
 
     func recipe() throws -> TrainingRecipe {
         var r = TrainingRecipe()
@@ -136,9 +137,28 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        let settings = try distributed.resolve()
         Torch.numThreads = threads
-        let runDirectory = URL(fileURLWithPath: output)
         var recipe = try recipe()
+        guard let settings else { return try train(recipe: recipe, resume: !noResume, group: nil) }
+        guard recipe.training.batchSize % settings.worldSize == 0 else {
+            throw ValidationError("the global batch \(recipe.training.batchSize) must split evenly over \(settings.worldSize) ranks")
+        }
+        // Join first, so that a bad address fails before the minutes of data preparation.
+        let group = try settings.join()
+        do {
+            if group.rank == 0 { recipe = try prepareRunFolder(recipe) }
+            let agreed = try settings.agree(on: RunAgreement(recipe: recipe, resume: !noResume), in: group)
+            try train(recipe: agreed.recipe, resume: agreed.resume, group: group)
+        } catch let TorchError.distributed(message) {
+            throw DistributedTrainingError.lostPeers(rank: settings.rank, worldSize: settings.worldSize, timeout: settings.timeout, message)
+        }
+    }
+
+    /// Uses the run folder's saved recipe when resuming, and saves the recipe. Rank 0 only.
+    func prepareRunFolder(_ given: TrainingRecipe) throws -> TrainingRecipe {
+        var recipe = given
+        let runDirectory = URL(fileURLWithPath: output)
         let recipeURL = runDirectory.appendingPathComponent("recipe.json")
         let fm = FileManager.default
         if !noResume, fm.fileExists(atPath: recipeURL.path) {
@@ -152,10 +172,20 @@ struct TrainCommand: ParsableCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(recipe).write(to: recipeURL, options: .atomic)
+        return recipe
+    }
+
+    /// Trains in this process, alone or as one rank of `group` (only rank 0 writes files and
+    /// draws progress; the other ranks stay quiet unless something fails).
+    func train(recipe given: TrainingRecipe, resume: Bool, group: ProcessGroup?) throws {
+        let runDirectory = URL(fileURLWithPath: output)
+        let isRankZero = (group?.rank ?? 0) == 0
+        let recipe = group == nil ? try prepareRunFolder(given) : given
+        func note(_ text: String) { if isRankZero { contextdiff.note(text) } }
 
         note("loading the MiniLM text encoder…")
         let textEncoder = try MiniLMTextEncoder()
-        let data = try loadData(recipe)
+        let data = try loadData(recipe, showProgress: isRankZero)
         note("encoding \(Set((0..<data.count).map { data.caption(at: $0) }).count) distinct captions…")
         let captions = try CaptionTable(captions: (0..<data.count).map { data.caption(at: $0) }) { texts in
             let e = try textEncoder.encode(texts)
@@ -178,16 +208,18 @@ struct TrainCommand: ParsableCommand {
             unet: unet, adapter: adapter, schedule: NoiseSchedule(recipe.schedule),
             textEncoder: TextEncoderSpec(kind: "minilm", maxTokens: recipe.maxTokens))
         model.index.notes["command"] = CommandLine.arguments.joined(separator: " ")
-        let trainer = try Trainer(model: model, config: recipe.training, data: data, captions: captions, runDirectory: runDirectory)
-        if !noResume, try trainer.resumeFromLatest() {
+        let trainer = try Trainer(
+            model: model, config: recipe.training, data: data, captions: captions, runDirectory: runDirectory, processGroup: group)
+        if resume, try trainer.resumeFromLatest() {
             note("resumed from step \(trainer.step)")
         }
-        note("training \(adapter == nil ? "the baseline (r_φ ≡ 0)" : "ContextDiff"): U-Net \(unet.parameterCount) parameters, adapter \(adapter?.parameterCount ?? 0); \(recipe.training.steps) steps of batch \(recipe.training.batchSize)")
-        let bar = ProgressBar(total: recipe.training.steps, label: "train")
+        let ranks = group.map { " on \($0.worldSize) ranks" } ?? ""
+        note("training \(adapter == nil ? "the baseline (r_φ ≡ 0)" : "ContextDiff"): U-Net \(unet.parameterCount) parameters, adapter \(adapter?.parameterCount ?? 0); \(recipe.training.steps) steps of batch \(recipe.training.batchSize)\(ranks)")
+        let bar = isRankZero ? ProgressBar(total: recipe.training.steps, label: "train") : nil
         var lastSampledStep = trainer.step
         try trainer.run(resume: false) { p in
-            bar.update(p.step, status: String(format: "loss %.4f lr %.1e", p.loss, p.learningRate))
-            if !noSamples, p.step % recipe.training.checkpointEvery == 0 || p.step == p.totalSteps, p.step != lastSampledStep {
+            bar?.update(p.step, status: String(format: "loss %.4f lr %.1e", p.loss, p.learningRate))
+            if isRankZero, !noSamples, p.step % recipe.training.checkpointEvery == 0 || p.step == p.totalSteps, p.step != lastSampledStep {
                 lastSampledStep = p.step
                 do {
                     try writeValidationGrid(runDirectory: runDirectory, step: p.step, textEncoder: textEncoder)
@@ -197,27 +229,37 @@ struct TrainCommand: ParsableCommand {
             }
             return true
         }
+        if let group {
+            // A broadcast-free check that data parallelism kept every rank's weights the same.
+            let spread = try trainer.parameterSpreadAcrossRanks()
+            if spread == 0 {
+                note("ranks in sync: weights and EMA identical on all \(group.worldSize) ranks")
+            } else {
+                note("warning: weights differ between ranks by up to \(spread) (different CPUs or libraries round differently)")
+            }
+        }
+        guard isRankZero else { return }
         try writeLossCurve(runDirectory: runDirectory)
         note("done: model at \(runDirectory.appendingPathComponent("model").path)")
     }
 
-    func loadData(_ recipe: TrainingRecipe) throws -> InMemoryImageSource {
+    func loadData(_ recipe: TrainingRecipe, showProgress: Bool) throws -> InMemoryImageSource {
         if let folder = recipe.imageFolder {
             let dataset = try ImageFolderDataset(folder: URL(fileURLWithPath: folder), imageSize: recipe.unet.sampleSize)
-            note("loading \(dataset.count) images from \(folder)…")
+            if showProgress { note("loading \(dataset.count) images from \(folder)…") }
             var images: [RGBImage] = []
             for i in 0..<dataset.count { images.append(try dataset.image(at: i)) }
             return try InMemoryImageSource(pixels: RGBImage.batch(images), captions: dataset.entries.map(\.text))
         }
         let benchmark = try SyntheticBenchmark(recipe.benchmark)
-        let bar = ProgressBar(total: recipe.datasetSize, label: "render")
+        let bar = showProgress ? ProgressBar(total: recipe.datasetSize, label: "render") : nil
         var chunks: [Tensor] = []
         var captions: [String] = []
         for start in stride(from: 0, to: recipe.datasetSize, by: 1000) {
             let batch = try benchmark.batch(indices: start..<min(recipe.datasetSize, start + 1000), split: .train)
             chunks.append(batch.images)
             captions += batch.captions
-            bar.update(captions.count)
+            bar?.update(captions.count)
         }
         return try InMemoryImageSource(pixels: Tensor.cat(chunks), captions: captions)
     }
@@ -265,3 +307,135 @@ let validationPrompts = [
     "a red circle to the left of a blue square", "a green triangle above a purple circle",
     "a blue square to the right of an orange circle", "a yellow triangle below a red square",
 ]
+
+// MARK: - Data-parallel settings
+
+/// Where a rank finds its process group: torchrun's environment variables (`MASTER_ADDR`,
+/// `MASTER_PORT`, `RANK`, `WORLD_SIZE`) or these flags, which win over them. With neither a
+/// rank nor a world size, or a world size of 1, training runs in one process.
+struct DistributedOptions: ParsableArguments {
+    @Option(help: "Host or IP of rank 0, which serves the rendezvous store (env MASTER_ADDR).")
+    var masterAddr: String?
+    @Option(help: "TCP port of rank 0's store (env MASTER_PORT).")
+    var masterPort: Int?
+    @Option(help: "This process's rank in 0..<world size (env RANK).")
+    var rank: Int?
+    @Option(help: "Number of ranks in all (env WORLD_SIZE); `contextdiff launch` sets these for local ranks.")
+    var worldSize: Int?
+    @Option(help: "Seconds the rendezvous or any collective waits for the other ranks before failing.")
+    var distTimeout: Double = 60
+
+    func validate() throws {
+        guard distTimeout > 0, distTimeout.isFinite else { throw ValidationError("--dist-timeout must be a positive number of seconds") }
+    }
+
+    /// A resolved rank of a process group.
+    struct Settings {
+        var host: String
+        var port: Int
+        var rank: Int
+        var worldSize: Int
+        var timeout: Double
+    }
+
+    /// The settings from flags and `environment`, or nil for a single process.
+    func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Settings? {
+        func integer(_ flag: Int?, _ variable: String) throws -> Int? {
+            if let flag { return flag }
+            guard let text = environment[variable], !text.isEmpty else { return nil }
+            guard let value = Int(text.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("\(variable)=\(text) is not an integer")
+            }
+            return value
+        }
+        let rank = try integer(rank, "RANK")
+        let worldSize = try integer(worldSize, "WORLD_SIZE")
+        let port = try integer(masterPort, "MASTER_PORT")
+        let host = masterAddr ?? environment["MASTER_ADDR"].flatMap { $0.isEmpty ? nil : $0 }
+        if rank == nil, worldSize == nil {
+            guard masterAddr == nil, masterPort == nil else {
+                throw ValidationError("--master-addr and --master-port need --rank and --world-size (or RANK and WORLD_SIZE)")
+            }
+            return nil
+        }
+        var missing: [String] = []
+        if rank == nil { missing.append("--rank or RANK") }
+        if worldSize == nil { missing.append("--world-size or WORLD_SIZE") }
+        if let worldSize, worldSize > 1 {
+            if host == nil { missing.append("--master-addr or MASTER_ADDR") }
+            if port == nil { missing.append("--master-port or MASTER_PORT") }
+        }
+        guard missing.isEmpty, let rank, let worldSize else {
+            throw ValidationError("data-parallel training needs a rank, a world size, and rank 0's address and port; missing \(missing.joined(separator: ", "))")
+        }
+        guard worldSize >= 1 else { throw ValidationError("the world size must be at least 1, got \(worldSize)") }
+        guard (0..<worldSize).contains(rank) else { throw ValidationError("rank \(rank) is outside 0..<\(worldSize)") }
+        if worldSize == 1 { return nil }
+        guard let host, let port else { return nil }
+        guard (1...65535).contains(port) else { throw ValidationError("master port \(port) is outside 1...65535") }
+        return Settings(host: host, port: port, rank: rank, worldSize: worldSize, timeout: distTimeout)
+    }
+}
+
+extension DistributedOptions.Settings {
+    /// Connects to rank 0's store (rank 0 serves it) and joins the Gloo group.
+    func join() throws -> ProcessGroup {
+        do {
+            let store = try TCPStore(host: host, port: port, worldSize: worldSize, isMaster: rank == 0, timeoutSeconds: timeout)
+            let group = try ProcessGroup(store: store, rank: rank, worldSize: worldSize, timeoutSeconds: timeout)
+            let loopback = ["127.", "::1", "localhost"]
+            if loopback.contains(where: group.listenAddress.hasPrefix), !loopback.contains(where: host.hasPrefix) {
+                note("warning: rank \(rank) listens on the loopback address \(group.listenAddress), which ranks on other machines cannot reach; use rank 0's IP address as MASTER_ADDR or set GLOO_SOCKET_IFNAME")
+            }
+            if rank == 0 {
+                note("process group of \(worldSize) ranks: store on port \(port), rank 0 listens on \(group.listenAddress)")
+            }
+            return group
+        } catch let TorchError.distributed(message) {
+            throw DistributedTrainingError.cannotJoin(rank: rank, worldSize: worldSize, host: host, port: port, timeout: timeout, message)
+        }
+    }
+
+    /// Rank 0's recipe (it may come from the run folder) and resume choice, on every rank.
+    func agree(on run: RunAgreement, in group: ProcessGroup) throws -> RunAgreement {
+        let mine = Array(try JSONEncoder().encode(run))
+        let length = try Tensor([Int64(mine.count)], shape: [1])
+        try group.broadcast([length], root: 0)
+        let count = Int(try length.scalars(as: Int64.self)[0])
+        let bytes = try Tensor(group.rank == 0 ? mine : [UInt8](repeating: 0, count: count), shape: [count])
+        try group.broadcast([bytes], root: 0)
+        let agreed = try JSONDecoder().decode(RunAgreement.self, from: Data(bytes.scalars(as: UInt8.self)))
+        guard agreed.recipe.training.batchSize % worldSize == 0 else {
+            throw ValidationError("the run folder's global batch \(agreed.recipe.training.batchSize) must split evenly over \(worldSize) ranks")
+        }
+        return agreed
+    }
+}
+
+/// What every rank takes from rank 0 before training.
+struct RunAgreement: Codable {
+    var recipe: TrainingRecipe
+    var resume: Bool
+}
+
+/// A rank could not join its group, or lost the other ranks while training.
+enum DistributedTrainingError: Error, CustomStringConvertible {
+    case cannotJoin(rank: Int, worldSize: Int, host: String, port: Int, timeout: Double, String)
+    case lostPeers(rank: Int, worldSize: Int, timeout: Double, String)
+
+    var description: String {
+        switch self {
+        case let .cannotJoin(rank, worldSize, host, port, timeout, message):
+            "rank \(rank) of \(worldSize) could not join the process group at \(host):\(port): \(message)"
+                + (message.lowercased().contains("timed out") || message.lowercased().contains("timeout")
+                    ? " (waited --dist-timeout \(seconds(timeout)): is rank 0 running with this address and port, did all \(worldSize) ranks start, and does the firewall let them connect?)"
+                    : "")
+        case let .lostPeers(rank, worldSize, timeout, message):
+            "rank \(rank) of \(worldSize) lost contact with the other ranks (one exited, or none answered within --dist-timeout \(seconds(timeout))): \(message)"
+        }
+    }
+}
+
+private func seconds(_ value: Double) -> String {
+    value == value.rounded() ? "\(Int(value)) s" : "\(value) s"
+}

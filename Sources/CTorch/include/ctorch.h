@@ -196,7 +196,13 @@ const char *ct_parallel_info(void);
 ct_store ct_store_new(const char *host, uint16_t port, int64_t world_size, bool is_master,
                       int64_t timeout_ms);
 void ct_store_free(ct_store s);
-ct_pg ct_pg_gloo_new(ct_store s, int64_t rank, int64_t size, int64_t timeout_ms);
+/* The local address through which this machine reaches `host` (written to `out`, NUL-ended). */
+int ct_route_address(const char *host, char *out, size_t out_len);
+/* Gloo listens on `interface` (a network interface name) when it is not NULL, otherwise on
+   `address` (an IP or host name; NULL means 127.0.0.1). `timeout_ms` bounds rendezvous and
+   every collective. */
+ct_pg ct_pg_gloo_new(ct_store s, int64_t rank, int64_t size, int64_t timeout_ms, const char *interface,
+                     const char *address);
 void ct_pg_free(ct_pg pg);
 /* op: 0 sum, 1 product, 2 min, 3 max */
 int ct_pg_allreduce(ct_pg pg, ct_tensor *ts, int64_t n, int op);

@@ -21,6 +21,30 @@ public enum LossWeighting: Codable, Sendable, Equatable {
         throw TrainingError.invalidConfig("unknown loss weighting '\(text)' (uniform, p2, min-snr, min-snr:G)")
     }
 
+    /// The textual form accepted by ``init(parsing:)``.
+    public var name: String {
+        switch self {
+        case .uniform: "uniform"
+        case .p2: "p2"
+        case let .minSNR(gamma): "min-snr:\(gamma)"
+        }
+    }
+
+    /// Encoded as its ``name`` (e.g. `"min-snr:5.0"`).
+    public init(from decoder: Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        do {
+            try self.init(parsing: text)
+        } catch {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\(error)"))
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(name)
+    }
+
     /// λ for one ᾱ.
     public func weight(alphaBar: Double) -> Double {
         switch self {

@@ -41,6 +41,32 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
 
     public init() {}
 
+    enum CodingKeys: String, CodingKey {
+        case steps, batchSize = "batch_size", learningRate = "learning_rate", warmupSteps = "warmup_steps"
+        case minLearningRate = "min_learning_rate", weightDecay = "weight_decay", gradientClip = "gradient_clip"
+        case emaDecay = "ema_decay", conditionDropout = "condition_dropout", weighting, seed
+        case checkpointEvery = "checkpoint_every", keepCheckpoints = "keep_checkpoints"
+    }
+
+    /// Missing keys take the defaults, so a recipe may name only what it changes.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = TrainingConfig()
+        steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? d.steps
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize) ?? d.batchSize
+        learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? d.learningRate
+        warmupSteps = try c.decodeIfPresent(Int.self, forKey: .warmupSteps) ?? d.warmupSteps
+        minLearningRate = try c.decodeIfPresent(Double.self, forKey: .minLearningRate) ?? d.minLearningRate
+        weightDecay = try c.decodeIfPresent(Double.self, forKey: .weightDecay) ?? d.weightDecay
+        gradientClip = try c.decodeIfPresent(Double.self, forKey: .gradientClip) ?? d.gradientClip
+        emaDecay = try c.decodeIfPresent(Double.self, forKey: .emaDecay) ?? d.emaDecay
+        conditionDropout = try c.decodeIfPresent(Double.self, forKey: .conditionDropout) ?? d.conditionDropout
+        weighting = try c.decodeIfPresent(LossWeighting.self, forKey: .weighting) ?? d.weighting
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
+        checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? d.checkpointEvery
+        keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? d.keepCheckpoints
+    }
+
     public func validate() throws {
         func fail(_ m: String) -> Error { TrainingError.invalidConfig(m) }
         guard steps > 0 else { throw fail("steps must be positive") }
@@ -68,6 +94,12 @@ public struct TrainingProgress: Sendable {
 /// with AdamW, warm-up + cosine, EMA, gradient clipping and condition dropout. Checkpoints are
 /// written atomically every `checkpointEvery` steps to `runDirectory/checkpoints/step-NNNNNNN`
 /// and resume is exact: weights, optimizer moments, EMA, RNG state and data order.
+///
+/// Data-parallel training (a `processGroup` of N ranks) computes exactly what one process with
+/// the same global batch computes, up to the order of float additions: every rank draws the
+/// global batch's condition dropout, timesteps and noise from the same generator and keeps its
+/// own stride of it (``EpochSampler/positions``), gradients are averaged over the global batch,
+/// and rank 0 writes checkpoints and logs and shares resumed state with the other ranks.
 public final class Trainer {
     public let model: ContextDiffModel
     public let config: TrainingConfig
@@ -102,7 +134,8 @@ public final class Trainer {
         optimizer = try AdamW(parameters: model.parameters, learningRate: config.learningRate, weightDecay: config.weightDecay)
         ema = try ExponentialMovingAverage(parameters: model.parameters, maxDecay: config.emaDecay)
         let rank = processGroup?.rank ?? 0
-        generator = Generator(seed: config.seed &+ 0x5EED &+ UInt64(rank) &* 7919)
+        // The same seed on every rank: each draws the whole global batch's randomness.
+        generator = Generator(seed: config.seed &+ 0x5EED)
         sampler = try EpochSampler(
             count: data.count, batchSize: config.batchSize, seed: config.seed, rank: rank, worldSize: processGroup?.worldSize ?? 1)
         schedule = WarmupCosineSchedule(
@@ -117,32 +150,40 @@ public final class Trainer {
     var isWriter: Bool { (processGroup?.rank ?? 0) == 0 }
     var checkpointsDirectory: URL { runDirectory.appendingPathComponent("checkpoints") }
 
-    /// One optimisation step; returns the loss.
+    /// One optimisation step; returns the loss (the mean over the global batch).
     public func trainStep() throws -> Double {
         model.train(true)
         optimizer.learningRate = schedule.learningRate(at: step)
         let indices = try sampler.indices(step: step)
         let x0 = try data.images(at: indices)
-        let b = indices.count
-        let keep = try Tensor.rand([b], generator: generator).scalars(as: Float.self)
+        // The global batch's random draws, identical on every rank; this rank keeps its stride.
+        let global = config.batchSize
+        let mine = sampler.positions
+        let keepAll = try Tensor.rand([global], generator: generator).scalars(as: Float.self)
+        let timestepsAll = try diffusion.sampleTimesteps(count: global, generator: generator)
+        let noiseAll = try Tensor.randn([global] + x0.shape.dropFirst(), generator: generator)
+        let noise = mine.count == global
+            ? noiseAll : try noiseAll.indexSelect(dim: 0, Tensor(mine.map(Int64.init), shape: [mine.count]))
+        let t = mine.map { timestepsAll[$0] }
         var rows = indices.map { captions.index[data.caption(at: $0)] ?? captions.nullRow }
         let trueCondition = try captions.rows(rows)
-        for i in 0..<b where Double(keep[i]) < config.conditionDropout { rows[i] = captions.nullRow }
+        for (i, position) in mine.enumerated() where Double(keepAll[position]) < config.conditionDropout {
+            rows[i] = captions.nullRow
+        }
         let denoiserCondition = try captions.rows(rows)
-        let t = try diffusion.sampleTimesteps(count: b, generator: generator)
-        let noise = try Tensor.randn(x0.shape, generator: generator)
         let adapter = model.adapter
         let loss = try diffusion.trainingLoss(
             x0: x0, timesteps: t, noise: noise, weighting: config.weighting, prediction: model.unet.config.prediction,
             denoiser: { xt, t in try self.model.unet(xt, timesteps: t, condition: denoiserCondition) },
             context: adapter.map { a in { x, t in try a(x, timesteps: t, condition: trueCondition) } })
-        let value = try loss.item()
+        var value = try loss.item()
+        try optimizer.zeroGrad()
+        try loss.backward()
+        // Checked after the all-reduce, so that every rank sees the same loss and stops together.
+        if let pg = processGroup { value = try allReduceGradients(pg, loss: value) }
         guard value.isFinite else {
             throw TrainingError.nonFiniteLoss(step: step, lastCheckpoint: lastCheckpoint?.path)
         }
-        try optimizer.zeroGrad()
-        try loss.backward()
-        if let pg = processGroup { try allReduceGradients(pg) }
         try clipGradNorm(optimizer.parameters, maxNorm: config.gradientClip)
         try optimizer.step()
         try ema.update(from: model.parameters)
@@ -150,9 +191,12 @@ public final class Trainer {
         return value
     }
 
-    /// Averages gradients over ranks in flat buckets (one all-reduce per ~1M elements).
-    func allReduceGradients(_ pg: ProcessGroup) throws {
-        let grads = model.parameters.compactMap(\.grad)
+    /// Averages gradients over ranks in flat buckets (one all-reduce per ~1M elements); the
+    /// local `loss` rides in the last bucket and its average over ranks is returned.
+    func allReduceGradients(_ pg: ProcessGroup, loss: Double) throws -> Double {
+        var grads = model.parameters.compactMap(\.grad)
+        let lossTensor = try Tensor([loss], shape: [1]).to(grads.first?.dtype ?? .float32)
+        grads.append(lossTensor)
         var bucket: [Tensor] = []
         var elements = 0
         func flush() throws {
@@ -176,10 +220,27 @@ public final class Trainer {
             }
             try flush()
         }
+        return try lossTensor.item()
+    }
+
+    /// The largest difference of any parameter or EMA value between ranks (0 when they agree
+    /// bit for bit), found with an element-wise max and min all-reduce; 0 without a group.
+    public func parameterSpreadAcrossRanks() throws -> Double {
+        guard let pg = processGroup else { return 0 }
+        return try Torch.withNoGrad {
+            let tensors = try model.parameters.map { try $0.detached() } + ema.shadow
+            let flat = try Tensor.cat(tensors.map { try $0.reshaped([-1]).to(.float64) })
+            let high = try flat * 1.0, low = try flat * 1.0
+            try pg.allReduce([high], op: .max)
+            try pg.allReduce([low], op: .min)
+            return try (high - low).max().item()
+        }
     }
 
     /// Runs until `config.steps` (resuming from the latest checkpoint first when `resume`).
     /// `progress` is called after every step; return `false` to stop early (a checkpoint is written).
+    /// With a process group every rank must call `run` with the same `resume` and return the
+    /// same from `progress`, since checkpoints and steps are collective.
     public func run(resume: Bool = true, progress: (TrainingProgress) -> Bool = { _ in true }) throws {
         if resume { try resumeFromLatest() }
         let clock = ContinuousClock()
@@ -288,8 +349,57 @@ public final class Trainer {
     }
 
     /// Restores the newest complete checkpoint, if any. Returns whether one was found.
+    ///
+    /// With a process group only rank 0 reads the run folder; it then broadcasts the restored
+    /// state (weights, EMA, optimizer moments and counters, RNG), so the other ranks need no
+    /// access to rank 0's files.
     @discardableResult
     public func resumeFromLatest() throws -> Bool {
+        guard let pg = processGroup else { return try loadLatestCheckpoint() }
+        var status: Int64 = 0
+        var failure: Error?
+        if pg.rank == 0 {
+            do {
+                status = try loadLatestCheckpoint() ? 1 : 0
+            } catch {
+                status = -1
+                failure = error
+            }
+        }
+        let header = try Tensor(
+            [status, Int64(step), Int64(optimizer.stepCount), Int64(ema.optimizationStep), optimizer.firstMoments.isEmpty ? 0 : 1],
+            shape: [5])
+        try pg.broadcast([header], root: 0)
+        if let failure { throw failure }
+        let h = try header.scalars(as: Int64.self)
+        guard h[0] >= 0 else {
+            throw TrainingError.corruptCheckpoint(path: checkpointsDirectory.path, reason: "rank 0 could not read its latest checkpoint (see rank 0's error)")
+        }
+        guard h[0] == 1 else { return false }
+        if pg.rank != 0 {
+            var moments: [String: Tensor] = [:]
+            if h[4] == 1 {
+                for (i, p) in optimizer.parameters.enumerated() {
+                    moments["m.\(i)"] = try p.detached().zerosLike()
+                    moments["v.\(i)"] = try p.detached().zerosLike()
+                }
+            }
+            try optimizer.restore(stepCount: Int(h[2]), state: moments)
+            ema.restore(optimizationStep: Int(h[3]))
+            step = Int(h[1])
+        }
+        try Torch.withNoGrad {
+            let tensors = try model.parameters.map { try $0.detached() } + ema.shadow + optimizer.firstMoments + optimizer.secondMoments
+            try pg.broadcast(tensors, root: 0)
+            let rng = try Tensor(try generator.state(), shape: [try generator.state().count])
+            try pg.broadcast([rng], root: 0)
+            try generator.setState(rng.scalars(as: UInt8.self))
+        }
+        return true
+    }
+
+    /// Restores this process's state from the newest checkpoint in the run folder.
+    func loadLatestCheckpoint() throws -> Bool {
         guard let latest = try checkpointSteps().last else { return false }
         let dir = checkpointsDirectory.appendingPathComponent(String(format: "step-%07d", latest))
         let url = dir.appendingPathComponent("training_state.safetensors")

@@ -99,6 +99,9 @@ public struct EpochSampler: Sendable {
             .slice(dim: 0, offset, Swift.min(count, offset + batchSize)).scalars(as: Int64.self).map(Int.init)
         var global = permutation
         while global.count < batchSize { global.append(global[global.count % Swift.max(1, permutation.count)]) }
-        return stride(from: rank, to: batchSize, by: worldSize).map { global[$0] }
+        return positions.map { global[$0] }
     }
+
+    /// This rank's positions within every global batch: `rank, rank + worldSize, …`.
+    public var positions: [Int] { Array(stride(from: rank, to: batchSize, by: worldSize)) }
 }
