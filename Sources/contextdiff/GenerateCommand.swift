@@ -29,8 +29,11 @@ struct GenerateCommand: ParsableCommand {
         abstract: "Generate images for a prompt with a ContextDiff model (the shipped one by default)."
     )
 
-    @Argument(help: "What to draw, e.g. \"a red circle to the left of a blue square\".")
-    var prompt: String
+    @Argument(help: "What to draw, e.g. \"a red circle to the left of a blue square\" (several prompts: one grid row each).")
+    var prompts: [String] = []
+
+    @Option(help: "A file with one prompt per line (added to the prompts given).")
+    var promptsFile: String?
 
     @Option(help: "Model folder (default: the shipped model, models/default).") var model: String?
     @Option(help: "Sampler: ddim or ddpm.") var sampler: SamplerKind = .ddim
@@ -45,8 +48,23 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "Sample without the context adapter (as if r_φ ≡ 0).") var noContext = false
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
 
+    /// The prompts from the arguments and the prompts file.
+    func allPrompts() throws -> [String] {
+        var all = prompts
+        if let promptsFile {
+            guard let text = try? String(contentsOfFile: promptsFile, encoding: .utf8) else {
+                throw ValidationError("cannot read the prompts file \(promptsFile)")
+            }
+            all += text.split(whereSeparator: \.isNewline).map(String.init).filter {
+                !$0.trimmingCharacters(in: .whitespaces).isEmpty
+            }
+        }
+        guard !all.isEmpty else { throw ValidationError("give a prompt (or --prompts-file)") }
+        return all
+    }
+
     func validate() throws {
-        guard !prompt.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+        guard prompts.allSatisfy({ !$0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }) else {
             throw ValidationError("the prompt is empty; describe the image to generate")
         }
         guard (1...256).contains(numImages) else { throw ValidationError("--num-images must be in 1...256") }
@@ -87,14 +105,15 @@ struct GenerateCommand: ParsableCommand {
         try options.validate(trainTimesteps: loaded.schedule.config.trainTimesteps)
         let bar = ProgressBar(total: steps, label: "\(sampler.rawValue)")
         let started = Date()
-        let images = try pipeline.generate(prompts: [prompt], options: options) { step, _ in
+        let prompts = try allPrompts()
+        let images = try pipeline.generate(prompts: prompts, options: options) { step, _ in
             bar.update(step)
             return true
         }
         for warning in pipeline.warnings { note("warning: \(warning)") }
         let rgb = try RGBImage.images(fromBatch: images)
         if single {
-            try (rgb.count == 1 ? rgb[0] : RGBImage.grid(rgb, columns: min(4, rgb.count))).writePNG(to: out)
+            try (rgb.count == 1 ? rgb[0] : RGBImage.grid(rgb, columns: gridColumns(rgb.count))).writePNG(to: out)
             print(out.path)
         } else {
             for (i, image) in rgb.enumerated() {
@@ -103,9 +122,14 @@ struct GenerateCommand: ParsableCommand {
                 print(url.path)
             }
             let grid = out.appendingPathComponent("grid.png")
-            try RGBImage.grid(rgb, columns: min(4, rgb.count)).writePNG(to: grid)
+            try RGBImage.grid(rgb, columns: gridColumns(rgb.count)).writePNG(to: grid)
             print(grid.path)
         }
         note(String(format: "generated %d image(s) in %.1f s", rgb.count, Date().timeIntervalSince(started)))
+    }
+
+    /// One row per prompt when there are several prompts; otherwise up to 4 columns.
+    func gridColumns(_ count: Int) -> Int {
+        count > numImages ? numImages : min(4, count)
     }
 }
