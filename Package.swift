@@ -7,6 +7,7 @@ let package = Package(
         .library(name: "Torch", targets: ["Torch"]),
         .library(name: "NN", targets: ["NN"]),
         .library(name: "ContextDiff", targets: ["ContextDiff"]),
+        .library(name: "Evaluation", targets: ["Evaluation"]),
         .executable(name: "contextdiff", targets: ["contextdiff"]),
     ],
     dependencies: [
@@ -29,11 +30,12 @@ let package = Package(
         // Tiny C wrapper over libpng/libjpeg: setjmp/longjmp error handling, status codes, never aborts.
         .target(name: "CImageIO", linkerSettings: [.linkedLibrary("png"), .linkedLibrary("jpeg")]),
         .target(name: "Datasets", dependencies: ["Torch", "CImageIO"]),
+        .target(name: "Evaluation", dependencies: ["Torch", "NN", "Datasets", "ContextDiff"]),
         .target(name: "TestSupport", dependencies: ["Torch", "NN"], path: "Tests/TestSupport"),
         .executableTarget(
             name: "contextdiff",
             dependencies: [
-                "Torch", "NN", "ContextDiff", "Datasets",
+                "Torch", "NN", "ContextDiff", "Datasets", "Evaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -42,6 +44,7 @@ let package = Package(
         .testTarget(name: "EndToEndTests", dependencies: ["contextdiff", "Torch"]),
         .testTarget(name: "ContextDiffTests", dependencies: ["ContextDiff", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TestSupport"], exclude: ["Fixtures"]),
     ],
     cxxLanguageStandard: .cxx17
 )

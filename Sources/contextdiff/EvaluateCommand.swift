@@ -1,39 +1,176 @@
 import ArgumentParser
 import ContextDiff
 import Datasets
+import Evaluation
 import Foundation
 import Torch
 
+/// Which benchmark prompts to evaluate.
+enum PromptSplits: String, ExpressibleByArgument, CaseIterable {
+    case validation, heldout, both
 
-/// The colour-binding and position metric of the benchmark (GenEval-style, measured on pixels):
-/// single objects — the dominant non-background colour is the prompt's; two objects with a
-/// relation — the first object's colour dominates the named half and the second's the other.
+    init?(argument: String) {
+        if argument == "test" { self = .heldout } else { self.init(rawValue: argument) }
+    }
+
+    var splits: [Split] {
+        switch self {
+        case .validation: [.validation]
+        case .heldout: [.heldout]
+        case .both: [.validation, .heldout]
+        }
+    }
+}
+
+/// A benchmark split's name in reports: seen combinations (validation) or held-out ones.
+func setName(_ split: Split) -> String { split == .heldout ? "heldout" : "seen" }
+
+/// `contextdiff evaluate`: text-alignment and fidelity metrics of a model (DESIGN §6).
 struct EvaluateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "evaluate",
-        abstract: "Measure colour and position alignment of a model on benchmark prompts it was not trained on."
+        abstract: "Measure a model's alignment (GenEval-style), CLIP-style score and Fréchet distance on benchmark prompts.",
+        discussion: """
+            Generates images for the benchmark's evaluation prompts (single objects, left/right \
+            pairs, above/below pairs; seen combinations from the validation split and unseen ones \
+            from the held-out split) and reports: alignment accuracy read by the independent \
+            attribute evaluator (overall, per attribute, per GenEval category), the pixel \
+            color/position check, the CLIP-style score (100 × max(cos, 0) of the contrastive \
+            model), the Fréchet distance of the evaluator's features against held-out real \
+            renders, and the evaluator's own accuracy on renders it never saw (≥ 99% to be trusted).
+
+            With --prompts FILE (one prompt per line) only those prompts are generated; the \
+            CLIP-style score is reported for all of them and alignment for those in the \
+            benchmark's caption grammar (the others are listed as unparsed).
+
+            --pixel-only keeps the earlier behaviour (only the pixel check; no evaluator needed).
+
+            Train the evaluation models once: `contextdiff evaluator train` and `contextdiff clip train`.
+            """
     )
 
     @Option(help: "Model folder (default: the shipped model).") var model: String?
-    @Option(help: "Prompt split: validation (seen combinations, new samples) or heldout (unseen combinations).")
-    var split: Split = .validation
-    @Option(help: "Prompts per kind (single object; two objects left/right; two objects above/below).")
-    var count = 64
+    @Option(help: "A file with one prompt per line instead of the benchmark prompts.") var prompts: String?
+    @Option(help: "Benchmark prompts: validation (seen combinations), heldout (unseen combinations) or both.")
+    var split: PromptSplits = .both
+    @Option(name: [.customLong("num-samples"), .customLong("count")],
+            help: "Benchmark prompts per kind (single object; left/right pair; above/below pair) and split.")
+    var numSamples = 64
+    @Option(help: "Images generated per prompt.") var imagesPerPrompt = 1
     @Option(help: "Sampler: ddim or ddpm.") var sampler: SamplerKind = .ddim
     @Option(help: "Denoising steps.") var steps = 50
     @Option(help: "Guidance weight.") var guidance = 3.0
+    @Option(help: "DDIM's η.") var eta = 0.0
     @Option(help: "Seed of the sampling noise (training used others).") var seed: UInt64 = 1234
-    @Option(help: "Images generated per batch.") var batch = 16
+    @Option(help: "Prompts generated per batch.") var batch = 16
     @Flag(help: "Sample without the context adapter (as if r_φ ≡ 0).") var noContext = false
+    @Option(help: "Attribute evaluator folder (default: models/evaluator or $CONTEXTDIFF_EVALUATOR).") var evaluator: String?
+    @Option(help: "Contrastive model folder (default: models/clip or $CONTEXTDIFF_CLIP).") var clip: String?
+    @Option(help: "Held-out renders the evaluator's accuracy is checked on.") var evaluatorCheckImages = 1000
+    @Option(help: "Real renders per prompt kind for the Fréchet reference.") var referencePerKind = 334
+    @Flag(help: "Only the pixel color/position check (the earlier behaviour; needs no evaluation models).")
+    var pixelOnly = false
     @Option(help: "Write a grid of the samples to this PNG.") var grid: String?
     @Flag(help: "Print the result as JSON.") var json = false
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
 
     func validate() throws {
-        guard count > 0 else { throw ValidationError("--count must be positive") }
+        guard numSamples > 0 else { throw ValidationError("--num-samples must be positive") }
+        guard imagesPerPrompt > 0 else { throw ValidationError("--images-per-prompt must be positive") }
         guard batch > 0 else { throw ValidationError("--batch must be positive") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard evaluatorCheckImages >= 2, referencePerKind >= 1 else {
+            throw ValidationError("--evaluator-check-images ≥ 2 and --reference-per-kind ≥ 1 required")
+        }
+        if pixelOnly, prompts != nil { throw ValidationError("--pixel-only works on the benchmark prompts, not --prompts") }
     }
+
+    var generationOptions: GenerationOptions {
+        var options = GenerationOptions()
+        options.sampler = sampler
+        options.steps = steps
+        options.guidance = guidance
+        options.eta = eta
+        options.seed = seed
+        options.useContext = !noContext
+        options.imagesPerPrompt = imagesPerPrompt
+        return options
+    }
+
+    func run() throws {
+        Torch.numThreads = threads
+        guard let modelURL = model.map({ URL(fileURLWithPath: $0) }) ?? defaultModelDirectory() else {
+            throw ValidationError("no model given and no shipped model found; pass --model DIR")
+        }
+        if pixelOnly { return try runPixelOnly(modelURL: modelURL) }
+        let textEncoder = try MiniLMTextEncoder()
+        let loaded = try ContextDiffModel.load(from: modelURL)
+        let pipeline = try TextToImagePipeline(model: loaded, textEncoder: textEncoder)
+        let (evaluatorModel, evaluatorURL) = try loadEvaluator(evaluator)
+        let (scorer, clipURL) = try loadScorer(clip, textEncoder: textEncoder)
+        let evaluation = try TextToImageEvaluation(pipeline: pipeline, evaluator: evaluatorModel, scorer: scorer)
+        let options = generationOptions
+        try options.validate(trainTimesteps: loaded.schedule.config.trainTimesteps)
+
+        let accuracy = try EvaluatorTraining.measureAccuracy(of: evaluatorModel, count: evaluatorCheckImages)
+        note(describe(accuracy))
+
+        var sets: [(name: String, prompts: [EvaluationPrompt], split: Split?)] = []
+        var unparsed: [String]?
+        if let prompts {
+            let lines = try readPromptFile(prompts)
+            let parsed = lines.map { EvaluationPrompt(parsing: $0) }
+            unparsed = parsed.filter { $0.spec == nil }.map(\.text)
+            if let unparsed, !unparsed.isEmpty {
+                note("note: \(unparsed.count) of \(parsed.count) prompts are not in the benchmark's caption grammar; they get the CLIP-style score only (alignment is skipped for them)")
+            }
+            sets.append(("prompts", parsed, nil))
+        } else {
+            var benchmarkConfig = SyntheticBenchmarkConfig()
+            benchmarkConfig.imageSize = loaded.unet.config.sampleSize
+            let benchmark = try SyntheticBenchmark(benchmarkConfig)
+            for s in split.splits {
+                sets.append((setName(s), TextToImageEvaluation.benchmarkPrompts(benchmark, split: s, perKind: numSamples), s))
+            }
+        }
+        let reference = FrechetReference(evaluator: evaluatorModel, perKind: referencePerKind)
+        let total = sets.map { $0.prompts.count * imagesPerPrompt }.reduce(0, +)
+        let bar = ProgressBar(total: total, label: "evaluate")
+        var done = 0
+        var results: [PromptSetEvaluation] = []
+        var allImages: [RGBImage] = []
+        let started = Date()
+        for set in sets {
+            let statistics = try set.split.map { try reference.statistics(for: $0) }
+            let (result, images) = try evaluation.evaluate(
+                set.prompts, name: set.name, options: options, batchSize: batch, reference: statistics
+            ) { d, _ in bar.update(done + d) }
+            done += result.images
+            results.append(result)
+            allImages += images
+        }
+        for w in Set(pipeline.warnings) { note("warning: \(w)") }
+        let report = EvaluationReport(
+            model: modelURL.path, sampler: sampler.rawValue, steps: steps, guidance: guidance, eta: eta, seed: seed,
+            context: !noContext && loaded.adapter != nil, imagesPerPrompt: imagesPerPrompt,
+            evaluator: .init(path: evaluatorURL.path, heldOutAccuracy: accuracy), clipModel: clipURL.path,
+            sets: results, unparsedPrompts: unparsed, seconds: Date().timeIntervalSince(started))
+        if let grid {
+            try RGBImage.grid(allImages, columns: 16).writePNG(to: URL(fileURLWithPath: grid))
+        }
+        if json { try printJSON(report) } else { print(report.table()) }
+    }
+
+    func readPromptFile(_ path: String) throws -> [String] {
+        guard let text = try? String(contentsOf: URL(fileURLWithPath: path), encoding: .utf8) else {
+            throw ValidationError("cannot read prompts file \(path)")
+        }
+        let lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !lines.isEmpty else { throw ValidationError("prompts file \(path) has no prompts") }
+        return lines
+    }
+
+    // MARK: - The earlier, pixel-only evaluation
 
     struct KindResult: Codable {
         var kind: String
@@ -42,7 +179,7 @@ struct EvaluateCommand: ParsableCommand {
         var accuracy: Double
     }
 
-    struct Report: Codable {
+    struct PixelReport: Codable {
         var model: String
         var split: String
         var sampler: String
@@ -55,62 +192,124 @@ struct EvaluateCommand: ParsableCommand {
         var seconds: Double
     }
 
-    func run() throws {
-        Torch.numThreads = threads
-        guard let modelURL = model.map({ URL(fileURLWithPath: $0) }) ?? defaultModelDirectory() else {
-            throw ValidationError("no model given and no shipped model found; pass --model DIR")
-        }
+    /// The colour-binding and position metric measured on pixels alone: single objects — the
+    /// dominant non-background colour is the prompt's; two objects with a relation — the first
+    /// object's colour dominates the named half and the second's the other.
+    func runPixelOnly(modelURL: URL) throws {
         let loaded = try ContextDiffModel.load(from: modelURL)
         let pipeline = try TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder())
         var benchmarkConfig = SyntheticBenchmarkConfig()
         benchmarkConfig.imageSize = loaded.unet.config.sampleSize
         let benchmark = try SyntheticBenchmark(benchmarkConfig)
         let checker = ColorPositionChecker()
-        var options = GenerationOptions()
-        options.sampler = sampler
-        options.steps = steps
-        options.guidance = guidance
-        options.useContext = !noContext
+        var options = generationOptions
+        options.imagesPerPrompt = 1
         try options.validate(trainTimesteps: loaded.schedule.config.trainTimesteps)
-
-        let kinds: [PromptKind] = [.singleObject, .horizontalPair, .verticalPair]
-        let prompts = kinds.flatMap { benchmark.prompts(split: split, count: count, kind: $0) }
-        let bar = ProgressBar(total: prompts.count, label: "evaluate")
-        var images: [RGBImage] = []
-        let started = Date()
-        for start in stride(from: 0, to: prompts.count, by: batch) {
-            let chunk = Array(prompts[start..<min(prompts.count, start + batch)])
-            options.seed = seed &+ UInt64(start)
-            let out = try pipeline.generate(prompts: chunk.map(\.text), options: options)
-            images += try RGBImage.images(fromBatch: out)
-            bar.update(images.count)
-        }
-        var results: [KindResult] = []
-        for kind in kinds {
-            let pairs = zip(prompts, images).filter { $0.0.kind == kind }
-            let correct = pairs.filter { checker.isCorrect($0.1, prompt: $0.0) }.count
-            results.append(KindResult(kind: kind.rawValue, prompts: pairs.count, correct: correct,
-                                      accuracy: Double(correct) / Double(max(1, pairs.count))))
-        }
-        let two = results.filter { $0.kind != PromptKind.singleObject.rawValue }
-        let report = Report(
-            model: modelURL.path, split: split.rawValue, sampler: sampler.rawValue, steps: steps, guidance: guidance,
-            seed: seed, context: !noContext && loaded.adapter != nil, results: results,
-            twoObjectAccuracy: Double(two.map(\.correct).reduce(0, +)) / Double(max(1, two.map(\.prompts).reduce(0, +))),
-            seconds: Date().timeIntervalSince(started))
-        if let grid {
-            try RGBImage.grid(images, columns: 16).writePNG(to: URL(fileURLWithPath: grid))
-        }
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
-        } else {
-            for r in results {
-                print(r.kind.padding(toLength: 16, withPad: " ", startingAt: 0)
-                      + String(format: " %3d/%3d  %.1f%%", r.correct, r.prompts, 100 * r.accuracy))
+        for s in split.splits {
+            let kinds: [PromptKind] = [.singleObject, .horizontalPair, .verticalPair]
+            let prompts = kinds.flatMap { benchmark.prompts(split: s, count: numSamples, kind: $0) }
+            let bar = ProgressBar(total: prompts.count, label: "evaluate")
+            var images: [RGBImage] = []
+            let started = Date()
+            for start in stride(from: 0, to: prompts.count, by: batch) {
+                let chunk = Array(prompts[start..<min(prompts.count, start + batch)])
+                options.seed = seed &+ UInt64(start)
+                let out = try pipeline.generate(prompts: chunk.map(\.text), options: options)
+                images += try RGBImage.images(fromBatch: out)
+                bar.update(images.count)
             }
-            print(String(format: "two objects       %.1f%%", 100 * report.twoObjectAccuracy))
+            var results: [KindResult] = []
+            for kind in kinds {
+                let pairs = zip(prompts, images).filter { $0.0.kind == kind }
+                let correct = pairs.filter { checker.isCorrect($0.1, prompt: $0.0) }.count
+                results.append(KindResult(kind: kind.rawValue, prompts: pairs.count, correct: correct,
+                                          accuracy: Double(correct) / Double(max(1, pairs.count))))
+            }
+            let two = results.filter { $0.kind != PromptKind.singleObject.rawValue }
+            let report = PixelReport(
+                model: modelURL.path, split: s.rawValue, sampler: sampler.rawValue, steps: steps, guidance: guidance,
+                seed: seed, context: !noContext && loaded.adapter != nil, results: results,
+                twoObjectAccuracy: Double(two.map(\.correct).reduce(0, +)) / Double(max(1, two.map(\.prompts).reduce(0, +))),
+                seconds: Date().timeIntervalSince(started))
+            if let grid {
+                let url = URL(fileURLWithPath: grid)
+                let target = split == .both
+                    ? url.deletingPathExtension().appendingPathExtension("\(s.rawValue).png") : url
+                try RGBImage.grid(images, columns: 16).writePNG(to: target)
+            }
+            if json {
+                try printJSON(report)
+            } else {
+                print("\(s.rawValue):")
+                for r in results {
+                    print(r.kind.padding(toLength: 16, withPad: " ", startingAt: 0)
+                          + String(format: " %3d/%3d  %.1f%%", r.correct, r.prompts, 100 * r.accuracy))
+                }
+                print(String(format: "two objects       %.1f%%", 100 * report.twoObjectAccuracy))
+            }
         }
+    }
+}
+
+/// The output of `contextdiff evaluate` (and of every configuration of `contextdiff experiment`).
+struct EvaluationReport: Codable {
+    struct EvaluatorInfo: Codable {
+        var path: String
+        var heldOutAccuracy: EvaluatorAccuracy
+
+        enum CodingKeys: String, CodingKey { case path, heldOutAccuracy = "held_out_accuracy" }
+    }
+
+    var model: String
+    var sampler: String
+    var steps: Int
+    var guidance: Double
+    var eta: Double
+    var seed: UInt64
+    var context: Bool
+    var imagesPerPrompt: Int
+    var evaluator: EvaluatorInfo
+    var clipModel: String
+    /// "seen" (validation prompts), "heldout" (held-out combinations) or "prompts" (a file).
+    var sets: [PromptSetEvaluation]
+    var unparsedPrompts: [String]?
+    var seconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case model, sampler, steps, guidance, eta, seed, context, imagesPerPrompt = "images_per_prompt", evaluator
+        case clipModel = "clip_model", sets, unparsedPrompts = "unparsed_prompts", seconds
+    }
+
+    /// A plain-text table: one column per prompt set.
+    func table() -> String {
+        func pct(_ v: Double?) -> String { v.map { String(format: "%.1f%%", 100 * $0) } ?? "–" }
+        func num(_ v: Double?) -> String { v.map { String(format: "%.2f", $0) } ?? "–" }
+        var rows: [(String, [String])] = []
+        rows.append(("images", sets.map { "\($0.images)" }))
+        rows.append(("alignment (all correct)", sets.map { pct($0.alignment?.accuracy) }))
+        for c in AlignmentCategory.allCases {
+            rows.append(("  \(c.rawValue)", sets.map { pct($0.alignment?.accuracy(of: c)) }))
+        }
+        rows.append(("  GenEval mean", sets.map { pct($0.alignment?.categoryMean) }))
+        for a in AlignmentAttribute.allCases {
+            rows.append(("  attribute \(a.rawValue)", sets.map { pct($0.alignment?.accuracy(of: a)) }))
+        }
+        rows.append(("pixel check, two objects", sets.map { pct($0.pixel?.twoObjectAccuracy) }))
+        rows.append(("pixel check, single object", sets.map { pct($0.pixel?.kinds[PromptKind.singleObject.rawValue]?.accuracy) }))
+        rows.append(("CLIP score", sets.map { num($0.clipScore) }))
+        rows.append(("Fréchet distance", sets.map { num($0.frechetDistance) }))
+        let width = (rows.map(\.0.count).max() ?? 0) + 2
+        var text = "".padding(toLength: width, withPad: " ", startingAt: 0)
+            + sets.map { $0.name.padding(toLength: 12, withPad: " ", startingAt: 0) }.joined() + "\n"
+        for (label, values) in rows {
+            text += label.padding(toLength: width, withPad: " ", startingAt: 0)
+                + values.map { $0.padding(toLength: 12, withPad: " ", startingAt: 0) }.joined() + "\n"
+        }
+        text += String(format: "evaluator held-out accuracy %.2f%%%@", 100 * evaluator.heldOutAccuracy.accuracy,
+                       evaluator.heldOutAccuracy.accuracy < 0.99 ? " (below 99%: not trustworthy)" : "")
+        if let unparsedPrompts, !unparsedPrompts.isEmpty {
+            text += "\nnot in the caption grammar (CLIP score only): " + unparsedPrompts.joined(separator: " | ")
+        }
+        return text
     }
 }
