@@ -49,7 +49,9 @@ struct EvaluateCommand: ParsableCommand {
             """
     )
 
-    @Option(help: "Model folder (default: the shipped model).") var model: String?
+    @Option(help: "Model folder (default: the shipped model), or a training run folder with --checkpoint.") var model: String?
+    @Option(help: "Evaluate the EMA weights of this checkpoint step of the run folder given by --model (for convergence curves).")
+    var checkpoint: Int?
     @Option(help: "A file with one prompt per line instead of the benchmark prompts.") var prompts: String?
     @Option(help: "Benchmark prompts: validation (seen combinations), heldout (unseen combinations) or both.")
     var split: PromptSplits = .both
@@ -83,6 +85,10 @@ struct EvaluateCommand: ParsableCommand {
             throw ValidationError("--evaluator-check-images ≥ 2 and --reference-per-kind ≥ 1 required")
         }
         if pixelOnly, prompts != nil { throw ValidationError("--pixel-only works on the benchmark prompts, not --prompts") }
+        if let checkpoint {
+            guard checkpoint > 0 else { throw ValidationError("--checkpoint must be a positive step") }
+            guard model != nil else { throw ValidationError("--checkpoint needs --model RUN_FOLDER (a `contextdiff train` output folder)") }
+        }
     }
 
     var generationOptions: GenerationOptions {
@@ -104,7 +110,7 @@ struct EvaluateCommand: ParsableCommand {
         }
         if pixelOnly { return try runPixelOnly(modelURL: modelURL) }
         let textEncoder = try MiniLMTextEncoder()
-        let loaded = try ContextDiffModel.load(from: modelURL)
+        let loaded = try loadModel(modelURL)
         let pipeline = try TextToImagePipeline(model: loaded, textEncoder: textEncoder)
         let (evaluatorModel, evaluatorURL) = try loadEvaluator(evaluator)
         let (scorer, clipURL) = try loadScorer(clip, textEncoder: textEncoder)
@@ -151,14 +157,25 @@ struct EvaluateCommand: ParsableCommand {
         }
         for w in Set(pipeline.warnings) { note("warning: \(w)") }
         let report = EvaluationReport(
-            model: modelURL.path, sampler: sampler.rawValue, steps: steps, guidance: guidance, eta: eta, seed: seed,
-            context: !noContext && loaded.adapter != nil, imagesPerPrompt: imagesPerPrompt,
+            model: modelURL.path, checkpoint: checkpoint, sampler: sampler.rawValue, steps: steps, guidance: guidance, eta: eta,
+            seed: seed, context: !noContext && loaded.adapter != nil, imagesPerPrompt: imagesPerPrompt,
             evaluator: .init(path: evaluatorURL.path, heldOutAccuracy: accuracy), clipModel: clipURL.path,
             sets: results, unparsedPrompts: unparsed, seconds: Date().timeIntervalSince(started))
         if let grid {
             try RGBImage.grid(allImages, columns: 16).writePNG(to: URL(fileURLWithPath: grid))
         }
         if json { try printJSON(report) } else { print(report.table()) }
+    }
+
+    /// The model folder, or with `--checkpoint` the EMA weights of that step of a run folder.
+    func loadModel(_ url: URL) throws -> ContextDiffModel {
+        guard let checkpoint else { return try ContextDiffModel.load(from: url) }
+        let available = TrainingCheckpoints.steps(in: url)
+        guard available.contains(checkpoint) else {
+            throw ValidationError("run folder \(url.path) has no checkpoint at step \(checkpoint)"
+                + (available.isEmpty ? " (it has none)" : "; it has steps \(available.map(String.init).joined(separator: ", "))"))
+        }
+        return try TrainingCheckpoints.emaModel(runDirectory: url, step: checkpoint)
     }
 
     func readPromptFile(_ path: String) throws -> [String] {
@@ -196,7 +213,7 @@ struct EvaluateCommand: ParsableCommand {
     /// dominant non-background colour is the prompt's; two objects with a relation — the first
     /// object's colour dominates the named half and the second's the other.
     func runPixelOnly(modelURL: URL) throws {
-        let loaded = try ContextDiffModel.load(from: modelURL)
+        let loaded = try loadModel(modelURL)
         let pipeline = try TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder())
         var benchmarkConfig = SyntheticBenchmarkConfig()
         benchmarkConfig.imageSize = loaded.unet.config.sampleSize
@@ -261,6 +278,8 @@ struct EvaluationReport: Codable {
     }
 
     var model: String
+    /// The training step whose EMA weights were evaluated (`--checkpoint`), if not a model folder.
+    var checkpoint: Int?
     var sampler: String
     var steps: Int
     var guidance: Double
@@ -276,7 +295,7 @@ struct EvaluationReport: Codable {
     var seconds: Double
 
     enum CodingKeys: String, CodingKey {
-        case model, sampler, steps, guidance, eta, seed, context, imagesPerPrompt = "images_per_prompt", evaluator
+        case model, checkpoint, sampler, steps, guidance, eta, seed, context, imagesPerPrompt = "images_per_prompt", evaluator
         case clipModel = "clip_model", sets, unparsedPrompts = "unparsed_prompts", seconds
     }
 

@@ -23,6 +23,39 @@ struct TrainingRecipe: Codable, Equatable {
         case unet, adapter, schedule, training, benchmark, datasetSize = "dataset_size", imageFolder = "image_folder"
         case maxTokens = "max_tokens"
     }
+
+    init() {}
+
+    /// A recipe may name only what it changes: a missing section or key keeps its default
+    /// (`"adapter": null` asks for the baseline; a missing `adapter` keeps the default adapter).
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = TrainingRecipe()
+        unet = try c.decodeIfPresent(UNetConfig.self, forKey: .unet) ?? d.unet
+        if c.contains(.adapter) {
+            adapter = try c.decodeNil(forKey: .adapter) ? nil : c.decode(ContextAdapterConfig.self, forKey: .adapter)
+        } else {
+            adapter = d.adapter
+        }
+        schedule = try c.decodeIfPresent(NoiseScheduleConfig.self, forKey: .schedule) ?? d.schedule
+        training = try c.decodeIfPresent(TrainingConfig.self, forKey: .training) ?? d.training
+        benchmark = try c.decodeIfPresent(SyntheticBenchmarkConfig.self, forKey: .benchmark) ?? d.benchmark
+        datasetSize = try c.decodeIfPresent(Int.self, forKey: .datasetSize) ?? d.datasetSize
+        imageFolder = try c.decodeIfPresent(String.self, forKey: .imageFolder)
+        maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens) ?? d.maxTokens
+    }
+
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(unet, forKey: .unet)
+        try c.encode(adapter, forKey: .adapter)  // an explicit null for the baseline
+        try c.encode(schedule, forKey: .schedule)
+        try c.encode(training, forKey: .training)
+        try c.encode(benchmark, forKey: .benchmark)
+        try c.encode(datasetSize, forKey: .datasetSize)
+        try c.encodeIfPresent(imageFolder, forKey: .imageFolder)
+        try c.encode(maxTokens, forKey: .maxTokens)
+    }
 }
 
 extension UNetConfig {
@@ -53,17 +86,8 @@ extension ContextAdapterConfig {
 }
 
 extension TrainingConfig {
-    static var shapesDefault: TrainingConfig {
-        var c = TrainingConfig()
-        c.steps = 2000
-        c.batchSize = 32
-        c.learningRate = 5e-4
-        c.warmupSteps = 100
-        c.minLearningRate = 2e-5
-        c.emaDecay = 0.995
-        c.checkpointEvery = 250
-        return c
-    }
+    /// The shipped model's recipe: ``TrainingConfig``'s defaults.
+    static var shapesDefault: TrainingConfig { TrainingConfig() }
 }
 
 struct TrainCommand: ParsableCommand {
@@ -87,6 +111,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Loss weighting λ_t: uniform, p2, min-snr, min-snr:G.") var weighting: String?
     @Option(help: "Seed for initialisation, data order and noise.") var seed: UInt64?
     @Option(help: "Checkpoint every N steps.") var checkpointEvery: Int?
+    @Option(help: "Checkpoints kept on disk, oldest deleted first (keep them all for a convergence curve).")
+    var keepCheckpoints: Int?
     @Option(help: "Synthetic images to render for training.") var datasetSize: Int?
     @Option(help: "Train on an image folder with metadata.jsonl instead of the synthetic benchmark.")
     var imageFolder: String?
@@ -118,6 +144,7 @@ struct TrainCommand: ParsableCommand {
         if let weighting { r.training.weighting = try LossWeighting(parsing: weighting) }
         if let seed { r.training.seed = seed; r.benchmark.seed = seed }
         if let checkpointEvery { r.training.checkpointEvery = checkpointEvery }
+        if let keepCheckpoints { r.training.keepCheckpoints = keepCheckpoints }
         if let datasetSize { r.datasetSize = datasetSize }
         if let imageFolder { r.imageFolder = imageFolder }
         if let baseChannels { r.unet.baseChannels = baseChannels }

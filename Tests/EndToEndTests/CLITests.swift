@@ -146,6 +146,33 @@ struct CLITests {
         #expect(warned.stderr.contains("truncated"))
     }
 
+    @Test func partialRecipeKeepsDefaultsAndCheckpointsEvaluate() throws {
+        let root = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let run = root.appendingPathComponent("run")
+        // A recipe naming only what it changes: the baseline, and more kept checkpoints.
+        let config = root.appendingPathComponent("recipe.json")
+        try Data(#"{"adapter": null, "training": {"keep_checkpoints": 5}}"#.utf8).write(to: config)
+        let trained = try CLI.run(tinyTrainArguments(run) + ["--config", config.path])
+        #expect(trained.status == 0, "\(trained.stderr)")
+        let saved = try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("recipe.json"))) as? [String: Any]
+        #expect(saved?["adapter"] is NSNull, "the baseline is an explicit null adapter")
+        let training = saved?["training"] as? [String: Any]
+        #expect(training?["keep_checkpoints"] as? Int == 5)
+        #expect(training?["learning_rate"] as? Double == 5e-4, "unnamed keys keep the default recipe")
+        let kept = try FileManager.default.contentsOfDirectory(atPath: run.appendingPathComponent("checkpoints").path)
+        #expect(kept.sorted() == ["step-0000004", "step-0000008", "step-0000012"])
+
+        // An intermediate checkpoint's EMA weights evaluate (pixel check, no evaluation models needed).
+        let evaluated = try CLI.run(["evaluate", "--model", run.path, "--checkpoint", "4", "--pixel-only", "--split", "validation",
+                                     "--num-samples", "1", "--steps", "2", "--json", "--threads", "1"])
+        #expect(evaluated.status == 0, "\(evaluated.stderr)")
+        #expect(evaluated.stdout.contains("\"two_object_accuracy\"") || evaluated.stdout.contains("\"twoObjectAccuracy\""))
+        let missing = try CLI.run(["evaluate", "--model", run.path, "--checkpoint", "7", "--pixel-only", "--num-samples", "1"])
+        #expect(missing.status != 0 && missing.stderr.contains("no checkpoint at step 7"), "\(missing.stderr)")
+        #expect(missing.stderr.contains("4, 8, 12"))
+    }
+
     @Test func scheduleAndDoctorRun() throws {
         let schedule = try CLI.run(["schedule", "--steps", "10"])
         #expect(schedule.status == 0)

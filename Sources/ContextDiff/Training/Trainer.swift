@@ -21,16 +21,17 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// Hyper-parameters of a training run (saved with every checkpoint).
+/// Hyper-parameters of a training run (saved with every checkpoint). The defaults are the
+/// shipped model's recipe (docs/TRAINING.md).
 public struct TrainingConfig: Codable, Sendable, Equatable {
     public var steps = 2000
     public var batchSize = 32
-    public var learningRate = 2e-4
+    public var learningRate = 5e-4
     public var warmupSteps = 100
-    public var minLearningRate = 1e-5
+    public var minLearningRate = 2e-5
     public var weightDecay = 0.01
     public var gradientClip = 1.0
-    public var emaDecay = 0.999
+    public var emaDecay = 0.995
     /// Fraction of samples whose condition is replaced by the empty caption (for guidance).
     public var conditionDropout = 0.1
     public var weighting = LossWeighting.uniform
