@@ -1,6 +1,7 @@
 import ArgumentParser
 import ContextDiff
 import Datasets
+import Evaluation
 import Foundation
 import Torch
 
@@ -57,7 +58,7 @@ struct EditVideoCommand: ParsableCommand {
     @Option(help: "Text-to-image model folder (default: the shipped model, models/default).") var model: String?
     @Option(help: "contextdiff, fatezero or tuneavideo.") var method: VideoEditMethod = .contextdiff
     @Option(help: "One-shot tuning steps on the source video (0: zero-shot).") var tuneSteps = 50
-    @Option(help: "Tuning learning rate.") var tuneLearningRate = 1e-4
+    @Option(name: .customLong("tune-lr"), help: "Tuning learning rate.") var tuneLearningRate = 1e-4
     @Option(help: "DDIM steps of inversion and editing.") var steps = 20
     @Option(help: "Classifier-free guidance weight of the editing.") var guidance = 3.0
     @Option(help: "Seed of tuning.") var seed: UInt64 = 0
@@ -168,5 +169,53 @@ struct DatasetVideoCommand: ParsableCommand {
         }
         print(folder.path)
         note("caption: \(sample.caption)")
+    }
+}
+
+/// `contextdiff evaluate-video`: the paper's Table 2 metrics of one edit (CLIP-text, CLIP-temporal
+/// with the contrastive model, and structure preservation against the source).
+struct EvaluateVideoCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "evaluate-video",
+        abstract: "Score an edited video: CLIP-text, CLIP-temporal (contrastive model) and structure preservation."
+    )
+
+    @Option(help: "The source video (mp4, gif or a folder of frames).") var source: String
+    @Option(help: "The edited video (OUT.gif is lossless at the model size; OUT.mp4 works too).") var edited: String
+    @Option(help: "The edit prompt.") var prompt: String
+    @Option(help: "Contrastive image–text model folder (default: models/clip).") var clip: String?
+    @Option(help: "Frames compared.") var frames = 8
+    @Option(help: "Frame size the videos are read at (the contrastive model's image size).") var size = 32
+    @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Flag(help: "Print JSON.") var json = false
+
+    func validate() throws {
+        guard !prompt.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+            throw ValidationError("the prompt is empty")
+        }
+        guard (1...64).contains(frames), size > 0, threads >= 1 else { throw ValidationError("bad --frames, --size or --threads") }
+    }
+
+    func run() throws {
+        Torch.numThreads = threads
+        let ffmpeg = try FFmpeg()
+        let a = try ffmpeg.read(URL(fileURLWithPath: source), size: size, maxFrames: frames)
+        let b = try ffmpeg.read(URL(fileURLWithPath: edited), size: size, maxFrames: frames)
+        let n = min(a.frames.count, b.frames.count)
+        guard n > 0 else { throw VideoIOError.noFrames(path: edited) }
+        if a.frames.count != b.frames.count {
+            note("note: comparing the first \(n) frames (source has \(a.frames.count), edit \(b.frames.count))")
+        }
+        let (scorer, _) = try loadScorer(clip, textEncoder: MiniLMTextEncoder())
+        let s = try VideoMetrics.scores(
+            source: Video(frames: Array(a.frames.prefix(n))).tensor(), edited: Video(frames: Array(b.frames.prefix(n))).tensor(),
+            prompt: prompt, scorer: scorer)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(s), as: UTF8.self))
+        } else {
+            print(String(format: "CLIP-text %.2f  CLIP-temporal %.4f  structure (mask IoU) %.3f", s.clipText, s.clipTemporal, s.structure))
+        }
     }
 }
