@@ -132,15 +132,17 @@ public final class AttentionFusionStore: AttentionController {
         case .inject(let t):
             guard let stored = maps[Key(timestep: t, site: site)] else { return weights }
             let rows = stored.shape[0], total = weights.shape[0]
-            guard total % rows == 0, Array(weights.shape.dropLast()) == Array(stored.shape.dropLast()).replacing(0, with: total)
-            else {
+            // Same queries; the batch is the recorded one or a whole multiple (the guidance batch).
+            guard total % rows == 0, weights.shape.count == 3, weights.shape[1] == stored.shape[1] else {
                 throw VideoEditError.invalidOption("fusion: stored map \(stored.shape) does not fit \(weights.shape) at \(site)")
             }
             injections += 1
             let s = try stored.to(weights.dtype)
             switch site.kind {
             case .selfAttention:
-                guard stored.shape == [rows] + Array(weights.shape.dropFirst()) else { return weights }
+                guard stored.shape[2] == weights.shape[2] else {
+                    throw VideoEditError.invalidOption("fusion: stored map \(stored.shape) does not fit \(weights.shape) at \(site)")
+                }
                 return total == rows ? s : try Tensor.cat(Array(repeating: s, count: total / rows))
             case .crossAttention:
                 let keys = weights.shape[2]
@@ -187,13 +189,5 @@ public final class AttentionFusionStore: AttentionController {
             }
         }
         return out
-    }
-}
-
-extension Array {
-    fileprivate func replacing(_ index: Int, with value: Element) -> [Element] {
-        var copy = self
-        if copy.indices.contains(index) { copy[index] = value }
-        return copy
     }
 }
