@@ -49,8 +49,12 @@ public final class MultiHeadAttention: Module {
         return try x.reshaped([s[0], s[1], heads, headDim]).permuted([0, 2, 1, 3]).reshaped([s[0] * heads, s[1], headDim])
     }
 
+    /// - Parameter editWeights: called with the softmax attention weights `[batch*heads, queries, keys]`
+    ///   (batch-major, heads inner); returns the weights to use (record them, or substitute
+    ///   stored ones, as prompt-to-prompt / FateZero attention control does). Must keep the shape.
     public func callAsFunction(
-        _ x: Tensor, context: Tensor? = nil, keyMask: Tensor? = nil, causal: Bool = false
+        _ x: Tensor, context: Tensor? = nil, keyMask: Tensor? = nil, causal: Bool = false,
+        editWeights: ((Tensor) throws -> Tensor)? = nil
     ) throws -> Tensor {
         let xs = x.shape
         guard xs.count == 3 else { throw TorchError.invalidArgument("attention input must be [batch, tokens, dim], got \(xs)") }
@@ -77,7 +81,14 @@ public final class MultiHeadAttention: Module {
             let future = try Tensor.ones([n, m], dtype: .bool).triu(1)
             scores = try scores.maskedFill(future, value: -.infinity)
         }
-        let weights = try scores.softmax(dim: -1)
+        var weights = try scores.softmax(dim: -1)
+        if let editWeights {
+            let edited = try editWeights(weights)
+            guard edited.shape == weights.shape else {
+                throw TorchError.invalidArgument("edited attention weights \(edited.shape) must keep the shape \(weights.shape)")
+            }
+            weights = edited
+        }
         let out = try weights.bmm(v)  // [B*H, N, D]
             .reshaped([b, heads, n, headDim]).permuted([0, 2, 1, 3]).reshaped([b, n, heads * headDim])
         return try toOut(out)

@@ -7,7 +7,7 @@ struct DatasetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dataset",
         abstract: "Export the synthetic compositional benchmark.",
-        subcommands: [DatasetExportCommand.self]
+        subcommands: [DatasetExportCommand.self, DatasetVideoCommand.self]
     )
 }
 

@@ -44,6 +44,9 @@ public final class ContextBlock: Module {
     public let norm3: LayerNorm
     public let mlp1: Linear
     public let mlp2: Linear
+    /// Causal temporal attention across frames (after the spatial self-attention), added by
+    /// ``ContextAdapter/inflate()``; nil in a 2-D adapter.
+    public private(set) var temporal: TemporalAttention?
 
     init(width: Int, heads: Int, contextDim: Int, mlpRatio: Int) throws {
         norm1 = try LayerNorm(width)
@@ -60,8 +63,14 @@ public final class ContextBlock: Module {
         name == "selfAttention" ? "attn1" : name == "crossAttention" ? "attn2" : name
     }
 
-    func callAsFunction(_ x: Tensor, context: TextCondition) throws -> Tensor {
+    func inflate(heads: Int) throws {
+        guard temporal == nil else { return }
+        temporal = try TemporalAttention(channels: norm1.dimensions, heads: heads, causal: true)
+    }
+
+    func callAsFunction(_ x: Tensor, context: TextCondition, frames: Int? = nil) throws -> Tensor {
         var h = try x + selfAttention(norm1(x))
+        if let temporal, let frames { h = try temporal(h, frames: frames) }
         h = try h + crossAttention(norm2(h), context: context.tokens, keyMask: context.mask)
         return try h + mlp2(mlp1(norm3(h)).gelu())
     }
@@ -110,9 +119,24 @@ public final class ContextAdapter: Module {
         }
     }
 
+    /// Whether ``inflate()`` has added temporal layers.
+    public var isInflated: Bool { blocks.first?.temporal != nil }
+
+    /// Inflates the adapter to video (paper §5.2: "spatio-temporal attention, which includes
+    /// spatial self-attention and temporal causal attention"): each block's self-attention stays
+    /// within a frame and a causal temporal attention across frames follows it, its output
+    /// projection zero-initialised. Called with `frames: nil` the adapter is the 2-D one.
+    public func inflate() throws {
+        for block in blocks { try block.inflate(heads: config.heads) }
+    }
+
     /// r_φ(x0, c, t): `x0` `[B, C, H, W]`, `timesteps` `[B]`; returns a tensor shaped like `x0`.
-    public func callAsFunction(_ x0: Tensor, timesteps: Tensor, condition: TextCondition) throws -> Tensor {
+    /// For videos, `x0` is `[B·F, C, H, W]` (frames adjacent) and `frames` is `F`.
+    public func callAsFunction(_ x0: Tensor, timesteps: Tensor, condition: TextCondition, frames: Int? = nil) throws -> Tensor {
         let s = x0.shape
+        if let frames, frames <= 0 || s.first.map({ $0 % frames != 0 }) ?? true {
+            throw TorchError.invalidArgument("adapter: batch \(s.first ?? 0) is not a whole number of \(frames)-frame videos")
+        }
         let (c, size, p, g) = (config.inChannels, config.sampleSize, config.patchSize, config.tokenGrid)
         guard s.count == 4, s[1] == c, s[2] == size, s[3] == size else {
             throw TorchError.invalidArgument("adapter input must be [B, \(c), \(size), \(size)], got \(s)")
@@ -123,7 +147,7 @@ public final class ContextAdapter: Module {
         }
         var h = try patchEmbed(x0).flattened(from: 2).transposed(1, 2)  // [B, N, W]
         h = try h + positions + timeEmbedding(timesteps).unsqueezed(1)
-        for block in blocks { h = try block(h, context: condition) }
+        for block in blocks { h = try block(h, context: condition, frames: frames) }
         let patches = try projOut(normOut(h))  // [B, N, p*p*C]
         return try patches.reshaped([b, g, g, p, p, c]).permuted([0, 5, 1, 3, 2, 4]).reshaped([b, c, size, size])
     }

@@ -116,6 +116,11 @@ public final class SpatialTransformer: Module {
     public let ff1: Linear
     public let ff2: Linear
     public let projOut: Linear
+    /// Temporal attention over the frames of a video (Tune-A-Video's `attn_temp`), added by
+    /// ``UNet/inflate()``; nil in a 2-D model, so 2-D checkpoints keep their keys.
+    public private(set) var temporal: TemporalAttention?
+    /// The layer's name in attention-control sites (`down.1.attentions.0`, `mid.attention`, ...).
+    public internal(set) var siteName = ""
 
     public init(channels: Int, heads: Int, contextDim: Int, groups: Int, selfAttention: Bool, crossAttention: Bool) throws {
         norm = try GroupNorm(groups: groupCount(channels, preferred: groups), channels: channels, eps: 1e-6)
@@ -142,15 +147,38 @@ public final class SpatialTransformer: Module {
         }
     }
 
-    public func callAsFunction(_ x: Tensor, context: TextCondition) throws -> Tensor {
+    /// Adds ``temporal`` (zero-initialised output, so the layer starts as the identity).
+    func inflate(temporalHeads: Int) throws {
+        guard temporal == nil else { return }
+        temporal = try TemporalAttention(channels: projIn.weight.shape[0], heads: temporalHeads, causal: false)
+    }
+
+    /// - Parameter video: for frames folded into the batch (`[B·F, C, H, W]`): the frame count,
+    ///   the self-attention pattern across frames and an optional attention controller. Nil is
+    ///   the 2-D block (temporal attention, if any, is skipped).
+    public func callAsFunction(_ x: Tensor, context: TextCondition, video: VideoLayout? = nil) throws -> Tensor {
         let s = x.shape
         let (b, c, hw) = (s[0], s[1], s[2] * s[3])
         var h = try projIn(norm(x).reshaped([b, c, hw]).transposed(1, 2))  // [B, HW, C]
-        if let selfAttention, let norm1 { h = try h + selfAttention(norm1(h)) }
+        let control = video?.control
+        let name = siteName
+        func hook(_ kind: AttentionKind) -> ((Tensor) throws -> Tensor)? {
+            guard let control else { return nil }
+            let site = AttentionSite(layer: name, kind: kind, resolution: s[2])
+            return { try control.process($0, site: site) }
+        }
+        if let selfAttention, let norm1 {
+            let n = try norm1(h)
+            var keys: Tensor?
+            if let video, video.selfAttention == .sparseCausal { keys = try sparseCausalKeys(n, frames: video.frames) }
+            h = try h + selfAttention(n, context: keys, editWeights: hook(.selfAttention))
+        }
         if let crossAttention, let norm2 {
-            h = try h + crossAttention(norm2(h), context: context.tokens, keyMask: context.mask)
+            h = try h + crossAttention(
+                norm2(h), context: context.tokens, keyMask: context.mask, editWeights: hook(.crossAttention))
         }
         h = try h + ff2(ff1(norm3(h)).gelu())
+        if let temporal, let video { h = try temporal(h, frames: video.frames) }
         h = try projOut(h).transposed(1, 2).reshaped(s)
         return try x + h
     }
@@ -268,9 +296,48 @@ public final class UNet: Module {
         }
     }
 
-    /// Predicts ``UNetConfig/prediction`` for noisy images `x` `[B, C, H, W]` at `timesteps` `[B]`.
-    public func callAsFunction(_ x: Tensor, timesteps: Tensor, condition: TextCondition) throws -> Tensor {
+    /// Every transformer of the U-Net with its site name and feature-map side, in call order.
+    public var transformers: [(name: String, resolution: Int, block: SpatialTransformer)] {
+        var out: [(String, Int, SpatialTransformer)] = []
+        var resolution = config.sampleSize
+        for (i, level) in down.enumerated() {
+            for (j, t) in level.attentions.enumerated() { out.append(("down.\(i).attentions.\(j)", resolution, t)) }
+            if level.resample != nil { resolution /= 2 }
+        }
+        out.append(("mid.attention", resolution, midAttention))
+        for (i, level) in up.enumerated() {
+            for (j, t) in level.attentions.enumerated() { out.append(("up.\(i).attentions.\(j)", resolution, t)) }
+            if level.resample != nil { resolution *= 2 }
+        }
+        return out
+    }
+
+    /// Whether ``inflate(temporalHeads:)`` has added temporal layers.
+    public var isInflated: Bool { midAttention.temporal != nil }
+
+    /// Inflates the U-Net to video (Tune-A-Video, arXiv:2212.11565 §4.1): convolutions and
+    /// normalisation stay per frame (frames are folded into the batch), self-attention becomes
+    /// sparse-causal when called with a ``VideoLayout``, and every transformer gains a temporal
+    /// attention layer whose output projection starts at zero. With `video: nil` the model is
+    /// exactly the 2-D one; the new parameters live under `<transformer>.temporal.*`.
+    public func inflate(temporalHeads: Int? = nil) throws {
+        for (name, _, block) in transformers {
+            try block.inflate(temporalHeads: temporalHeads ?? config.heads)
+            block.siteName = name
+        }
+    }
+
+    /// Predicts ``UNetConfig/prediction`` for noisy images `x` `[B, C, H, W]` at `timesteps` `[B]`
+    /// (for a video: `[B·F, C, H, W]`, frames of each video adjacent, with `video` set).
+    public func callAsFunction(
+        _ x: Tensor, timesteps: Tensor, condition: TextCondition, video: VideoLayout? = nil
+    ) throws -> Tensor {
         let s = x.shape
+        if let video {
+            guard video.frames > 0, s.first.map({ $0 % video.frames == 0 }) == true else {
+                throw TorchError.invalidArgument("UNet: batch \(s.first ?? 0) is not a whole number of \(video.frames)-frame videos")
+            }
+        }
         guard s.count == 4, s[1] == config.inChannels, s[2] == config.sampleSize, s[3] == config.sampleSize else {
             throw TorchError.invalidArgument(
                 "UNet input must be [B, \(config.inChannels), \(config.sampleSize), \(config.sampleSize)], got \(s)")
@@ -286,7 +353,7 @@ public final class UNet: Module {
             var attentions = level.attentions.makeIterator()
             for resnet in level.resnets {
                 h = try resnet(h, time: time)
-                if !level.attentions.isEmpty, let attention = attentions.next() { h = try attention(h, context: condition) }
+                if !level.attentions.isEmpty, let attention = attentions.next() { h = try attention(h, context: condition, video: video) }
                 skips.append(h)
             }
             if let resample = level.resample {
@@ -294,12 +361,12 @@ public final class UNet: Module {
                 skips.append(h)
             }
         }
-        h = try midResnet2(midAttention(midResnet1(h, time: time), context: condition), time: time)
+        h = try midResnet2(midAttention(midResnet1(h, time: time), context: condition, video: video), time: time)
         for level in up {
             var attentions = level.attentions.makeIterator()
             for resnet in level.resnets {
                 h = try resnet(Tensor.cat([h, skips.removeLast()], dim: 1), time: time)
-                if !level.attentions.isEmpty, let attention = attentions.next() { h = try attention(h, context: condition) }
+                if !level.attentions.isEmpty, let attention = attentions.next() { h = try attention(h, context: condition, video: video) }
             }
             if let resample = level.resample {
                 let hs = h.shape

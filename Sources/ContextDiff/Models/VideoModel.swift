@@ -1,0 +1,80 @@
+import Foundation
+import NN
+import Torch
+
+/// A text-to-image ContextDiff model inflated to video: the U-Net with sparse-causal
+/// self-attention and temporal layers, and (when present) the adapter with causal temporal
+/// attention. Built from a 2-D ``ContextDiffModel`` (its weights are copied, never shared).
+public final class VideoDiffusionModel {
+    public let unet: UNet
+    /// r_φ inflated to video; nil for the r_φ ≡ 0 baseline.
+    public private(set) var adapter: ContextAdapter?
+    public let schedule: NoiseSchedule
+    public let index: ModelIndex
+
+    /// Inflates `base` (a ``ContextDiffModel/load(from:)`` folder or any trained model). The new
+    /// temporal parameters are drawn from libtorch's global generator (seed it with
+    /// `Torch.manualSeed`); their output projections are zero, so at this point the model equals
+    /// the 2-D one frame by frame (with per-frame self-attention, or on a still video).
+    public init(inflating base: ContextDiffModel) throws {
+        unet = try Self.inflated(base.unet)
+        adapter = try base.adapter.map { try Self.inflated($0) }
+        schedule = base.schedule
+        index = base.index
+    }
+
+    /// A fresh inflated copy of a 2-D U-Net with its weights.
+    public static func inflated(_ unet2D: UNet) throws -> UNet {
+        let unet = try UNet(unet2D.config)
+        try unet.inflate()
+        try loadInflating(unet, from: unet2D.stateDict())
+        return unet
+    }
+
+    /// A fresh inflated copy of a 2-D adapter with its weights.
+    public static func inflated(_ adapter2D: ContextAdapter) throws -> ContextAdapter {
+        let adapter = try ContextAdapter(adapter2D.config)
+        try adapter.inflate()
+        try loadInflating(adapter, from: adapter2D.stateDict())
+        return adapter
+    }
+
+    /// Whether a parameter key belongs to a layer that inflation added.
+    public static func isTemporalKey(_ key: String) -> Bool { key.contains(".temporal.") || key.hasPrefix("temporal.") }
+
+    /// Loads a 2-D state dict into an inflated module: every non-temporal key must be present with
+    /// the right shape and dtype and no extra key may exist (as ``Module/load(_:allowDTypeConversion:)``);
+    /// the temporal layers keep their values.
+    public static func loadInflating(_ module: Module, from state2D: [String: Tensor]) throws {
+        var merged = state2D
+        for (key, value) in module.namedParameters() where isTemporalKey(key) {
+            guard state2D[key] == nil else { continue }
+            merged[key] = value
+        }
+        try module.load(merged)
+    }
+
+    /// Adds a fresh inflated adapter (last layer zero, so r_φ ≡ 0 until it is tuned), for editing
+    /// with ContextDiff from a baseline model that has none.
+    public func addFreshAdapter(_ config: ContextAdapterConfig) throws {
+        let a = try ContextAdapter(config)
+        try a.inflate()
+        adapter = a
+    }
+
+    public func train(_ on: Bool = true) {
+        unet.train(on)
+        adapter?.train(on)
+    }
+
+    /// The parameters one-shot tuning updates (Tune-A-Video §4.2): every temporal layer and the
+    /// query projections of the self- and cross-attention of the U-Net, plus the whole adapter
+    /// when `includeAdapter`.
+    public func tunableParameters(includeAdapter: Bool) -> [(String, Tensor)] {
+        var out = unet.namedParameters().filter { key, _ in
+            Self.isTemporalKey(key) || key.hasSuffix("attn1.to_q.weight") || key.hasSuffix("attn2.to_q.weight")
+        }.map { ("unet." + $0.0, $0.1) }
+        if includeAdapter, let adapter { out += adapter.namedParameters().map { ("adapter." + $0.0, $0.1) } }
+        return out
+    }
+}

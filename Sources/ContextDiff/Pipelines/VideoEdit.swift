@@ -1,0 +1,392 @@
+import Foundation
+import NN
+import Torch
+
+/// The text-to-video editing methods of the paper's Table 2, in one code path.
+public enum VideoEditMethod: String, Codable, Sendable, CaseIterable {
+    /// ContextDiff (paper §5.2): attention fusion from the inversion, and the context adapter
+    /// (with spatio-temporal attention) in both the inversion and the sampling trajectories.
+    case contextdiff
+    /// FateZero-like: attention fusion, no adapter (r_φ ≡ 0).
+    case fatezero
+    /// Tune-A-Video-like: DDIM inversion and sampling only, no fusion, no adapter.
+    case tuneavideo
+
+    public var usesFusion: Bool { self != .tuneavideo }
+    public var usesAdapter: Bool { self == .contextdiff }
+}
+
+/// Options of one video edit; every field has a default.
+public struct VideoEditOptions: Codable, Sendable, Equatable {
+    public var method = VideoEditMethod.contextdiff
+    /// One-shot tuning steps on the source video (0: zero-shot).
+    public var tuneSteps = 50
+    public var tuneLearningRate = 1e-4
+    /// DDIM steps of the inversion and of the editing (the paper: T = 20).
+    public var steps = 20
+    /// Classifier-free guidance weight of the editing (the inversion uses w = 1).
+    public var guidance = 3.0
+    public var seed: UInt64 = 0
+    public var frameAttention = FrameAttention.sparseCausal
+    public var fusion = AttentionFusionConfig()
+    /// Where the inversion evaluates the model for the step from level s to level t.
+    public var inversionEvaluation = InversionEvaluation.source
+
+    public init() {}
+
+    public func validate(trainTimesteps: Int) throws {
+        guard tuneSteps >= 0 else { throw VideoEditError.invalidOption("--tune-steps must be ≥ 0, got \(tuneSteps)") }
+        guard tuneLearningRate.isFinite, tuneLearningRate > 0 else {
+            throw VideoEditError.invalidOption("the tuning learning rate must be > 0, got \(tuneLearningRate)")
+        }
+        guard steps > 0, steps <= trainTimesteps else {
+            throw VideoEditError.invalidOption("--steps must be in 1...\(trainTimesteps), got \(steps)")
+        }
+        guard guidance.isFinite, guidance >= 0 else {
+            throw VideoEditError.invalidOption("--guidance must be ≥ 0, got \(guidance)")
+        }
+        try fusion.validate()
+    }
+}
+
+/// The timestep at which DDIM inversion evaluates the denoiser for its step from level s up to t.
+public enum InversionEvaluation: String, Codable, Sendable, CaseIterable {
+    /// At t, on the latent at s (diffusers' `DDIMInverseScheduler`, the usual approximation).
+    case target
+    /// At s, where the latent actually is (the clean level needs no model call: x̂0 is the video).
+    /// For x0-predicting models (ContextDiff's Eq. 8) this keeps x̂0 an in-distribution estimate; at
+    /// low noise the target variant's ε̂ = (x_s − √ᾱ_s·x̂0)/√(1−ᾱ_s) amplifies a mismatched x̂0 a
+    /// hundredfold. See docs/VIDEO.md.
+    case source
+}
+
+/// Errors of video editing.
+public enum VideoEditError: Error, CustomStringConvertible, Equatable {
+    /// A prompt is missing or blank (`which`: "source" or "target").
+    case emptyPrompt(which: String)
+    case noFrames
+    /// The frames are not `[F, C, size, size]` for the model.
+    case frameShapeMismatch(expected: [Int], found: [Int])
+    case invalidOption(String)
+    case incompatibleModel(String)
+    /// Recording attention maps would pass the fusion budget.
+    case fusionBudgetExceeded(needed: Int, budget: Int)
+    case cancelled(phase: String)
+
+    public var description: String {
+        switch self {
+        case .emptyPrompt(let which): "the \(which) prompt is empty; describe the \(which == "source" ? "video" : "edit")"
+        case .noFrames: "the video has no frames"
+        case .frameShapeMismatch(let e, let f): "video frames must be \(e) for this model, got \(f)"
+        case .invalidOption(let m): m
+        case .incompatibleModel(let m): m
+        case .fusionBudgetExceeded(let n, let b):
+            "attention fusion needs more than its budget (\(n) > \(b) bytes); lower the fusion resolutions or fraction"
+        case .cancelled(let phase): "video editing cancelled during \(phase)"
+        }
+    }
+}
+
+/// Where an edit is, for progress reports.
+public struct VideoEditProgress: Sendable {
+    public enum Phase: String, Sendable { case tuning, inversion, editing }
+    public var phase: Phase
+    public var step: Int
+    public var total: Int
+    /// The tuning loss of the step (tuning only).
+    public var loss: Double?
+}
+
+/// What an edit returns: tensors `[F, C, H, W]` in [-1, 1].
+public struct VideoEditResult {
+    public var edited: Tensor
+    /// x_T of the inversion.
+    public var invertedLatent: Tensor
+    /// Bytes of attention maps held by fusion (0 without fusion) and the bound they obey.
+    public var fusionBytes: Int
+    public var fusionBound: Int
+    /// Tuning losses, one per step.
+    public var tuningLosses: [Double]
+}
+
+/// r_φ(x0, c, t) of an inflated adapter with the condition (one row per frame) bound.
+public struct VideoAdapterContext: ContextBias {
+    public let adapter: ContextAdapter
+    public let condition: TextCondition
+    public let frames: Int
+
+    public func context(x0: Tensor, timestep: Int) throws -> Tensor {
+        let b = try x0.size(0)
+        return try adapter(
+            x0, timesteps: Tensor.full([b], value: Double(timestep), dtype: .int64), condition: condition, frames: frames)
+    }
+
+    public func contexts(x0: Tensor, timesteps: (Int, Int)) throws -> (Tensor, Tensor) {
+        let b = try x0.size(0)
+        let t = try Tensor.cat([
+            Tensor.full([b], value: Double(timesteps.0), dtype: .int64), Tensor.full([b], value: Double(timesteps.1), dtype: .int64),
+        ])
+        let out = try adapter(
+            Tensor.cat([x0, x0]), timesteps: t, condition: TextCondition.concatenate(condition, condition), frames: frames)
+        return (try out.slice(dim: 0, 0, b), try out.slice(dim: 0, b, 2 * b))
+    }
+}
+
+/// One-shot text-to-video editing (paper §5.2): tune the inflated model on the source video with
+/// the source prompt (Tune-A-Video), invert the video with contextual DDIM and the source prompt
+/// while recording attention maps, then sample with the target prompt (contextual DDIM with
+/// classifier-free guidance), substituting the recorded maps for t ∈ [0.5·T, T] (FateZero).
+/// The method picks which of fusion and adapter take part.
+public final class VideoEditPipeline {
+    public let model: VideoDiffusionModel
+    public let textEncoder: any TextEncoder
+    public private(set) var warnings: [String] = []
+
+    public init(model: VideoDiffusionModel, textEncoder: any TextEncoder) throws {
+        guard textEncoder.width == model.unet.config.contextDim else {
+            throw VideoEditError.incompatibleModel(
+                "the text encoder gives \(textEncoder.width)-wide states, the model expects \(model.unet.config.contextDim)")
+        }
+        if let a = model.adapter, a.config.sampleSize != model.unet.config.sampleSize || a.config.inChannels != model.unet.config.inChannels {
+            throw VideoEditError.incompatibleModel(
+                "the adapter works on \(a.config.sampleSize)×\(a.config.sampleSize), the U-Net on \(model.unet.config.sampleSize)×\(model.unet.config.sampleSize)")
+        }
+        self.model = model
+        self.textEncoder = textEncoder
+    }
+
+    /// The model's condition for one text, and its token ids (truncated to the model's limit).
+    func encode(_ text: String) throws -> (TextCondition, [Int]) {
+        let encoding = try textEncoder.encode([text])
+        let limit = model.index.textEncoder.maxTokens
+        var tokens = encoding.tokenStates, mask = encoding.attentionMask
+        var ids = encoding.tokenIDs[0]
+        if try tokens.size(1) > limit {
+            warnings.append("prompt truncated to \(limit) tokens: \"\(text.prefix(60))\"")
+            tokens = try tokens.slice(dim: 1, 0, limit)
+            mask = try mask.slice(dim: 1, 0, limit)
+            ids = Array(ids.prefix(limit))
+        }
+        return (try TextCondition(tokens: tokens, mask: mask, pooled: encoding.pooled), ids)
+    }
+
+    /// The `[F, C, S, S]` shape the model needs, or a typed error.
+    func checkVideo(_ video: Tensor) throws -> Int {
+        let c = model.unet.config
+        let s = video.shape
+        guard let f = s.first, s.count == 4, f > 0 else {
+            if s.first == 0 { throw VideoEditError.noFrames }
+            throw VideoEditError.frameShapeMismatch(expected: [-1, c.inChannels, c.sampleSize, c.sampleSize], found: s)
+        }
+        guard s == [f, c.inChannels, c.sampleSize, c.sampleSize] else {
+            throw VideoEditError.frameShapeMismatch(expected: [f, c.inChannels, c.sampleSize, c.sampleSize], found: s)
+        }
+        return f
+    }
+
+    static func checkPrompt(_ text: String, _ which: String) throws {
+        guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw VideoEditError.emptyPrompt(which: which) }
+    }
+
+    /// Edits `video` (`[F, C, S, S]` in [-1, 1], one video) from `sourcePrompt` to `targetPrompt`.
+    /// `progress` may return false to cancel. The model is tuned in place (its tuned weights
+    /// stay in ``model``).
+    public func edit(
+        video: Tensor, sourcePrompt: String, targetPrompt: String, options: VideoEditOptions,
+        progress: ((VideoEditProgress) -> Bool)? = nil
+    ) throws -> VideoEditResult {
+        warnings = []
+        try Self.checkPrompt(sourcePrompt, "source")
+        try Self.checkPrompt(targetPrompt, "target")
+        try options.validate(trainTimesteps: model.schedule.config.trainTimesteps)
+        let frames = try checkVideo(video)
+        if options.method.usesAdapter, model.adapter == nil {
+            var config = ContextAdapterConfig()
+            config.sampleSize = model.unet.config.sampleSize
+            config.inChannels = model.unet.config.inChannels
+            config.contextDim = model.unet.config.contextDim
+            config.patchSize = config.sampleSize % 4 == 0 ? 4 : 1
+            config.width = 64
+            config.depth = 1
+            try model.addFreshAdapter(config)
+            warnings.append("the model has no context adapter; ContextDiff tunes a fresh one (zero at start) on the source video")
+        }
+        let (source, sourceIDs) = try encode(sourcePrompt)
+        let (target, targetIDs) = try encode(targetPrompt)
+        let (null, _) = try encode("")
+        let losses = try tune(
+            video: video, frames: frames, condition: source.repeated(frames), options: options, progress: progress)
+
+        let store: AttentionFusionStore?
+        var bound = 0
+        if options.method.usesFusion, options.fusion.fraction > 0 {
+            let timesteps = try DDIMSampler(schedule: model.schedule, inferenceSteps: options.steps).timesteps
+            store = AttentionFusionStore(config: options.fusion, fusedTimesteps: options.fusion.fusedTimesteps(timesteps))
+            store?.tokenAlignment = AttentionFusionStore.alignTokens(source: sourceIDs, target: targetIDs)
+            bound = options.fusion.storageBytes(
+                unet: model.unet, frames: frames, sourceTokens: try source.tokens.size(1),
+                frameAttention: options.frameAttention, steps: options.steps)
+            guard bound <= options.fusion.budgetBytes else {
+                throw VideoEditError.fusionBudgetExceeded(needed: bound, budget: options.fusion.budgetBytes)
+            }
+        } else {
+            store = nil
+        }
+        let latent = try invert(
+            video: video, frames: frames, condition: source.repeated(frames), options: options, store: store,
+            progress: progress)
+        let edited = try sample(
+            from: latent, frames: frames, condition: target.repeated(frames), unconditional: null.repeated(frames),
+            options: options, store: store, progress: progress)
+        return VideoEditResult(
+            edited: edited, invertedLatent: latent, fusionBytes: store?.bytes ?? 0, fusionBound: bound, tuningLosses: losses)
+    }
+
+    /// One-shot tuning (Tune-A-Video §4.2 with ContextDiff's joint loss, Eq. 8): `steps` AdamW
+    /// updates of ``VideoDiffusionModel/tunableParameters(includeAdapter:)`` on the source video,
+    /// one timestep shared by all frames per step. Returns the losses.
+    public func tune(
+        video: Tensor, frames: Int, condition: TextCondition, options: VideoEditOptions,
+        progress: ((VideoEditProgress) -> Bool)? = nil
+    ) throws -> [Double] {
+        guard options.tuneSteps > 0 else { return [] }
+        let includeAdapter = options.method.usesAdapter
+        let trainable = model.tunableParameters(includeAdapter: includeAdapter).map(\.1)
+        let all = model.unet.parameters() + (model.adapter?.parameters() ?? [])
+        for p in all { try p.requiringGrad(false) }
+        for p in trainable { try p.requiringGrad(true) }
+        defer {
+            for p in trainable { _ = try? p.requiringGrad(false) }
+            model.train(false)
+        }
+        let optimizer = try AdamW(parameters: trainable, learningRate: options.tuneLearningRate, weightDecay: 0.01)
+        let diffusion = ContextualDiffusion(schedule: model.schedule)
+        let generator = Generator(seed: options.seed &+ 0x70E)
+        let layout = VideoLayout(frames: frames, selfAttention: options.frameAttention)
+        let unet = model.unet
+        let adapter = includeAdapter ? model.adapter : nil
+        model.train(true)
+        _ = progress?(VideoEditProgress(phase: .tuning, step: 0, total: options.tuneSteps))
+        var losses: [Double] = []
+        for step in 0..<options.tuneSteps {
+            let t = try diffusion.sampleTimesteps(count: 1, generator: generator)[0]
+            let noise = try Tensor.randn(video.shape, generator: generator)
+            let loss = try Torch.withGrad {
+                try diffusion.trainingLoss(
+                    x0: video, timesteps: Array(repeating: t, count: frames), noise: noise,
+                    prediction: unet.config.prediction,
+                    denoiser: { xt, tt in try unet(xt, timesteps: tt, condition: condition, video: layout) },
+                    context: adapter.map { a in { x, tt in try a(x, timesteps: tt, condition: condition, frames: frames) } })
+            }
+            let value = try loss.item()
+            guard value.isFinite else { throw VideoEditError.invalidOption("tuning diverged (loss \(value)); lower the learning rate") }
+            try optimizer.zeroGrad()
+            try loss.backward()
+            try clipGradNorm(trainable, maxNorm: 1)
+            try optimizer.step()
+            losses.append(value)
+            if let progress, !progress(VideoEditProgress(phase: .tuning, step: step + 1, total: options.tuneSteps, loss: value)) {
+                throw VideoEditError.cancelled(phase: "tuning")
+            }
+        }
+        return losses
+    }
+
+    /// Contextual DDIM inversion of the clean video with its prompt (w = 1), recording attention
+    /// maps into `store` at its fused timesteps. Returns x_T.
+    public func invert(
+        video: Tensor, frames: Int, condition: TextCondition, options: VideoEditOptions, store: AttentionFusionStore?,
+        progress: ((VideoEditProgress) -> Bool)? = nil
+    ) throws -> Tensor {
+        let sampler = try DDIMInverseSampler(
+            schedule: model.schedule, inferenceSteps: options.steps,
+            configuration: .init(predictionType: model.unet.config.prediction, x0Processing: .diffusersDefault))
+        model.train(false)
+        let unet = model.unet
+        let layout = VideoLayout(frames: frames, selfAttention: options.frameAttention, control: store)
+        let context: (any ContextBias)? = options.method.usesAdapter
+            ? model.adapter.map { VideoAdapterContext(adapter: $0, condition: condition, frames: frames) } : nil
+        _ = progress?(VideoEditProgress(phase: .inversion, step: 0, total: options.steps))
+        let ratio = model.schedule.config.trainTimesteps / options.steps
+        let prediction = model.unet.config.prediction
+        return try Torch.withInferenceMode {
+            var x = video
+            for (i, t) in sampler.timesteps.enumerated() {
+                let s = Swift.min(t - ratio, model.schedule.config.trainTimesteps - 1)
+                let at = options.inversionEvaluation == .target ? t : s
+                let output: Tensor
+                if at < 0 {
+                    // The clean level: x̂0 is the sample itself (ᾱ = 1, so ε and v do not matter).
+                    output = prediction == .sample ? x : try x.zerosLike()
+                } else {
+                    store?.mode = .record(timestep: at)
+                    defer { store?.mode = .idle }
+                    output = try unet(
+                        x, timesteps: Tensor.full([frames], value: Double(at), dtype: .int64), condition: condition,
+                        video: layout)
+                }
+                x = try sampler.step(modelOutput: output, timestep: t, sample: x, context: context, noise: nil).sample
+                if let progress, !progress(VideoEditProgress(phase: .inversion, step: i + 1, total: sampler.timesteps.count)) {
+                    throw VideoEditError.cancelled(phase: "inversion")
+                }
+            }
+            // Evaluated at s, the inversion never calls the model at the last timestep; the editing
+            // starts there from this very latent, so record its maps with one more call.
+            if let store, options.inversionEvaluation == .source, let last = sampler.timesteps.last,
+               store.fusedTimesteps.contains(last)
+            {
+                store.mode = .record(timestep: last)
+                defer { store.mode = .idle }
+                _ = try unet(
+                    x, timesteps: Tensor.full([frames], value: Double(last), dtype: .int64), condition: condition,
+                    video: layout)
+            }
+            return x
+        }
+    }
+
+    /// Contextual DDIM sampling from `latent` with the target condition and classifier-free
+    /// guidance (one batched call on [unconditional video, conditional video]); the adapter acts
+    /// on the guided x̂0 with the target prompt; fused steps take the stored attention maps.
+    public func sample(
+        from latent: Tensor, frames: Int, condition: TextCondition, unconditional: TextCondition,
+        options: VideoEditOptions, store: AttentionFusionStore?, progress: ((VideoEditProgress) -> Bool)? = nil
+    ) throws -> Tensor {
+        let sampler = try DDIMSampler(
+            schedule: model.schedule, inferenceSteps: options.steps,
+            configuration: .init(predictionType: model.unet.config.prediction, x0Processing: .diffusersDefault))
+        model.train(false)
+        let unet = model.unet
+        let layout = VideoLayout(frames: frames, selfAttention: options.frameAttention, control: store)
+        let guidance = options.guidance
+        let both = try TextCondition.concatenate(unconditional, condition)
+        let context: (any ContextBias)? = options.method.usesAdapter
+            ? model.adapter.map { VideoAdapterContext(adapter: $0, condition: condition, frames: frames) } : nil
+        _ = progress?(VideoEditProgress(phase: .editing, step: 0, total: options.steps))
+        do {
+            return try Torch.withInferenceMode {
+                try sampler.run(
+                    from: latent, context: context,
+                    progress: { step, total in
+                        progress?(VideoEditProgress(phase: .editing, step: step, total: total)) ?? true
+                    },
+                    denoiser: { x, t in
+                        if let store, store.fusedTimesteps.contains(t) { store.mode = .inject(timestep: t) }
+                        defer { store?.mode = .idle }
+                        if guidance == 1 {
+                            return try unet(
+                                x, timesteps: Tensor.full([frames], value: Double(t), dtype: .int64), condition: condition,
+                                video: layout)
+                        }
+                        let out = try unet(
+                            Tensor.cat([x, x]), timesteps: Tensor.full([2 * frames], value: Double(t), dtype: .int64),
+                            condition: both, video: layout)
+                        let u = try out.slice(dim: 0, 0, frames), c = try out.slice(dim: 0, frames, 2 * frames)
+                        return try u + (c - u) * guidance
+                    })
+            }
+        } catch SamplingError.cancelled {
+            throw VideoEditError.cancelled(phase: "editing")
+        }
+    }
+}
