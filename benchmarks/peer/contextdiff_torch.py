@@ -2,7 +2,10 @@
 
 Same architecture, same parameter names, same operation order as Sources/ContextDiff/Models,
 so a checkpoint saved by the Swift code loads here unchanged (strict=True) and both give the
-same outputs. Used by the equivalence tests and by the side-by-side benchmarks (DESIGN §8).
+same outputs. `UNet.inflate()` and `ContextAdapter.inflate()` give the video versions of
+Models/VideoLayers.swift (docs/VIDEO.md): frames folded into the batch, sparse-causal
+self-attention and a temporal attention layer per U-Net transformer, causal temporal attention
+after each adapter block's self-attention; call them with `frames=F`. Used by the equivalence tests and by the side-by-side benchmarks (DESIGN §8).
 Runs on Debian's python3-torch (1.13); needs nothing else.
 """
 import json
@@ -85,7 +88,7 @@ class Attention(nn.Module):
         b, n, _ = x.shape
         return x.reshape(b, n, self.heads, self.head_dim).permute(0, 2, 1, 3).reshape(b * self.heads, n, self.head_dim)
 
-    def forward(self, x, context=None, key_mask=None):
+    def forward(self, x, context=None, key_mask=None, causal=False):
         src = x if context is None else context
         b, n, m = x.shape[0], x.shape[1], src.shape[1]
         q, k, v = self.split(self.to_q(x)), self.split(self.to_k(src)), self.split(self.to_v(src))
@@ -93,9 +96,41 @@ class Attention(nn.Module):
         if key_mask is not None:
             hidden = key_mask.bool().logical_not().reshape(b, 1, 1, m).expand(b, self.heads, 1, m).reshape(b * self.heads, 1, m)
             scores = scores.masked_fill(hidden, float("-inf"))
+        if causal:
+            assert n == m, "causal attention needs as many keys as queries"
+            scores = scores.masked_fill(torch.ones(n, m, dtype=torch.bool).triu(1), float("-inf"))
         out = torch.bmm(scores.softmax(dim=-1), v)
         out = out.reshape(b, self.heads, n, self.head_dim).permute(0, 2, 1, 3).reshape(b, n, self.heads * self.head_dim)
         return self.to_out(out)
+
+
+def sparse_causal_keys(tokens, frames):
+    """[B*F, N, C] -> [B*F, 2N, C]: row (b, k) is frame 0 of video b followed by frame max(k-1, 0)
+    (Tune-A-Video's `cat([key[:, [0] * F], key[:, former_frame_index]], dim=2)`)."""
+    bf, n, c = tokens.shape
+    v = tokens.reshape(bf // frames, frames, n, c)
+    first = v[:, [0] * frames]
+    previous = v[:, [max(k - 1, 0) for k in range(frames)]]
+    return torch.cat([first, previous], dim=2).reshape(bf, 2 * n, c)
+
+
+class TemporalAttention(nn.Module):
+    """h + attn(LN(h)) across the frames at each position of [B*F, N, C]; to_out starts at zero."""
+
+    def __init__(self, channels, heads, causal):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.attention = Attention(channels, heads=heads)
+        self.causal = causal
+        nn.init.zeros_(self.attention.to_out.weight)
+        nn.init.zeros_(self.attention.to_out.bias)
+
+    def forward(self, h, frames):
+        bf, n, c = h.shape
+        b = bf // frames
+        seq = h.reshape(b, frames, n, c).permute(0, 2, 1, 3).reshape(b * n, frames, c)
+        out = self.attention(self.norm(seq), causal=self.causal)
+        return h + out.reshape(b, n, frames, c).permute(0, 2, 1, 3).reshape(bf, n, c)
 
 
 def group_count(channels, preferred):
@@ -137,15 +172,24 @@ class SpatialTransformer(nn.Module):
         self.ff1 = nn.Linear(channels, 4 * channels)
         self.ff2 = nn.Linear(4 * channels, channels)
         self.proj_out = nn.Linear(channels, channels)
+        self.temporal = None
 
-    def forward(self, x, tokens, mask):
+    def inflate(self, heads):
+        if self.temporal is None:
+            self.temporal = TemporalAttention(self.proj_in.weight.shape[0], heads, causal=False)
+
+    def forward(self, x, tokens, mask, frames=None, frame_attention="sparse-causal"):
         b, c, hh, ww = x.shape
         h = self.proj_in(self.norm(x).reshape(b, c, hh * ww).transpose(1, 2))
         if self.attn1 is not None:
-            h = h + self.attn1(self.norm1(h))
+            n = self.norm1(h)
+            keys = sparse_causal_keys(n, frames) if frames is not None and frame_attention == "sparse-causal" else None
+            h = h + self.attn1(n, keys)
         if self.attn2 is not None:
             h = h + self.attn2(self.norm2(h), tokens, mask)
         h = h + self.ff2(F.gelu(self.ff1(self.norm3(h))))
+        if self.temporal is not None and frames is not None:
+            h = self.temporal(h, frames)
         h = self.proj_out(h).transpose(1, 2).reshape(b, c, hh, ww)
         return x + h
 
@@ -212,7 +256,15 @@ class UNet(nn.Module):
         self.norm_out = nn.GroupNorm(group_count(ch, groups), ch)
         self.conv_out = nn.Conv2d(ch, cfg["out_channels"], 3, padding=1)
 
-    def forward(self, x, timesteps, tokens, mask, pooled):
+    def inflate(self, temporal_heads=None):
+        """Adds a temporal attention layer (zero output) to every transformer, as UNet.inflate()."""
+        for m in self.modules():
+            if isinstance(m, SpatialTransformer):
+                m.inflate(temporal_heads or self.cfg["heads"])
+
+    def forward(self, x, timesteps, tokens, mask, pooled, frames=None, frame_attention="sparse-causal"):
+        """x: [B, C, H, W], or [B*F, C, H, W] (frames of a video adjacent) with `frames=F`."""
+        video = dict(frames=frames, frame_attention=frame_attention)
         time = self.time_embedding(timesteps) + self.pooled_proj(pooled)
         h = self.conv_in(x)
         skips = [h]
@@ -220,17 +272,17 @@ class UNet(nn.Module):
             for j, resnet in enumerate(level.resnets):
                 h = resnet(h, time)
                 if len(level.attentions):
-                    h = level.attentions[j](h, tokens, mask)
+                    h = level.attentions[j](h, tokens, mask, **video)
                 skips.append(h)
             if level.resample is not None:
                 h = level.resample(h)
                 skips.append(h)
-        h = self.mid.resnet_2(self.mid.attention(self.mid.resnet_1(h, time), tokens, mask), time)
+        h = self.mid.resnet_2(self.mid.attention(self.mid.resnet_1(h, time), tokens, mask, **video), time)
         for level in self.up:
             for j, resnet in enumerate(level.resnets):
                 h = resnet(torch.cat([h, skips.pop()], dim=1), time)
                 if len(level.attentions):
-                    h = level.attentions[j](h, tokens, mask)
+                    h = level.attentions[j](h, tokens, mask, **video)
             if level.resample is not None:
                 h = level.resample(F.interpolate(h, scale_factor=2, mode="nearest"))
         return self.conv_out(F.silu(self.norm_out(h)))
@@ -246,9 +298,16 @@ class ContextBlock(nn.Module):
         self.norm3 = nn.LayerNorm(width)
         self.mlp1 = nn.Linear(width, width * mlp_ratio)
         self.mlp2 = nn.Linear(width * mlp_ratio, width)
+        self.temporal = None
 
-    def forward(self, x, tokens, mask):
+    def inflate(self, heads):
+        if self.temporal is None:
+            self.temporal = TemporalAttention(self.norm1.normalized_shape[0], heads, causal=True)
+
+    def forward(self, x, tokens, mask, frames=None):
         h = x + self.attn1(self.norm1(x))
+        if self.temporal is not None and frames is not None:
+            h = self.temporal(h, frames)
         h = h + self.attn2(self.norm2(h), tokens, mask)
         return h + self.mlp2(F.gelu(self.mlp1(self.norm3(h))))
 
@@ -268,13 +327,18 @@ class ContextAdapter(nn.Module):
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def forward(self, x0, timesteps, tokens, mask):
+    def inflate(self):
+        """Adds causal temporal attention (zero output) after each block's self-attention."""
+        for block in self.blocks:
+            block.inflate(self.cfg["heads"])
+
+    def forward(self, x0, timesteps, tokens, mask, frames=None):
         b = x0.shape[0]
         c, size, p = self.cfg["in_channels"], self.cfg["sample_size"], self.cfg["patch_size"]
         g = size // p
         h = self.patch_embed(x0).flatten(2).transpose(1, 2)
         h = h + self.positions + self.time_embedding(timesteps).unsqueeze(1)
         for block in self.blocks:
-            h = block(h, tokens, mask)
+            h = block(h, tokens, mask, frames)
         patches = self.proj_out(self.norm_out(h))
         return patches.reshape(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, size, size)
