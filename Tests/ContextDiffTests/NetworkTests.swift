@@ -65,6 +65,10 @@ func runPython(_ arguments: [String]) throws -> (status: Int32, output: String) 
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
+/// Whether Debian's python3 with torch is there to run the PyTorch twin (benchmarks/peer).
+let peerTorchAvailable: Bool = (try? runPython(["-c", "import torch"]).status == 0) ?? false
+let peerTorchMissing = Comment(rawValue: "skipped: /usr/bin/python3 with torch (Debian's python3-torch) not found, the PyTorch twin cannot run")
+
 @Suite("Networks: U-Net and context adapter")
 struct NetworkTests {
     /// Perturbs every parameter so that no zero-initialised layer hides a difference.
@@ -75,7 +79,24 @@ struct NetworkTests {
         }
     }
 
-    @Test func outputsMatchThePyTorchTwin() throws {
+    /// Saves the networks, the inputs and the Swift outputs to a temporary folder and runs
+    /// benchmarks/peer/check_equivalence.py on it; returns its JSON (max abs diff per output).
+    func compareWithTwin(
+        unet: UNet, adapter: ContextAdapter, inputs: [String: Tensor], outputs: [String: Tensor]
+    ) throws -> [String: Double] {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try ModelFolder.save(unet, to: dir.appendingPathComponent("unet"))
+        try ModelFolder.save(adapter, to: dir.appendingPathComponent("adapter"))
+        try saveSafeTensors(inputs, to: dir.appendingPathComponent("inputs.safetensors"))
+        try saveSafeTensors(outputs, to: dir.appendingPathComponent("swift_outputs.safetensors"))
+        let script = repositoryRoot.appendingPathComponent("benchmarks/peer/check_equivalence.py").path
+        let (status, output) = try runPython([script, dir.path])
+        try #require(status == 0, "peer failed: \(output)")
+        return try JSONDecoder().decode([String: Double].self, from: Data(output.utf8))
+    }
+
+    @Test(.enabled(if: peerTorchAvailable, peerTorchMissing)) func outputsMatchThePyTorchTwin() throws {
         Torch.manualSeed(21)
         let unet = try UNet(TinyConfigs.unet)
         let adapter = try ContextAdapter(TinyConfigs.adapter)
@@ -90,22 +111,63 @@ struct NetworkTests {
         }
         #expect(u.shape == [batch, 3, 16, 16] && a.shape == [batch, 3, 16, 16])
 
-        let dir = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try ModelFolder.save(unet, to: dir.appendingPathComponent("unet"))
-        try ModelFolder.save(adapter, to: dir.appendingPathComponent("adapter"))
-        try saveSafeTensors(
-            ["x": x, "timesteps": t, "tokens": c.tokens, "mask": c.mask.to(.uint8), "pooled": c.pooled],
-            to: dir.appendingPathComponent("inputs.safetensors"))
-        try saveSafeTensors(["unet": u, "adapter": a], to: dir.appendingPathComponent("swift_outputs.safetensors"))
-        let script = repositoryRoot.appendingPathComponent("benchmarks/peer/check_equivalence.py").path
-        let (status, output) = try runPython([script, dir.path])
-        #expect(status == 0, "peer failed: \(output)")
-        let result = try JSONDecoder().decode([String: Double].self, from: Data(output.utf8))
+        let result = try compareWithTwin(
+            unet: unet, adapter: adapter,
+            inputs: ["x": x, "timesteps": t, "tokens": c.tokens, "mask": c.mask.to(.uint8), "pooled": c.pooled],
+            outputs: ["unet": u, "adapter": a])
         let unetDiff = try #require(result["unet"]), adapterDiff = try #require(result["adapter"])
         #expect(unetDiff <= 1e-4, "U-Net max abs diff \(unetDiff)")
         #expect(adapterDiff <= 1e-4, "adapter max abs diff \(adapterDiff)")
         // The comparison is not vacuous: both outputs are far from zero.
+        #expect(try #require(result["unet_scale"]) > 0.1)
+        #expect(try #require(result["adapter_scale"]) > 0.01)
+    }
+
+    /// The inflated networks (docs/VIDEO.md) against the twin's `inflate()`: 2 videos × 4 frames,
+    /// sparse-causal and per-frame self-attention for the U-Net, causal temporal attention in the
+    /// adapter. Every parameter is perturbed, so the zero-initialised temporal layers are not the
+    /// identity, and the frames differ, so sparse-causal keys matter.
+    @Test(.enabled(if: peerTorchAvailable, peerTorchMissing)) func videoOutputsMatchThePyTorchTwin() throws {
+        Torch.manualSeed(22)
+        let unet = try UNet(TinyConfigs.unet)
+        try unet.inflate()
+        let adapter = try ContextAdapter(TinyConfigs.adapter)
+        try adapter.inflate()
+        try randomize(unet, seed: 3)
+        try randomize(adapter, seed: 4)
+        let (videos, frames) = (2, 4)
+        let batch = videos * frames
+        let x = try Tensor.randn([batch, 3, 16, 16], generator: Generator(seed: 10))
+        let t = try Tensor((0..<batch).map { Int64(120 * $0 + 7) }, shape: [batch])
+        let c = try TinyConfigs.condition(batch: batch)
+        let (u, uPerFrame, u2D, a, a2D) = try Torch.withNoGrad {
+            (
+                try unet(x, timesteps: t, condition: c, video: VideoLayout(frames: frames)),
+                try unet(x, timesteps: t, condition: c, video: VideoLayout(frames: frames, selfAttention: .perFrame)),
+                try unet(x, timesteps: t, condition: c),
+                try adapter(x, timesteps: t, condition: c, frames: frames),
+                try adapter(x, timesteps: t, condition: c)
+            )
+        }
+        #expect(u.shape == [batch, 3, 16, 16] && a.shape == [batch, 3, 16, 16])
+        // The comparison is not vacuous: sparse-causal keys, the U-Net's temporal layers and the
+        // adapter's each change the output by far more than the tolerance.
+        #expect(try (u - uPerFrame).abs().max().item() > 1e-2, "sparse-causal attention changes nothing")
+        #expect(try (uPerFrame - u2D).abs().max().item() > 1e-2, "the U-Net's temporal layers change nothing")
+        #expect(try (a - a2D).abs().max().item() > 1e-2, "the adapter's temporal layers change nothing")
+
+        let result = try compareWithTwin(
+            unet: unet, adapter: adapter,
+            inputs: [
+                "x": x, "timesteps": t, "tokens": c.tokens, "mask": c.mask.to(.uint8), "pooled": c.pooled,
+                "frames": Tensor([Int64(frames)], shape: [1]),
+            ],
+            outputs: ["unet": u, "unet_per_frame": uPerFrame, "adapter": a])
+        let unetDiff = try #require(result["unet"]), perFrameDiff = try #require(result["unet_per_frame"])
+        let adapterDiff = try #require(result["adapter"])
+        #expect(unetDiff <= 1e-4, "video U-Net (sparse-causal) max abs diff \(unetDiff)")
+        #expect(perFrameDiff <= 1e-4, "video U-Net (per-frame) max abs diff \(perFrameDiff)")
+        #expect(adapterDiff <= 1e-4, "video adapter max abs diff \(adapterDiff)")
         #expect(try #require(result["unet_scale"]) > 0.1)
         #expect(try #require(result["adapter_scale"]) > 0.01)
     }
