@@ -67,7 +67,7 @@ func runPython(_ arguments: [String]) throws -> (status: Int32, output: String) 
 
 /// Whether Debian's python3 with torch is there to run the PyTorch twin (benchmarks/peer).
 let peerTorchAvailable: Bool = (try? runPython(["-c", "import torch"]).status == 0) ?? false
-let peerTorchMissing = Comment(rawValue: "skipped: /usr/bin/python3 with torch (Debian's python3-torch) not found, the PyTorch twin cannot run")
+let peerTorchMissing = Comment(rawValue: "/usr/bin/python3 with torch (Debian's python3-torch) not found, the PyTorch twin cannot run")
 
 @Suite("Networks: U-Net and context adapter")
 struct NetworkTests {
