@@ -1,3 +1,4 @@
+#include <malloc.h>
 // The tensor part of the C ABI: creation, elementwise, reductions, linear algebra, NN kernels,
 // shape ops and autograd. Every function catches every C++ exception (see common.h).
 #include "common.h"
@@ -681,6 +682,16 @@ void ct_set_num_threads(int64_t n) {
   }
 }
 int64_t ct_get_num_threads(void) { return at::get_num_threads(); }
+
+int ct_keep_freed_memory(void) {
+#if defined(__GLIBC__)
+  int a = mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  int b = mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  return a == 1 && b == 1;
+#else
+  return 0;
+#endif
+}
 
 const char *ct_parallel_info(void) {
   static thread_local std::string info;

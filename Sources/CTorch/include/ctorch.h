@@ -191,6 +191,8 @@ void ct_inference_mode_exit(ct_guard g);
 void ct_set_num_threads(int64_t n);
 int64_t ct_get_num_threads(void);
 const char *ct_parallel_info(void);
+/* glibc malloc: keep freed buffers up to 32 MiB in the heap (no munmap/trim churn); 1 on success */
+int ct_keep_freed_memory(void);
 
 /* c10d: TCPStore + ProcessGroupGloo */
 ct_store ct_store_new(const char *host, uint16_t port, int64_t world_size, bool is_master,
