@@ -36,6 +36,8 @@ struct BenchmarkCommand: ParsableCommand {
     var python: String?
     @Option(help: "Folder of bench_peer.py (default: benchmarks/peer of the repository).") var peerDir: String?
     @Flag(help: "Leave out the diffusers peer.") var skipDiffusers = false
+    @Flag(inversion: .prefixedNo, help: "Also time Swift with its reference kernels (the 'before' of docs/NOTES.md \"Performance\").")
+    var referenceSide = true
     @Flag(help: "Keep the work folder (weights, data, samples) instead of deleting it.") var keepFiles = false
 
     func validate() throws {
@@ -71,12 +73,18 @@ struct BenchmarkCommand: ParsableCommand {
 
         // 2. Each workload, each side, in its own process.
         let worker = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-        func swiftSide(_ workload: String) throws -> Report {
-            try runJSON(executable: worker, arguments: ["benchmark-worker", workload, work.path], what: "Swift \(workload)")
+        func swiftSide(_ workload: String, reference: Bool = false) throws -> Report {
+            try runJSON(
+                executable: worker, arguments: ["benchmark-worker", workload, work.path] + (reference ? ["--reference-kernels"] : []),
+                what: "Swift \(workload)")
         }
         var training: [String: Report] = [:], sampling: [String: Report] = [:]
         benchNote("training step: Swift…")
         training["swift"] = try swiftSide("train")
+        if referenceSide {
+            benchNote("training step: Swift, reference kernels…")
+            training["swift-reference"] = try swiftSide("train", reference: true)
+        }
         benchNote("training step: PyTorch twin…")
         training["twin"] = try peer.run(["train", work.path])
         if !skipDiffusers {
@@ -85,6 +93,10 @@ struct BenchmarkCommand: ParsableCommand {
         }
         benchNote("sampling: Swift…")
         sampling["swift"] = try swiftSide("sample")
+        if referenceSide {
+            benchNote("sampling: Swift, reference kernels…")
+            sampling["swift-reference"] = try swiftSide("sample", reference: true)
+        }
         benchNote("sampling: PyTorch twin…")
         sampling["twin"] = try peer.run(["sample", work.path])
         if !skipDiffusers {
@@ -131,6 +143,10 @@ struct BenchmarkCommand: ParsableCommand {
             "swift": side(sampling["swift"], flopsPerImage: samplePerImage),
             "twin": side(sampling["twin"], flopsPerImage: samplePerImage),
         ]
+        if referenceSide {
+            trainingJSON["swift-reference"] = side(training["swift-reference"], flopsPerImage: trainPerImage)
+            samplingJSON["swift-reference"] = side(sampling["swift-reference"], flopsPerImage: samplePerImage)
+        }
         if !skipDiffusers {
             trainingJSON["diffusers"] = side(training["diffusers"], flopsPerImage: diffusersTrainFlops / Double(trainBatch))
             samplingJSON["diffusers"] = side(sampling["diffusers"], flopsPerImage: diffusersSampleFlops / Double(sampleBatch))
@@ -147,6 +163,8 @@ struct BenchmarkCommand: ParsableCommand {
             "train_rss_swift_over_diffusers": ratio(training, "swift", "diffusers", "peak_rss_mb"),
             "sample_rss_swift_over_twin": ratio(sampling, "swift", "twin", "peak_rss_mb"),
             "sample_rss_swift_over_diffusers": ratio(sampling, "swift", "diffusers", "peak_rss_mb"),
+            "train_swift_reference_over_twin": ratio(training, "swift-reference", "twin", "images_per_s"),
+            "sample_swift_reference_over_twin": ratio(sampling, "swift-reference", "twin", "images_per_s"),
             "train_swift_gflops_over_sgemm": (training["swift"]?.double("images_per_s") ?? .nan) * trainPerImage / 1e9 / sgemm,
         ]
         let targets: [String: Bool] = [
@@ -205,16 +223,19 @@ struct BenchmarkCommand: ParsableCommand {
                      diffusersSampleFlops / Double(sampleBatch) / 1e9))
         func table(_ title: String, _ d: [String: Any]) {
             print("\n\(title)")
-            print("  side        images/s   peak RSS MiB   GFLOP/s")
-            for name in ["swift", "twin", "diffusers"] {
+            print("  side              images/s   peak RSS MiB   GFLOP/s")
+            for name in ["swift", "swift-reference", "twin", "diffusers"] {
                 guard let s = d[name] as? [String: Any], let ips = s["images_per_s"] as? Double else { continue }
-                print(String(format: "  %-10@ %9.3f   %12.0f   %7.1f", name as NSString, ips, s["peak_rss_mb"] as? Double ?? .nan, s["gflops"] as? Double ?? .nan))
+                let label = name.padding(toLength: 16, withPad: " ", startingAt: 0)
+                print("  \(label)" + String(format: " %9.3f   %12.0f   %7.1f", ips, s["peak_rss_mb"] as? Double ?? .nan, s["gflops"] as? Double ?? .nan))
             }
         }
         table("(a) training step, batch \(trainBatch), \(model.unet.config.sampleSize)×\(model.unet.config.sampleSize), forward+backward+clip+AdamW+EMA", trainingJSON)
         table("(b) sampling, DDIM \(ddimSteps) steps, batch \(sampleBatch), guidance \(guidance) (one batched call), adapter at t and t−1", samplingJSON)
         print("\nratios (same run):")
-        for key in ratios.keys.sorted() { print(String(format: "  %-32@ %.3f", key as NSString, ratios[key]!)) }
+        for key in ratios.keys.sorted() {
+            print("  " + key.padding(toLength: 32, withPad: " ", startingAt: 0) + String(format: " %.3f", ratios[key]!))
+        }
         print(String(format: "  Swift training step achieves %.1f GFLOP/s = %.0f%% of sgemm", (training["swift"]?.double("images_per_s") ?? .nan) * trainPerImage / 1e9,
                      100 * ratios["train_swift_gflops_over_sgemm"]!))
         print("targets: " + targets.keys.sorted().map { "\($0): \(targets[$0]! ? "met" : "NOT met")" }.joined(separator: "; "))

@@ -89,9 +89,15 @@ struct BenchmarkWorkerCommand: ParsableCommand {
 
     @Argument(help: "train or sample.") var workload: Workload
     @Argument(help: "The benchmark work folder.") var directory: String
+    @Flag(help: "Use the reference kernels (Kernels.useReferenceKernels) and glibc's default malloc settings.")
+    var referenceKernels = false
 
     func run() throws {
-        Torch.keepFreedTensorMemory()
+        if referenceKernels {
+            Kernels.useReferenceKernels()
+        } else {
+            Torch.keepFreedTensorMemory()
+        }
         let folder = BenchmarkFolder(url: URL(fileURLWithPath: directory))
         let spec = try BenchmarkSpec.load(from: folder.url)
         Torch.numThreads = spec.threads
@@ -102,7 +108,7 @@ struct BenchmarkWorkerCommand: ParsableCommand {
         else { throw ValidationError("benchmark data file \(folder.data.path) is incomplete") }
         let table = try TextCondition(tokens: tokens, mask: mask.to(.bool), pooled: pooled)
         let nullRow = tokens.shape[0] - 1
-        var result: [String: Any] = ["impl": "swift", "threads": Torch.numThreads]
+        var result: [String: Any] = ["impl": referenceKernels ? "swift-reference" : "swift", "threads": Torch.numThreads]
         switch workload {
         case .train:
             // The real trainer: captions "row r" name rows of the saved table, "" its null row.
@@ -162,7 +168,7 @@ struct BenchmarkWorkerCommand: ParsableCommand {
                 }
                 times.append(d.seconds)
             }
-            if let images { try saveSafeTensors(["samples": images], to: folder.samples("swift")) }
+            if let images { try saveSafeTensors(["samples": images], to: folder.samples(referenceKernels ? "swift-reference" : "swift")) }
             result["images_per_s"] = Double(s.batch * times.count) / times.reduce(0, +)
             result["run_seconds"] = times
             result["parameters"] = model.parameters.reduce(0) { $0 + $1.count }

@@ -129,6 +129,10 @@ ct_tensor ct_matmul(ct_tensor a, ct_tensor b);
 ct_tensor ct_bmm(ct_tensor a, ct_tensor b);
 ct_tensor ct_baddbmm(ct_tensor input, ct_tensor a, ct_tensor b, double beta, double alpha);
 ct_tensor ct_linear(ct_tensor x, ct_tensor w, ct_tensor b /* nullable */);
+/* The same y = x Wᵀ + b, computed (float32 CPU, >= 256 rows) as a oneDNN 1×1 convolution over a
+   channels-last view of x ([rows, C] viewed as [B, C, N, 1]); other inputs fall back to ct_linear.
+   Differentiable; no copy when x is contiguous. */
+ct_tensor ct_linear_conv(ct_tensor x, ct_tensor w, ct_tensor b /* nullable */);
 int ct_eigh(ct_tensor t, ct_tensor *eigenvalues, ct_tensor *eigenvectors);
 
 /* neural-network kernels */
