@@ -62,7 +62,7 @@ public final class ContextBlock: Module {
 
     func callAsFunction(_ x: Tensor, context: TextCondition) throws -> Tensor {
         var h = try x + selfAttention(norm1(x))
-        h = try h + crossAttention(norm2(h), context: context.tokens, keyMask: context.mask)
+        h = try h + crossAttention(norm2(h), context: context.tokens, keyMask: context.mask, cache: context.attentionCache)
         return try h + mlp2(mlp1(norm3(h)).gelu())
     }
 }

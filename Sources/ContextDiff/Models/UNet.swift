@@ -148,7 +148,7 @@ public final class SpatialTransformer: Module {
         var h = try projIn(norm(x).reshaped([b, c, hw]).transposed(1, 2))  // [B, HW, C]
         if let selfAttention, let norm1 { h = try h + selfAttention(norm1(h)) }
         if let crossAttention, let norm2 {
-            h = try h + crossAttention(norm2(h), context: context.tokens, keyMask: context.mask)
+            h = try h + crossAttention(norm2(h), context: context.tokens, keyMask: context.mask, cache: context.attentionCache)
         }
         h = try h + ff2(ff1(norm3(h)).gelu())
         h = try projOut(h).transposed(1, 2).reshaped(s)

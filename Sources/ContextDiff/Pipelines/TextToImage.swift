@@ -153,7 +153,8 @@ public final class TextToImagePipeline {
         let sampler = try sampler(for: options, model: model)
         model.train(false)
         return try Torch.withInferenceMode {
-            let both = try TextCondition.concatenate(unconditional, conditional)
+            let both = try TextCondition.concatenate(unconditional, conditional).cachingAttention()
+            let conditional = conditional.cachingAttention()
             let guidance = options.guidance
             let unet = model.unet
             let denoiser: Denoiser = { x, t in
@@ -165,8 +166,8 @@ public final class TextToImagePipeline {
                 let u = try out.slice(dim: 0, 0, batch), c = try out.slice(dim: 0, batch, 2 * batch)
                 return try u + (c - u) * guidance
             }
-            let context: (any ContextBias)? = (options.useContext ? model.adapter : nil).map { adapter in
-                AdapterContext(adapter: adapter, condition: conditional)
+            let context: (any ContextBias)? = try (options.useContext ? model.adapter : nil).map { adapter in
+                try AdapterContext(adapter: adapter, condition: conditional)
             }
             let c = model.unet.config
             let generator = Generator(seed: options.seed)
@@ -181,10 +182,17 @@ public final class TextToImagePipeline {
 public struct AdapterContext: ContextBias {
     public let adapter: ContextAdapter
     public let condition: TextCondition
+    /// The condition stacked twice, for the batched call at a step's two levels.
+    let doubled: TextCondition
 
-    public init(adapter: ContextAdapter, condition: TextCondition) {
+    /// `condition` may carry an ``TextCondition/attentionCache``; the doubled condition of the
+    /// batched two-level call gets its own.
+    public init(adapter: ContextAdapter, condition: TextCondition) throws {
         self.adapter = adapter
         self.condition = condition
+        var doubled = try TextCondition.concatenate(condition, condition)
+        if condition.attentionCache != nil { doubled = doubled.cachingAttention() }
+        self.doubled = doubled
     }
 
     public func context(x0: Tensor, timestep: Int) throws -> Tensor {
@@ -197,8 +205,7 @@ public struct AdapterContext: ContextBias {
         let t = try Tensor.cat([
             Tensor.full([b], value: Double(timesteps.0), dtype: .int64), Tensor.full([b], value: Double(timesteps.1), dtype: .int64),
         ])
-        let both = try TextCondition.concatenate(condition, condition)
-        let out = try adapter(Tensor.cat([x0, x0]), timesteps: t, condition: both)
+        let out = try adapter(Tensor.cat([x0, x0]), timesteps: t, condition: doubled)
         return (try out.slice(dim: 0, 0, b), try out.slice(dim: 0, b, 2 * b))
     }
 }
