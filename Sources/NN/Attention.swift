@@ -53,7 +53,16 @@ public final class MultiHeadAttention: Module {
         _ x: Tensor, context: Tensor? = nil, keyMask: Tensor? = nil, causal: Bool = false,
         cache: AttentionContextCache? = nil
     ) throws -> Tensor {
-        if Kernels.fusedAttention {
+        try attend(x, context: context, keyMask: keyMask, causal: causal, cache: cache, fused: Kernels.fusedAttention)
+    }
+
+    /// The attention with an explicit kernel choice: `fused` as ``Kernels/fusedAttention`` (the
+    /// cache is used only by the fused path); the results agree up to float rounding.
+    public func attend(
+        _ x: Tensor, context: Tensor? = nil, keyMask: Tensor? = nil, causal: Bool = false,
+        cache: AttentionContextCache? = nil, fused useFused: Bool
+    ) throws -> Tensor {
+        if useFused {
             return try fused(x, context: context, keyMask: keyMask, causal: causal, cache: cache)
         }
         let xs = x.shape

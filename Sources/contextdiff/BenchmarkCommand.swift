@@ -36,6 +36,8 @@ struct BenchmarkCommand: ParsableCommand {
     var python: String?
     @Option(help: "Folder of bench_peer.py (default: benchmarks/peer of the repository).") var peerDir: String?
     @Flag(help: "Leave out the diffusers peer.") var skipDiffusers = false
+    @Option(help: "ResBlocks per level of the diffusers U-Net (default: the same depth as ours, 1; diffusers' default 2 gives 3.0M parameters).")
+    var diffusersLayersPerBlock: Int?
     @Flag(inversion: .prefixedNo, help: "Also time Swift with its reference kernels (the 'before' of docs/NOTES.md \"Performance\").")
     var referenceSide = true
     @Flag(help: "Keep the work folder (weights, data, samples) instead of deleting it.") var keepFiles = false
@@ -199,7 +201,7 @@ struct BenchmarkCommand: ParsableCommand {
             "settings": [
                 "train_batch": trainBatch, "train_steps": trainSteps, "train_warmup": trainWarmup, "sample_batch": sampleBatch,
                 "ddim_steps": ddimSteps, "sample_repeats": sampleRepeats, "guidance": guidance, "image_size": model.unet.config.sampleSize,
-                "text_tokens": textTokens,
+                "text_tokens": textTokens, "diffusers_layers_per_block": diffusersLayersPerBlock ?? model.unet.config.layersPerBlock,
             ],
             "equivalence": [
                 "unet_max_abs_diff": unetDiff, "adapter_max_abs_diff": adapterDiff, "tolerance": tolerance,
@@ -217,9 +219,9 @@ struct BenchmarkCommand: ParsableCommand {
 
         // Report.
         print("ContextDiff benchmark — \(threads) thread(s), \(cpuModel()), load before: \(load)")
-        print(String(format: "model: U-Net %.2fM + adapter %.2fM parameters (Swift and twin); diffusers U-Net %.2fM",
-                     Double(model.unet.parameterCount) / 1e6, Double(model.adapter!.parameterCount) / 1e6,
-                     (training["diffusers"]?.double("parameters") ?? .nan) / 1e6))
+        let diffusersParams = training["diffusers"].map { String(format: "%.2fM parameters", $0.double("parameters") / 1e6) } ?? "skipped"
+        print(String(format: "model: U-Net %.2fM + adapter %.2fM parameters (Swift and twin); diffusers U-Net: ",
+                     Double(model.unet.parameterCount) / 1e6, Double(model.adapter!.parameterCount) / 1e6) + diffusersParams)
         print(String(format: "equivalence (same weights): U-Net %.1e, adapter %.1e ≤ %.0e; first training loss |Δ| %.1e; final samples max |Δ| %.1e",
                      unetDiff, adapterDiff, tolerance, lossDiff, sampleDiff))
         print(String(format: "sgemm %d×%d through libtorch: %.1f GFLOP/s", sgemmSize, sgemmSize, sgemm))
@@ -299,7 +301,8 @@ struct BenchmarkCommand: ParsableCommand {
                 warmupSteps: shipped.warmupSteps, totalSteps: shipped.steps, minLearningRate: shipped.minLearningRate,
                 weightDecay: shipped.weightDecay, gradientClip: shipped.gradientClip, emaDecay: shipped.emaDecay,
                 conditionDropout: shipped.conditionDropout, seed: shipped.seed),
-            sample: .init(batch: sampleBatch, steps: ddimSteps, guidance: guidance, seed: 0, warmupSteps: 2, repeats: sampleRepeats))
+            sample: .init(batch: sampleBatch, steps: ddimSteps, guidance: guidance, seed: 0, warmupSteps: 2, repeats: sampleRepeats),
+            diffusersLayersPerBlock: diffusersLayersPerBlock)
         try spec.save(to: folder.url)
 
         // Equivalence inputs: 4 images at assorted timesteps, captions with padding.

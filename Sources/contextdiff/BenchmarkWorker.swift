@@ -46,6 +46,13 @@ struct BenchmarkSpec: Codable {
     var threads: Int
     var train: Training
     var sample: Sampling
+    /// diffusers' depth (default: the U-Net's).
+    var diffusersLayersPerBlock: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case threads, train, sample
+        case diffusersLayersPerBlock = "diffusers_layers_per_block"
+    }
 
     static func load(from directory: URL) throws -> BenchmarkSpec {
         try JSONDecoder().decode(BenchmarkSpec.self, from: Data(contentsOf: directory.appendingPathComponent("bench.json")))

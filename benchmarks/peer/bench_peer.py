@@ -50,8 +50,9 @@ def load_model(cls, folder):
     return model
 
 
-def diffusers_unet(unet_cfg):
-    """diffusers' UNet2DConditionModel with the twin's widths, depth and attention levels."""
+def diffusers_unet(unet_cfg, layers_per_block=None):
+    """diffusers' UNet2DConditionModel with the twin's widths, depth and attention levels
+    (`layers_per_block` overrides the depth: 2 is diffusers' default, 3.0M parameters here)."""
     try:
         from diffusers import UNet2DConditionModel
     except ImportError as e:
@@ -67,7 +68,7 @@ def diffusers_unet(unet_cfg):
     torch.manual_seed(0)
     return UNet2DConditionModel(
         sample_size=unet_cfg["sample_size"], in_channels=unet_cfg["in_channels"], out_channels=unet_cfg["out_channels"],
-        block_out_channels=widths, layers_per_block=unet_cfg["layers_per_block"],
+        block_out_channels=widths, layers_per_block=layers_per_block or unet_cfg["layers_per_block"],
         down_block_types=tuple(down), up_block_types=tuple(up), norm_num_groups=unet_cfg["norm_groups"],
         cross_attention_dim=unet_cfg["context_dim"], attention_head_dim=unet_cfg["heads"],
         class_embed_type="projection", projection_class_embeddings_input_dim=unet_cfg["pooled_dim"])
@@ -86,7 +87,7 @@ class Setup:
             self.unet = load_model(UNet, os.path.join(d, "unet"))
             self.adapter = load_model(ContextAdapter, os.path.join(d, "adapter"))
         else:
-            self.unet = diffusers_unet(self.unet_cfg)
+            self.unet = diffusers_unet(self.unet_cfg, self.spec.get("diffusers_layers_per_block"))
             self.adapter = None
         self.ac = self.data["alphas_cumprod"].double()
         self.T = self.ac.numel()
