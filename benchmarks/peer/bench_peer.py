@@ -286,8 +286,23 @@ def flops(s):
     return out
 
 
-def profile(s):
-    """Prints where the twin's time goes (not JSON; for docs/NOTES.md)."""
+def linear_as_conv(x, weight, bias=None):
+    """Swift's `Kernels.linearAsConvolution`: a linear layer over >= 256 rows as a oneDNN 1x1
+    convolution over a channels-last view of the rows (bit-identical results here)."""
+    c, o = x.shape[-1], weight.shape[0]
+    rows = x.numel() // c if c else 0
+    n = x.shape[-2] if x.dim() >= 3 else next((k for k in (256, 128, 64) if rows % k == 0), 0)
+    if rows < 256 or n == 0 or rows % n:
+        return F.linear(x, weight, bias)
+    y = F.conv2d(x.contiguous().view(rows // n, n, 1, c).permute(0, 3, 1, 2), weight.view(o, c, 1, 1), bias)
+    return y.permute(0, 2, 3, 1).reshape(*x.shape[:-1], o)
+
+
+def profile(s, swift_kernels=False):
+    """Prints where the twin's time goes (not JSON; for docs/NOTES.md). With `swift_kernels`
+    the twin's linear layers use Swift's kernel choice, to show where Swift's time goes."""
+    if swift_kernels:
+        torch.nn.Linear.forward = lambda self, x: linear_as_conv(x, self.weight, self.bias)
     spec = s.spec
     B = spec["train"]["batch"]
     size = s.unet_cfg["sample_size"]
@@ -308,7 +323,8 @@ def profile(s):
     step()
     with torch.autograd.profiler.profile() as prof:
         step()
-    print(f"== twin training step, batch {B}, {torch.get_num_threads()} thread(s)")
+    label = "twin with Swift's linear kernels" if swift_kernels else "twin"
+    print(f"== {label}: training step, batch {B}, {torch.get_num_threads()} thread(s)")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
     Bs = 2 * spec["sample"]["batch"]
     xs = torch.randn(Bs, 3, size, size)
@@ -316,7 +332,7 @@ def profile(s):
         s.unet(xs, torch.full((Bs,), 500), tok[:1].expand(Bs, -1, -1), mask[:1].expand(Bs, -1), pooled[:1].expand(Bs, -1))
         with torch.autograd.profiler.profile() as prof:
             s.unet(xs, torch.full((Bs,), 500), tok[:1].expand(Bs, -1, -1), mask[:1].expand(Bs, -1), pooled[:1].expand(Bs, -1))
-    print(f"== twin U-Net forward (sampling call), batch {Bs}")
+    print(f"== {label}: U-Net forward (sampling call), batch {Bs}")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
     return {}
 
@@ -326,9 +342,13 @@ def main():
     parser.add_argument("command", choices=["check", "train", "sample", "flops", "profile"])
     parser.add_argument("dir")
     parser.add_argument("--impl", choices=["twin", "diffusers"], default="twin")
+    parser.add_argument("--swift-kernels", action="store_true", help="profile: linear layers as Swift runs them")
     args = parser.parse_args()
     s = Setup(args.dir, args.impl)
-    result = {"check": check, "train": train, "sample": sample, "flops": flops, "profile": profile}[args.command](s)
+    if args.command == "profile":
+        result = profile(s, args.swift_kernels)
+    else:
+        result = {"check": check, "train": train, "sample": sample, "flops": flops}[args.command](s)
     result.update({"impl": args.impl, "threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb(),
                    "torch": torch.__version__})
     print(json.dumps(result))
