@@ -31,7 +31,6 @@ struct BenchmarkCommand: ParsableCommand {
     @Option(help: "Rounds over all sides (each side keeps its best; robust to a changing background load).") var rounds = 1
     @Option(help: "Classifier-free guidance weight.") var guidance = 3.0
     @Option(help: "Maximum |Swift − twin| allowed on the U-Net and adapter outputs.") var tolerance = 1e-4
-    @Option(help: "Side of the square sgemm used as the machine's peak.") var sgemmSize = 2048
     @Option(help: "Write every figure as JSON to this file.") var jsonOutput: String?
     @Option(help: "Python with torch (default: $CONTEXTDIFF_PYTHON, the benchmark venv of scripts/setup-benchmark.sh, or python3).")
     var python: String?
@@ -54,7 +53,8 @@ struct BenchmarkCommand: ParsableCommand {
     func run() throws {
         Torch.keepFreedTensorMemory()
         Torch.numThreads = threads
-        let peer = try PeerRunner(python: python, peerDir: peerDir, needDiffusers: !skipDiffusers)
+        var peer = try PeerRunner(python: python, peerDir: peerDir, needDiffusers: !skipDiffusers)
+        peer.environment = childEnvironment
         let work = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("contextdiff-bench-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         defer { if !keepFiles { try? FileManager.default.removeItem(at: work) } }
@@ -79,7 +79,7 @@ struct BenchmarkCommand: ParsableCommand {
         func swiftSide(_ workload: String, reference: Bool = false) throws -> Report {
             try runJSON(
                 executable: worker, arguments: ["benchmark-worker", workload, work.path] + (reference ? ["--reference-kernels"] : []),
-                what: "Swift \(workload)")
+                what: "Swift \(workload)", environment: childEnvironment)
         }
         var training: [String: Report] = [:], sampling: [String: Report] = [:]
         // Each round runs every side once per workload (odd rounds in reverse order, so a drift
@@ -115,7 +115,8 @@ struct BenchmarkCommand: ParsableCommand {
         }
 
         // 3. Machine peak and FLOPs.
-        let sgemm = try measureSgemm(size: sgemmSize)
+        // In a child, so that it runs with the same OPENBLAS_NUM_THREADS as the sides.
+        let sgemm = try swiftSide("sgemm").double("sgemm_gflops")
         let unetMACs = Double(model.unet.forwardMACs(batch: 1, textTokens: textTokens))
         let adapterMACs = Double(model.adapter!.forwardMACs(batch: 1, textTokens: textTokens))
         let twinFlops = try peer.run(["flops", work.path])
@@ -198,7 +199,7 @@ struct BenchmarkCommand: ParsableCommand {
         var json: [String: Any] = [
             "date": ISO8601DateFormatter().string(from: Date()),
             "machine": ["cpus": ProcessInfo.processInfo.activeProcessorCount, "cpu_model": cpuModel(), "load_average_before": load],
-            "threads": threads,
+            "threads": threads, "openblas_num_threads": threads,
             "settings": [
                 "train_batch": trainBatch, "train_steps": trainSteps, "train_warmup": trainWarmup, "sample_batch": sampleBatch,
                 "ddim_steps": ddimSteps, "sample_repeats": sampleRepeats, "rounds": rounds, "guidance": guidance, "image_size": model.unet.config.sampleSize,
@@ -208,7 +209,7 @@ struct BenchmarkCommand: ParsableCommand {
                 "unet_max_abs_diff": unetDiff, "adapter_max_abs_diff": adapterDiff, "tolerance": tolerance,
                 "first_training_loss_abs_diff": lossDiff, "final_samples_max_abs_diff": sampleDiff,
             ],
-            "sgemm": ["size": sgemmSize, "gflops": sgemm],
+            "sgemm": ["size": 2048, "gflops": sgemm],
             "flops": flopsJSON,
             "training": trainingJSON,
             "sampling": samplingJSON,
@@ -225,7 +226,7 @@ struct BenchmarkCommand: ParsableCommand {
                      Double(model.unet.parameterCount) / 1e6, Double(model.adapter!.parameterCount) / 1e6) + diffusersParams)
         print(String(format: "equivalence (same weights): U-Net %.1e, adapter %.1e ≤ %.0e; first training loss |Δ| %.1e; final samples max |Δ| %.1e",
                      unetDiff, adapterDiff, tolerance, lossDiff, sampleDiff))
-        print(String(format: "sgemm %d×%d through libtorch: %.1f GFLOP/s", sgemmSize, sgemmSize, sgemm))
+        print(String(format: "sgemm 2048×2048 through libtorch: %.1f GFLOP/s", sgemm))
         print(String(format: "FLOPs per image (analytic): training step %.2f GFLOP, sampling run %.2f GFLOP; diffusers %.2f / %.2f GFLOP",
                      trainPerImage / 1e9, samplePerImage / 1e9, diffusersTrainFlops / Double(trainBatch) / 1e9,
                      diffusersSampleFlops / Double(sampleBatch) / 1e9))
@@ -253,6 +254,16 @@ struct BenchmarkCommand: ParsableCommand {
             try data.write(to: URL(fileURLWithPath: jsonOutput), options: .atomic)
             print("wrote \(jsonOutput)")
         }
+    }
+
+    /// Every side runs with `threads` threads: libtorch's intra-op pool is set by each side, but
+    /// Debian's libtorch does not control OpenBLAS's own pthread pool (`torch.set_num_threads(1)`
+    /// still lets OpenBLAS use every core), so OPENBLAS_NUM_THREADS is set for every child too.
+    var childEnvironment: [String: String] {
+        var env = ProcessInfo.processInfo.environment
+        env["OPENBLAS_NUM_THREADS"] = String(threads)
+        env["OMP_NUM_THREADS"] = String(threads)
+        return env
     }
 
     func samplingOptions(steps: Int) -> GenerationOptions {
@@ -394,6 +405,7 @@ func runJSON(executable: String, arguments: [String], what: String, environment:
 struct PeerRunner {
     let python: String
     let script: String
+    var environment: [String: String]?
 
     init(python: String?, peerDir: String?, needDiffusers: Bool) throws {
         let fm = FileManager.default
@@ -429,6 +441,8 @@ struct PeerRunner {
     }
 
     func run(_ arguments: [String]) throws -> Report {
-        try runJSON(executable: "/usr/bin/env", arguments: [python, script] + arguments, what: "python peer \(arguments.first ?? "")")
+        try runJSON(
+            executable: "/usr/bin/env", arguments: [python, script] + arguments, what: "python peer \(arguments.first ?? "")",
+            environment: environment)
     }
 }

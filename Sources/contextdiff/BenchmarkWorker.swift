@@ -92,9 +92,9 @@ struct BenchmarkWorkerCommand: ParsableCommand {
         shouldDisplay: false
     )
 
-    enum Workload: String, ExpressibleByArgument { case train, sample }
+    enum Workload: String, ExpressibleByArgument { case train, sample, sgemm }
 
-    @Argument(help: "train or sample.") var workload: Workload
+    @Argument(help: "train, sample or sgemm.") var workload: Workload
     @Argument(help: "The benchmark work folder.") var directory: String
     @Flag(help: "Use the reference kernels (Kernels.useReferenceKernels) and glibc's default malloc settings.")
     var referenceKernels = false
@@ -108,6 +108,12 @@ struct BenchmarkWorkerCommand: ParsableCommand {
         let folder = BenchmarkFolder(url: URL(fileURLWithPath: directory))
         let spec = try BenchmarkSpec.load(from: folder.url)
         Torch.numThreads = spec.threads
+        if workload == .sgemm {
+            // A 2048×2048 float32 matmul through libtorch (BLAS), best of 5.
+            let gflops = try measureSgemm(size: 2048)
+            print("{\"impl\": \"swift\", \"sgemm_gflops\": \(gflops), \"threads\": \(Torch.numThreads)}")
+            return
+        }
         let model = try folder.loadModel()
         let data = try loadSafeTensors(folder.data)
         guard let tokens = data["table_tokens"], let mask = data["table_mask"], let pooled = data["table_pooled"],
@@ -152,6 +158,8 @@ struct BenchmarkWorkerCommand: ParsableCommand {
             result["step_seconds"] = times
             result["losses"] = losses
             result["parameters"] = model.parameters.reduce(0) { $0 + $1.count }
+        case .sgemm:
+            return
         case .sample:
             let s = spec.sample
             let conditional = try table.selecting(sampleRows)
