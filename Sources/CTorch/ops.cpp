@@ -1,3 +1,4 @@
+#include <malloc.h>
 // The tensor part of the C ABI: creation, elementwise, reductions, linear algebra, NN kernels,
 // shape ops and autograd. Every function catches every C++ exception (see common.h).
 #include "common.h"
@@ -489,6 +490,40 @@ ct_tensor ct_baddbmm(ct_tensor input, ct_tensor a, ct_tensor b, double beta, dou
 ct_tensor ct_linear(ct_tensor x, ct_tensor w, ct_tensor b) {
   return guard_tensor([&] { return at::linear(T(x), T(w), opt(b)); });
 }
+
+// oneDNN's direct convolution kernels reach several times OpenBLAS's speed on the skinny
+// matrices of transformer layers (K = 64..384) on this CPU class; a linear layer over rows of a
+// [rows, C] matrix is exactly a 1×1 convolution over the channels-last tensor [B, C, N, 1] that
+// has the same memory. See docs/NOTES.md "Performance".
+static at::Tensor linear_as_conv(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b) {
+  if (!at::hasMKLDNN() || !x.device().is_cpu() || x.scalar_type() != at::kFloat || w.scalar_type() != at::kFloat ||
+      x.dim() < 2 || w.dim() != 2 || x.size(-1) != w.size(1)) {
+    return at::linear(x, w, b);
+  }
+  const int64_t c = x.size(-1), o = w.size(0);
+  const int64_t rows = c == 0 ? 0 : x.numel() / c;
+  if (rows < 256) return at::linear(x, w, b);
+  // Split the rows into B sequences of N: the sequence dimension of a [.., N, C] input, else
+  // the largest of 256/128/64 that divides the rows (oneDNN is slow on [1, C, rows, 1]).
+  int64_t n = 0;
+  if (x.dim() >= 3) {
+    n = x.size(-2);
+  } else {
+    for (int64_t cand : {256, 128, 64}) {
+      if (rows % cand == 0) { n = cand; break; }
+    }
+  }
+  if (n <= 0 || rows % n != 0) return at::linear(x, w, b);
+  auto x4 = x.contiguous().view({rows / n, n, 1, c}).permute({0, 3, 1, 2});
+  auto y = at::conv2d(x4, w.contiguous().view({o, c, 1, 1}), b);
+  auto sizes = x.sizes().vec();
+  sizes.back() = o;
+  return y.permute({0, 2, 3, 1}).reshape(sizes);
+}
+
+ct_tensor ct_linear_conv(ct_tensor x, ct_tensor w, ct_tensor b) {
+  return guard_tensor([&] { return linear_as_conv(T(x), T(w), opt(b)); });
+}
 int ct_eigh(ct_tensor t, ct_tensor *eigenvalues, ct_tensor *eigenvectors) {
   return guard_status([&] {
     auto r = at::linalg_eigh(T(t));
@@ -681,6 +716,16 @@ void ct_set_num_threads(int64_t n) {
   }
 }
 int64_t ct_get_num_threads(void) { return at::get_num_threads(); }
+
+int ct_keep_freed_memory(void) {
+#if defined(__GLIBC__)
+  int a = mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  int b = mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  return a == 1 && b == 1;
+#else
+  return 0;
+#endif
+}
 
 const char *ct_parallel_info(void) {
   static thread_local std::string info;

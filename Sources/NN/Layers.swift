@@ -20,7 +20,7 @@ public final class Linear: Module, UnaryLayer {
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        try x.linear(weight: weight, bias: bias)
+        Kernels.linearAsConvolution ? try x.linearViaConvolution(weight: weight, bias: bias) : try x.linear(weight: weight, bias: bias)
     }
 }
 

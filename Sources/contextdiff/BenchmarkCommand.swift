@@ -4,65 +4,445 @@ import Foundation
 import NN
 import Torch
 
-/// Times the networks' training step and sampling step on synthetic inputs.
+/// `contextdiff benchmark`: our Swift implementation and its PyTorch peers, side by side in one
+/// invocation, on the same weights and inputs (DESIGN §8, docs/PERFORMANCE.md).
+///
+/// 1. Builds the shipped model (U-Net + adapter r_φ), saves weights, data and settings to a work
+///    folder, and checks that the PyTorch twin (`benchmarks/peer/contextdiff_torch.py`) loaded
+///    from them gives the same U-Net and adapter outputs (fails otherwise).
+/// 2. Times, each workload in its own process (so peak RSS is per side and per workload):
+///    (a) the training step of the real trainer, (b) DDIM sampling with guidance and the adapter,
+///    for Swift, the twin and diffusers' `UNet2DConditionModel` of the same widths.
+/// 3. Measures a large sgemm, counts FLOPs, prints a table and the ratios, writes JSON.
 struct BenchmarkCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "benchmark",
-        abstract: "Time a ContextDiff training step (U-Net + adapter, forward + backward + AdamW)."
+        abstract: "Swift vs its PyTorch twin vs diffusers, side by side: training step, guided DDIM sampling, sgemm."
     )
 
-    @Option(help: "Batch size.") var batch = 32
-    @Option(help: "Image size.") var size = 32
-    @Option(help: "U-Net base channels.") var base = 32
-    @Option(help: "U-Net channel multipliers, comma separated.") var multipliers = "1,2,2"
-    @Option(help: "Residual blocks per level.") var layers = 1
-    @Option(help: "Adapter width (0 disables the adapter).") var adapterWidth = 64
-    @Option(help: "Timed steps.") var steps = 5
-    @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Intra-op threads for every side (default: all cores).")
+    var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Training batch size.") var trainBatch = 32
+    @Option(help: "Timed training steps (after --train-warmup untimed ones).") var trainSteps = 5
+    @Option(help: "Untimed training steps first.") var trainWarmup = 2
+    @Option(help: "Sampling batch size (images; the guided U-Net call sees twice as many).") var sampleBatch = 16
+    @Option(help: "DDIM steps.") var ddimSteps = 50
+    @Option(help: "Timed sampling runs.") var sampleRepeats = 1
+    @Option(help: "Rounds over all sides (each side keeps its best; robust to a changing background load).") var rounds = 1
+    @Option(help: "Classifier-free guidance weight.") var guidance = 3.0
+    @Option(help: "Maximum |Swift − twin| allowed on the U-Net and adapter outputs.") var tolerance = 1e-4
+    @Option(help: "Write every figure as JSON to this file.") var jsonOutput: String?
+    @Option(help: "Python with torch (default: $CONTEXTDIFF_PYTHON, the benchmark venv of scripts/setup-benchmark.sh, or python3).")
+    var python: String?
+    @Option(help: "Folder of bench_peer.py (default: benchmarks/peer of the repository).") var peerDir: String?
+    @Flag(help: "Leave out the diffusers peer.") var skipDiffusers = false
+    @Option(help: "ResBlocks per level of the diffusers U-Net (default: the same depth as ours, 1; diffusers' default 2 gives 3.0M parameters).")
+    var diffusersLayersPerBlock: Int?
+    @Flag(inversion: .prefixedNo, help: "Also time Swift with its reference kernels (the 'before' of docs/NOTES.md \"Performance\").")
+    var referenceSide = true
+    @Flag(help: "Keep the work folder (weights, data, samples) instead of deleting it.") var keepFiles = false
+
+    func validate() throws {
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard trainBatch >= 1, trainSteps >= 1, trainWarmup >= 0 else { throw ValidationError("training sizes must be positive") }
+        guard sampleBatch >= 1, ddimSteps >= 1, ddimSteps <= 1000, sampleRepeats >= 1, rounds >= 1 else {
+            throw ValidationError("sampling sizes must be positive (DDIM steps ≤ 1000)")
+        }
+    }
 
     func run() throws {
+        Torch.keepFreedTensorMemory()
         Torch.numThreads = threads
-        Torch.manualSeed(0)
-        var config = UNetConfig()
-        config.sampleSize = size
-        config.baseChannels = base
-        config.channelMultipliers = multipliers.split(separator: ",").compactMap { Int($0) }
-        config.layersPerBlock = layers
-        config.attentionResolutions = [size / 4]
-        config.crossAttentionResolutions = [size / 2, size / 4]
-        let unet = try UNet(config)
-        var adapter: ContextAdapter?
-        if adapterWidth > 0 {
-            var a = ContextAdapterConfig()
-            a.sampleSize = size
-            a.width = adapterWidth
-            a.depth = 1
-            adapter = try ContextAdapter(a)
+        var peer = try PeerRunner(python: python, peerDir: peerDir, needDiffusers: !skipDiffusers)
+        peer.environment = childEnvironment
+        let work = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("contextdiff-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { if !keepFiles { try? FileManager.default.removeItem(at: work) } }
+        let folder = BenchmarkFolder(url: work)
+        let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
+        benchNote("work folder \(work.path); python \(peer.python); load average before: \(load)")
+
+        // 1. Same weights and inputs for every side; equivalence first.
+        let textTokens = 32
+        let model = try prepare(folder, textTokens: textTokens)
+        let check = try peer.run(["check", work.path])
+        let unetDiff = check.double("unet_max_abs_diff"), adapterDiff = check.double("adapter_max_abs_diff")
+        benchNote(String(format: "equivalence: U-Net max |Swift − twin| %.2e, adapter %.2e (tolerance %.0e)", unetDiff, adapterDiff, tolerance))
+        guard unetDiff <= tolerance, adapterDiff <= tolerance else {
+            throw ValidationError(String(
+                format: "Swift and the PyTorch twin disagree: U-Net %.3e, adapter %.3e > %.0e; not benchmarking different models",
+                unetDiff, adapterDiff, tolerance))
         }
-        let params = unet.parameters() + (adapter?.parameters() ?? [])
-        for p in params { try p.requiringGrad() }
-        let optimizer = try AdamW(parameters: params, learningRate: 1e-4)
-        let g = Generator(seed: 0)
-        let x = try Tensor.randn([batch, 3, size, size], generator: g)
-        let t = try Tensor.randint(0, 1000, shape: [batch], generator: g)
-        let c = try TextCondition(
-            tokens: Tensor.randn([batch, 12, 384], generator: g), mask: Tensor.ones([batch, 12], dtype: .bool),
-            pooled: Tensor.randn([batch, 384], generator: g))
-        print("U-Net parameters: \(unet.parameterCount), adapter: \(adapter?.parameterCount ?? 0)")
-        let clock = ContinuousClock()
-        var times: [Double] = []
-        for i in 0..<(steps + 1) {
-            let d = try clock.measure {
-                var xt = x
-                if let adapter { xt = try x + adapter(x, timesteps: t, condition: c) * 0.1 }
-                let loss = try unet(xt, timesteps: t, condition: c).mseLoss(x)
-                try optimizer.zeroGrad()
-                try loss.backward()
-                try optimizer.step()
+
+        // 2. Each workload, each side, in its own process.
+        let worker = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        func swiftSide(_ workload: String, reference: Bool = false) throws -> Report {
+            try runJSON(
+                executable: worker, arguments: ["benchmark-worker", workload, work.path] + (reference ? ["--reference-kernels"] : []),
+                what: "Swift \(workload)", environment: childEnvironment)
+        }
+        var training: [String: Report] = [:], sampling: [String: Report] = [:]
+        // Each round runs every side once per workload (odd rounds in reverse order, so a drift
+        // of the background load does not favour one side); each side keeps its best round.
+        var sides = ["swift"] + (referenceSide ? ["swift-reference"] : []) + ["twin"] + (skipDiffusers ? [] : ["diffusers"])
+        func measure(_ workload: String, _ name: String) throws -> Report {
+            switch name {
+            case "swift": return try swiftSide(workload)
+            case "swift-reference": return try swiftSide(workload, reference: true)
+            case "twin": return try peer.run([workload, work.path])
+            default: return try peer.run([workload, work.path, "--impl", "diffusers"])
             }
-            if i > 0 { times.append(Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18) }
         }
-        let mean = times.reduce(0, +) / Double(times.count)
-        print(String(format: "training step: %.3f s, %.1f images/s", mean, Double(batch) / mean))
+        for workload in ["train", "sample"] {
+            for round in 0..<rounds {
+                for name in sides {
+                    benchNote("\(workload == "train" ? "training step" : "sampling"): \(name) (round \(round + 1)/\(rounds))…")
+                    let r = try measure(workload, name)
+                    let best = workload == "train" ? training[name] : sampling[name]
+                    if best == nil || r.double("images_per_s") > best!.double("images_per_s") {
+                        if workload == "train" { training[name] = r } else { sampling[name] = r }
+                    }
+                }
+                sides.reverse()
+            }
+        }
+
+        // Agreement of what was timed: first training losses and the final samples.
+        let lossDiff = abs((training["swift"]?.doubles("losses").first ?? .nan) - (training["twin"]?.doubles("losses").first ?? .nan))
+        let sampleDiff = try Torch.withNoGrad {
+            try (loadSafeTensors(folder.samples("swift"))["samples"]! - loadSafeTensors(folder.samples("twin"))["samples"]!)
+                .abs().max().item()
+        }
+
+        // 3. Machine peak and FLOPs.
+        // In a child, so that it runs with the same OPENBLAS_NUM_THREADS as the sides.
+        let sgemm = try swiftSide("sgemm").double("sgemm_gflops")
+        let unetMACs = Double(model.unet.forwardMACs(batch: 1, textTokens: textTokens))
+        let adapterMACs = Double(model.adapter!.forwardMACs(batch: 1, textTokens: textTokens))
+        let twinFlops = try peer.run(["flops", work.path])
+        let diffusersFlops = skipDiffusers ? nil : try peer.run(["flops", work.path, "--impl", "diffusers"])
+        // Adapter calls per image in a sampling run: one per bias level that is not identically 0.
+        let sampler = try TextToImagePipeline.sampler(for: samplingOptions(steps: ddimSteps), model: model)
+        let adapterLevels = sampler.stepTable.reduce(0) { $0 + ($1.kFrom != 0 ? 1 : 0) + ($1.kTo != 0 ? 1 : 0) }
+        let ourTrainFlops = 3 * 2 * (unetMACs + adapterMACs) * Double(trainBatch)
+        let ourSampleFlops = 2 * (2 * unetMACs * Double(ddimSteps) + adapterMACs * Double(adapterLevels)) * Double(sampleBatch)
+        let diffusersForward = diffusersFlops?.double("unet_forward_flops_per_image") ?? .nan
+        let diffusersTrainFlops = 3 * diffusersForward * Double(trainBatch)
+        let diffusersSampleFlops = 2 * diffusersForward * Double(ddimSteps) * Double(sampleBatch)
+
+        func side(_ r: Report?, flopsPerImage: Double) -> [String: Any] {
+            guard let r else { return [:] }
+            let ips = r.double("images_per_s")
+            return [
+                "images_per_s": ips, "peak_rss_mb": r.double("peak_rss_mb"), "gflops": ips * flopsPerImage / 1e9,
+                "parameters": r.double("parameters"), "raw": r.object,
+            ]
+        }
+        let trainPerImage = ourTrainFlops / Double(trainBatch), samplePerImage = ourSampleFlops / Double(sampleBatch)
+        var trainingJSON: [String: Any] = [
+            "swift": side(training["swift"], flopsPerImage: trainPerImage),
+            "twin": side(training["twin"], flopsPerImage: trainPerImage),
+        ]
+        var samplingJSON: [String: Any] = [
+            "swift": side(sampling["swift"], flopsPerImage: samplePerImage),
+            "twin": side(sampling["twin"], flopsPerImage: samplePerImage),
+        ]
+        if referenceSide {
+            trainingJSON["swift-reference"] = side(training["swift-reference"], flopsPerImage: trainPerImage)
+            samplingJSON["swift-reference"] = side(sampling["swift-reference"], flopsPerImage: samplePerImage)
+        }
+        if !skipDiffusers {
+            trainingJSON["diffusers"] = side(training["diffusers"], flopsPerImage: diffusersTrainFlops / Double(trainBatch))
+            samplingJSON["diffusers"] = side(sampling["diffusers"], flopsPerImage: diffusersSampleFlops / Double(sampleBatch))
+        }
+        func ratio(_ d: [String: Report], _ a: String, _ b: String, _ key: String) -> Double {
+            (d[a]?.double(key) ?? .nan) / (d[b]?.double(key) ?? .nan)
+        }
+        let ratios: [String: Double] = [
+            "train_swift_over_twin": ratio(training, "swift", "twin", "images_per_s"),
+            "train_swift_over_diffusers": ratio(training, "swift", "diffusers", "images_per_s"),
+            "sample_swift_over_twin": ratio(sampling, "swift", "twin", "images_per_s"),
+            "sample_swift_over_diffusers": ratio(sampling, "swift", "diffusers", "images_per_s"),
+            "train_rss_swift_over_twin": ratio(training, "swift", "twin", "peak_rss_mb"),
+            "train_rss_swift_over_diffusers": ratio(training, "swift", "diffusers", "peak_rss_mb"),
+            "sample_rss_swift_over_twin": ratio(sampling, "swift", "twin", "peak_rss_mb"),
+            "sample_rss_swift_over_diffusers": ratio(sampling, "swift", "diffusers", "peak_rss_mb"),
+            "train_swift_reference_over_twin": ratio(training, "swift-reference", "twin", "images_per_s"),
+            "sample_swift_reference_over_twin": ratio(sampling, "swift-reference", "twin", "images_per_s"),
+            "train_swift_gflops_over_sgemm": (training["swift"]?.double("images_per_s") ?? .nan) * trainPerImage / 1e9 / sgemm,
+        ]
+        func target(_ key: String, _ threshold: Double, atLeast: Bool = true) -> String {
+            let v = ratios[key]!
+            guard v.isFinite else { return "not measured" }
+            return (atLeast ? v >= threshold : v <= threshold) ? "met" : "not met"
+        }
+        let rssKeys = ["train_rss_swift_over_twin", "train_rss_swift_over_diffusers", "sample_rss_swift_over_twin", "sample_rss_swift_over_diffusers"]
+        let targets: [String: String] = [
+            "train >= 1.3x twin": target("train_swift_over_twin", 1.3),
+            "sample >= 1.5x twin": target("sample_swift_over_twin", 1.5),
+            "train >= 3x diffusers": target("train_swift_over_diffusers", 3),
+            "sample >= 3x diffusers": target("sample_swift_over_diffusers", 3),
+            "peak RSS <= both peers": rssKeys.contains { ratios[$0]! > 1 } ? "not met"
+                : rssKeys.allSatisfy { ratios[$0]!.isFinite } ? "met" : "met where measured",
+        ]
+        let flopsJSON: [String: Any] = [
+            "method": "analytic MAC count of every convolution, linear layer and attention matmul (QK^T, weights·V), FLOPs = 2·MACs; "
+                + "training step = 3 × forward (U-Net + adapter); sampling = per step 1 guided U-Net call on 2×batch + the adapter at each "
+                + "non-zero bias level; diffusers: torch.profiler with_flops on its forward (conv2d/mm/addmm/bmm/baddbmm only), same rules",
+            "unet_forward_flops_per_image": 2 * unetMACs, "adapter_forward_flops_per_image": 2 * adapterMACs,
+            "twin_profiler_unet_forward_flops_per_image": twinFlops.double("unet_forward_flops_per_image"),
+            "twin_profiler_adapter_forward_flops_per_image": twinFlops.double("adapter_forward_flops_per_image"),
+            "diffusers_unet_forward_flops_per_image": diffusersForward,
+            "adapter_calls_per_image_per_sampling_run": adapterLevels,
+            "training_flops_per_image": trainPerImage, "sampling_flops_per_image": samplePerImage,
+        ]
+        var json: [String: Any] = [
+            "date": ISO8601DateFormatter().string(from: Date()),
+            "machine": ["cpus": ProcessInfo.processInfo.activeProcessorCount, "cpu_model": cpuModel(), "load_average_before": load],
+            "threads": threads, "openblas_num_threads": threads,
+            "settings": [
+                "train_batch": trainBatch, "train_steps": trainSteps, "train_warmup": trainWarmup, "sample_batch": sampleBatch,
+                "ddim_steps": ddimSteps, "sample_repeats": sampleRepeats, "rounds": rounds, "guidance": guidance, "image_size": model.unet.config.sampleSize,
+                "text_tokens": textTokens, "diffusers_layers_per_block": diffusersLayersPerBlock ?? model.unet.config.layersPerBlock,
+            ],
+            "equivalence": [
+                "unet_max_abs_diff": unetDiff, "adapter_max_abs_diff": adapterDiff, "tolerance": tolerance,
+                "first_training_loss_abs_diff": lossDiff, "final_samples_max_abs_diff": sampleDiff,
+            ],
+            "sgemm": ["size": 2048, "gflops": sgemm],
+            "flops": flopsJSON,
+            "training": trainingJSON,
+            "sampling": samplingJSON,
+            "ratios": ratios,
+            "targets_met": targets,
+            "video_edit": "not measured: the text-to-video edit pipeline does not exist yet",
+        ]
+        if skipDiffusers { json["diffusers"] = "skipped (--skip-diffusers)" }
+
+        // Report.
+        print("ContextDiff benchmark — \(threads) thread(s), \(cpuModel()), load before: \(load)")
+        let diffusersParams = training["diffusers"].map { String(format: "%.2fM parameters", $0.double("parameters") / 1e6) } ?? "skipped"
+        print(String(format: "model: U-Net %.2fM + adapter %.2fM parameters (Swift and twin); diffusers U-Net: ",
+                     Double(model.unet.parameterCount) / 1e6, Double(model.adapter!.parameterCount) / 1e6) + diffusersParams)
+        print(String(format: "equivalence (same weights): U-Net %.1e, adapter %.1e ≤ %.0e; first training loss |Δ| %.1e; final samples max |Δ| %.1e",
+                     unetDiff, adapterDiff, tolerance, lossDiff, sampleDiff))
+        print(String(format: "sgemm 2048×2048 through libtorch: %.1f GFLOP/s", sgemm))
+        print(String(format: "FLOPs per image (analytic): training step %.2f GFLOP, sampling run %.2f GFLOP; diffusers %.2f / %.2f GFLOP",
+                     trainPerImage / 1e9, samplePerImage / 1e9, diffusersTrainFlops / Double(trainBatch) / 1e9,
+                     diffusersSampleFlops / Double(sampleBatch) / 1e9))
+        func table(_ title: String, _ d: [String: Any]) {
+            print("\n\(title)")
+            print("  side              images/s   peak RSS MiB   GFLOP/s")
+            for name in ["swift", "swift-reference", "twin", "diffusers"] {
+                guard let s = d[name] as? [String: Any], let ips = s["images_per_s"] as? Double else { continue }
+                let label = name.padding(toLength: 16, withPad: " ", startingAt: 0)
+                print("  \(label)" + String(format: " %9.3f   %12.0f   %7.1f", ips, s["peak_rss_mb"] as? Double ?? .nan, s["gflops"] as? Double ?? .nan))
+            }
+        }
+        table("(a) training step, batch \(trainBatch), \(model.unet.config.sampleSize)×\(model.unet.config.sampleSize), forward+backward+clip+AdamW+EMA", trainingJSON)
+        table("(b) sampling, DDIM \(ddimSteps) steps, batch \(sampleBatch), guidance \(guidance) (one batched call), adapter at t and t−1", samplingJSON)
+        print("\nratios (same run):")
+        for key in ratios.keys.sorted() {
+            print("  " + key.padding(toLength: 32, withPad: " ", startingAt: 0) + String(format: " %.3f", ratios[key]!))
+        }
+        print(String(format: "  Swift training step achieves %.1f GFLOP/s = %.0f%% of sgemm", (training["swift"]?.double("images_per_s") ?? .nan) * trainPerImage / 1e9,
+                     100 * ratios["train_swift_gflops_over_sgemm"]!))
+        print("targets: " + targets.keys.sorted().map { "\($0): \(targets[$0]!)" }.joined(separator: "; "))
+        print("video edit: not measured (the text-to-video edit pipeline does not exist yet)")
+        if let jsonOutput {
+            let data = try JSONSerialization.data(withJSONObject: jsonSafe(json), options: [.prettyPrinted, .sortedKeys])
+            try data.write(to: URL(fileURLWithPath: jsonOutput), options: .atomic)
+            print("wrote \(jsonOutput)")
+        }
+    }
+
+    /// Every side runs with `threads` threads: libtorch's intra-op pool is set by each side, but
+    /// Debian's libtorch does not control OpenBLAS's own pthread pool (`torch.set_num_threads(1)`
+    /// still lets OpenBLAS use every core), so OPENBLAS_NUM_THREADS is set for every child too.
+    var childEnvironment: [String: String] {
+        var env = ProcessInfo.processInfo.environment
+        env["OPENBLAS_NUM_THREADS"] = String(threads)
+        env["OMP_NUM_THREADS"] = String(threads)
+        return env
+    }
+
+    func samplingOptions(steps: Int) -> GenerationOptions {
+        var o = GenerationOptions()
+        o.steps = steps
+        o.guidance = guidance
+        return o
+    }
+
+    /// Builds the shipped model (seeded), gives the adapter's zero-initialised last layer small
+    /// random weights so that r_φ contributes, and writes weights, data, settings and the Swift
+    /// outputs of the equivalence check.
+    func prepare(_ folder: BenchmarkFolder, textTokens: Int) throws -> ContextDiffModel {
+        Torch.manualSeed(0)
+        let unet = try UNet(.shapesDefault)
+        let adapter = try ContextAdapter(.shapesDefault)
+        try Torch.withNoGrad {
+            try adapter.projOut.weight.copy(from: Tensor.randn(adapter.projOut.weight.shape, generator: Generator(seed: 7)) * 0.05)
+        }
+        try ModelFolder.save(unet, to: folder.unet)
+        try ModelFolder.save(adapter, to: folder.adapter)
+        let model = try folder.loadModel()
+
+        let g = Generator(seed: 1)
+        let (captions, length, width) = (64, textTokens, model.unet.config.contextDim)
+        let size = model.unet.config.sampleSize
+        // A caption table like the trainer's: 64 captions + the empty one (last row), 32 tokens.
+        let tokens = try Tensor.randn([captions + 1, length, width], generator: g)
+        let lengths = try Tensor.randint(4, length + 1, shape: [captions + 1], generator: g).scalars(as: Int64.self)
+        let mask = try Tensor(
+            (0...captions).flatMap { r in (0..<length).map { $0 < (r == captions ? 2 : Int(lengths[r])) } }, shape: [captions + 1, length])
+        let pooled = try Tensor.randn([captions + 1, width], generator: g)
+        let images = 4 * trainBatch * (trainSteps + trainWarmup)
+        let data: [String: Tensor] = [
+            "pixels": try Tensor.rand([images, 3, size, size], generator: g) * 2 - 1,
+            "image_rows": try Tensor.randint(0, captions, shape: [images], generator: g),
+            "sample_rows": try Tensor((0..<sampleBatch).map { Int64($0 % captions) }, shape: [sampleBatch]),
+            "table_tokens": tokens, "table_mask": mask, "table_pooled": pooled,
+            "alphas_cumprod": try Tensor(model.schedule.alphasCumprod, shape: [model.schedule.alphasCumprod.count]),
+        ]
+        try saveSafeTensors(data, to: folder.data)
+        let shipped = TrainingConfig.shapesDefault
+        let spec = BenchmarkSpec(
+            threads: threads,
+            train: .init(
+                batch: trainBatch, warmup: trainWarmup, steps: trainSteps, learningRate: shipped.learningRate,
+                warmupSteps: shipped.warmupSteps, totalSteps: shipped.steps, minLearningRate: shipped.minLearningRate,
+                weightDecay: shipped.weightDecay, gradientClip: shipped.gradientClip, emaDecay: shipped.emaDecay,
+                conditionDropout: shipped.conditionDropout, seed: shipped.seed),
+            sample: .init(batch: sampleBatch, steps: ddimSteps, guidance: guidance, seed: 0, warmupSteps: 2, repeats: sampleRepeats),
+            diffusersLayersPerBlock: diffusersLayersPerBlock)
+        try spec.save(to: folder.url)
+
+        // Equivalence inputs: 4 images at assorted timesteps, captions with padding.
+        let rows = try Tensor([0, 1, 2, Int64(captions)], shape: [4])
+        let condition = try TextCondition(
+            tokens: tokens.indexSelect(dim: 0, rows), mask: mask.indexSelect(dim: 0, rows), pooled: pooled.indexSelect(dim: 0, rows))
+        let x = try Tensor.randn([4, 3, size, size], generator: g)
+        let t = try Tensor([5, 250, 600, 980] as [Int64], shape: [4])
+        try saveSafeTensors(
+            ["x": x, "timesteps": t, "tokens": condition.tokens, "mask": condition.mask, "pooled": condition.pooled], to: folder.checkInputs)
+        model.train(false)
+        let outputs = try Torch.withInferenceMode {
+            ["unet": try model.unet(x, timesteps: t, condition: condition),
+             "adapter": try model.adapter!(x, timesteps: t, condition: condition)]
+        }
+        try saveSafeTensors(outputs, to: folder.swiftOutputs)
+        return model
+    }
+}
+
+
+/// `value` with every non-finite number replaced by null (JSON has no NaN).
+func jsonSafe(_ value: Any) -> Any {
+    switch value {
+    case let d as Double: return d.isFinite ? d : NSNull()
+    case let n as NSNumber where !(n.doubleValue.isFinite): return NSNull()
+    case let a as [Any]: return a.map(jsonSafe)
+    case let o as [String: Any]: return o.mapValues(jsonSafe)
+    default: return value
+    }
+}
+
+func benchNote(_ message: String) {
+    FileHandle.standardError.write(Data("benchmark: \(message)\n".utf8))
+}
+
+func cpuModel() -> String {
+    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return "unknown CPU" }
+    for line in info.split(separator: "\n") where line.hasPrefix("model name") {
+        return line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+    }
+    return "unknown CPU"
+}
+
+/// A JSON object printed by a worker.
+struct Report {
+    let object: [String: Any]
+    func double(_ key: String) -> Double { (object[key] as? NSNumber)?.doubleValue ?? .nan }
+    func doubles(_ key: String) -> [Double] { (object[key] as? [NSNumber])?.map(\.doubleValue) ?? [] }
+}
+
+/// Runs a command, returns the JSON object on the last line of its stdout; a failure is an error
+/// that carries the command's own message.
+func runJSON(executable: String, arguments: [String], what: String, environment: [String: String]? = nil) throws -> Report {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if let environment { process.environment = environment }
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    do { try process.run() } catch { throw ValidationError("\(what): cannot start \(executable): \(error)") }
+    // Read both pipes while the child runs (a full pipe would block it).
+    final class Box: @unchecked Sendable { var data = Data() }
+    let errBox = Box()
+    let done = DispatchSemaphore(value: 0)
+    let errHandle = err.fileHandleForReading
+    DispatchQueue.global().async {
+        errBox.data = errHandle.readDataToEndOfFile()
+        done.signal()
+    }
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    done.wait()
+    let errData = errBox.data
+    let text = String(decoding: outData, as: UTF8.self)
+    let last = text.split(separator: "\n").last.map(String.init) ?? ""
+    let object = (try? JSONSerialization.jsonObject(with: Data(last.utf8))) as? [String: Any]
+    if process.terminationStatus != 0 || object == nil || object?["error"] != nil {
+        let stderr = String(decoding: errData, as: UTF8.self).split(separator: "\n").suffix(15).joined(separator: "\n")
+        let message = (object?["error"] as? String) ?? "exit status \(process.terminationStatus)"
+        throw ValidationError("\(what) failed: \(message)\n\(stderr)")
+    }
+    return Report(object: object!)
+}
+
+/// Finds the Python that has torch (and diffusers when needed) and runs bench_peer.py commands.
+struct PeerRunner {
+    let python: String
+    let script: String
+    var environment: [String: String]?
+
+    init(python: String?, peerDir: String?, needDiffusers: Bool) throws {
+        let fm = FileManager.default
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        let dirs: [String?] = [peerDir, "benchmarks/peer", exe.deletingLastPathComponent().appendingPathComponent("../../../benchmarks/peer").standardized.path]
+        guard let dir = dirs.compactMap({ $0 }).first(where: { fm.fileExists(atPath: $0 + "/bench_peer.py") }) else {
+            throw ValidationError("benchmarks/peer/bench_peer.py not found; run from the repository root or pass --peer-dir")
+        }
+        script = URL(fileURLWithPath: dir).appendingPathComponent("bench_peer.py").standardized.path
+        let venv = (ProcessInfo.processInfo.environment["XDG_CACHE_HOME"] ?? NSHomeDirectory() + "/.cache") + "/contextdiff/bench-venv/bin/python"
+        let candidates = [python, ProcessInfo.processInfo.environment["CONTEXTDIFF_PYTHON"], venv, "/usr/bin/python3", "python3"].compactMap { $0 }
+        func works(_ p: String, _ module: String) -> Bool {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = [p, "-c", "import \(module)"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            guard (try? process.run()) != nil else { return false }
+            process.waitUntilExit()
+            return process.terminationStatus == 0
+        }
+        let explicit = python ?? ProcessInfo.processInfo.environment["CONTEXTDIFF_PYTHON"]
+        let pool = explicit.map { [$0] } ?? candidates
+        guard let found = pool.first(where: { works($0, "torch") }) else {
+            throw ValidationError(
+                "no Python with torch found (tried \(pool.joined(separator: ", "))); install python3-torch (scripts/setup.sh) or pass --python")
+        }
+        if needDiffusers, !works(found, "diffusers") {
+            throw ValidationError(
+                "\(found) has torch but not diffusers; run scripts/setup-benchmark.sh (or pass --skip-diffusers)")
+        }
+        self.python = found
+    }
+
+    func run(_ arguments: [String]) throws -> Report {
+        try runJSON(
+            executable: "/usr/bin/env", arguments: [python, script] + arguments, what: "python peer \(arguments.first ?? "")",
+            environment: environment)
     }
 }

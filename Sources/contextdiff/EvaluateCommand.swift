@@ -105,6 +105,7 @@ struct EvaluateCommand: ParsableCommand {
 
     func run() throws {
         Torch.numThreads = threads
+        Torch.keepFreedTensorMemory()
         guard let modelURL = model.map({ URL(fileURLWithPath: $0) }) ?? defaultModelDirectory() else {
             throw ValidationError("no model given and no shipped model found; pass --model DIR")
         }

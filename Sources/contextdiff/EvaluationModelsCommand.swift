@@ -115,6 +115,7 @@ struct EvaluatorTrainCommand: ParsableCommand {
     func run() throws {
         guard threads >= 1, checkImages >= 2 else { throw ValidationError("--threads ≥ 1 and --check-images ≥ 2 required") }
         Torch.numThreads = threads
+        Torch.keepFreedTensorMemory()
         var config = EvaluatorTrainingConfig()
         if let steps { config.steps = steps }
         if let batchSize { config.batchSize = batchSize }
@@ -202,6 +203,7 @@ struct ClipTrainCommand: ParsableCommand {
     func run() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         Torch.numThreads = threads
+        Torch.keepFreedTensorMemory()
         var config = ContrastiveTrainingConfig()
         if let steps { config.steps = steps }
         if let batchSize { config.batchSize = batchSize }

@@ -166,6 +166,7 @@ struct TrainCommand: ParsableCommand {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         let settings = try distributed.resolve()
         Torch.numThreads = threads
+        Torch.keepFreedTensorMemory()
         var recipe = try recipe()
         guard let settings else { return try train(recipe: recipe, resume: !noResume, group: nil) }
         guard recipe.training.batchSize % settings.worldSize == 0 else {

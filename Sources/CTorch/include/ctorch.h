@@ -129,6 +129,10 @@ ct_tensor ct_matmul(ct_tensor a, ct_tensor b);
 ct_tensor ct_bmm(ct_tensor a, ct_tensor b);
 ct_tensor ct_baddbmm(ct_tensor input, ct_tensor a, ct_tensor b, double beta, double alpha);
 ct_tensor ct_linear(ct_tensor x, ct_tensor w, ct_tensor b /* nullable */);
+/* The same y = x Wᵀ + b, computed (float32 CPU, >= 256 rows) as a oneDNN 1×1 convolution over a
+   channels-last view of x ([rows, C] viewed as [B, C, N, 1]); other inputs fall back to ct_linear.
+   Differentiable; no copy when x is contiguous. */
+ct_tensor ct_linear_conv(ct_tensor x, ct_tensor w, ct_tensor b /* nullable */);
 int ct_eigh(ct_tensor t, ct_tensor *eigenvalues, ct_tensor *eigenvectors);
 
 /* neural-network kernels */
@@ -191,6 +195,8 @@ void ct_inference_mode_exit(ct_guard g);
 void ct_set_num_threads(int64_t n);
 int64_t ct_get_num_threads(void);
 const char *ct_parallel_info(void);
+/* glibc malloc: keep freed buffers up to 32 MiB in the heap (no munmap/trim churn); 1 on success */
+int ct_keep_freed_memory(void);
 
 /* c10d: TCPStore + ProcessGroupGloo */
 ct_store ct_store_new(const char *host, uint16_t port, int64_t world_size, bool is_master,

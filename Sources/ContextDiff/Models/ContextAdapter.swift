@@ -71,7 +71,7 @@ public final class ContextBlock: Module {
     func callAsFunction(_ x: Tensor, context: TextCondition, frames: Int? = nil) throws -> Tensor {
         var h = try x + selfAttention(norm1(x))
         if let temporal, let frames { h = try temporal(h, frames: frames) }
-        h = try h + crossAttention(norm2(h), context: context.tokens, keyMask: context.mask)
+        h = try h + crossAttention(norm2(h), context: context.tokens, keyMask: context.mask, cache: context.attentionCache)
         return try h + mlp2(mlp1(norm3(h)).gelu())
     }
 }

@@ -47,6 +47,10 @@ public struct TextCondition {
     public var mask: Tensor
     /// `[B, D]` sentence vector.
     public var pooled: Tensor
+    /// Projected keys and values of `tokens` per cross-attention layer, reused across calls
+    /// (sampling: the condition is the same at every step). Only for a condition that is used
+    /// unchanged with fixed weights; conditions derived from this one start without a cache.
+    public var attentionCache: AttentionContextCache?
 
     public init(tokens: Tensor, mask: Tensor, pooled: Tensor) throws {
         let t = tokens.shape, m = mask.shape, p = pooled.shape
@@ -56,6 +60,13 @@ public struct TextCondition {
         self.tokens = tokens
         self.mask = mask
         self.pooled = pooled
+    }
+
+    /// This condition with a fresh ``attentionCache`` (for a sampling run with fixed weights).
+    public func cachingAttention() -> TextCondition {
+        var c = self
+        c.attentionCache = AttentionContextCache()
+        return c
     }
 
     public var batchSize: Int { tokens.shape[0] }

@@ -175,7 +175,8 @@ public final class SpatialTransformer: Module {
         }
         if let crossAttention, let norm2 {
             h = try h + crossAttention(
-                norm2(h), context: context.tokens, keyMask: context.mask, editWeights: hook(.crossAttention))
+                norm2(h), context: context.tokens, keyMask: context.mask, editWeights: hook(.crossAttention),
+                cache: context.attentionCache)
         }
         h = try h + ff2(ff1(norm3(h)).gelu())
         if let temporal, let video { h = try temporal(h, frames: video.frames) }

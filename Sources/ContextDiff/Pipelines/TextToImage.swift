@@ -95,6 +95,31 @@ public final class TextToImagePipeline {
 
     /// The sampler an options value selects, for this model.
     public func sampler(for options: GenerationOptions) throws -> any DiffusionSampler {
+        try Self.sampler(for: options, model: model)
+    }
+
+    /// Generates `imagesPerPrompt` images for each prompt: `[N, C, H, W]` in [-1, 1], grouped
+    /// by prompt. `progress(step, total)` may return false to cancel.
+    public func generate(
+        prompts: [String], options: GenerationOptions, progress: ((Int, Int) -> Bool)? = nil
+    ) throws -> Tensor {
+        warnings = []
+        guard !prompts.isEmpty, prompts.allSatisfy({ !$0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }) else {
+            throw PipelineError.emptyPrompt
+        }
+        try options.validate(trainTimesteps: model.schedule.config.trainTimesteps)
+        model.train(false)
+        return try Torch.withInferenceMode {
+            let conditional = try condition(for: prompts).repeated(options.imagesPerPrompt)
+            let negative = try condition(for: [options.negativePrompt ?? ""])
+            let unconditional = try negative.repeated(conditional.batchSize)
+            return try Self.sample(
+                model: model, conditional: conditional, unconditional: unconditional, options: options, progress: progress)
+        }
+    }
+
+    /// The sampler an options value selects for `model`.
+    public static func sampler(for options: GenerationOptions, model: ContextDiffModel) throws -> any DiffusionSampler {
         let processing: X0Processing = options.dynamicThresholding ? .imagenThreshold : .diffusersDefault
         let prediction = model.unet.config.prediction
         switch options.sampler {
@@ -109,24 +134,27 @@ public final class TextToImagePipeline {
         }
     }
 
-    /// Generates `imagesPerPrompt` images for each prompt: `[N, C, H, W]` in [-1, 1], grouped
-    /// by prompt. `progress(step, total)` may return false to cancel.
-    public func generate(
-        prompts: [String], options: GenerationOptions, progress: ((Int, Int) -> Bool)? = nil
+    /// The sampling loop of ``generate(prompts:options:progress:)`` for already encoded conditions
+    /// (one row per image; `unconditional` is the negative or empty caption, same batch): seeded
+    /// x_T, then every step calls the U-Net once on the doubled batch (classifier-free guidance)
+    /// and, for ContextDiff, the adapter once on the guided x̂0 at both levels of the step.
+    /// Runs in inference mode. Text-side work that is the same in every step (the cross-attention
+    /// keys and values of the tokens) is computed once, before the loop.
+    public static func sample(
+        model: ContextDiffModel, conditional: TextCondition, unconditional: TextCondition, options: GenerationOptions,
+        progress: ((Int, Int) -> Bool)? = nil
     ) throws -> Tensor {
-        warnings = []
-        guard !prompts.isEmpty, prompts.allSatisfy({ !$0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }) else {
-            throw PipelineError.emptyPrompt
-        }
         try options.validate(trainTimesteps: model.schedule.config.trainTimesteps)
-        let sampler = try sampler(for: options)
+        let batch = conditional.batchSize
+        guard unconditional.batchSize == batch else {
+            throw PipelineError.invalidOption(
+                "unconditional batch \(unconditional.batchSize) differs from the conditional batch \(batch)")
+        }
+        let sampler = try sampler(for: options, model: model)
         model.train(false)
         return try Torch.withInferenceMode {
-            let conditional = try condition(for: prompts).repeated(options.imagesPerPrompt)
-            let batch = conditional.batchSize
-            let negative = try condition(for: [options.negativePrompt ?? ""])
-            let unconditional = try negative.repeated(batch)
-            let both = try TextCondition.concatenate(unconditional, conditional)
+            let both = try TextCondition.concatenate(unconditional, conditional).cachingAttention()
+            let conditional = conditional.cachingAttention()
             let guidance = options.guidance
             let unet = model.unet
             let denoiser: Denoiser = { x, t in
@@ -138,8 +166,8 @@ public final class TextToImagePipeline {
                 let u = try out.slice(dim: 0, 0, batch), c = try out.slice(dim: 0, batch, 2 * batch)
                 return try u + (c - u) * guidance
             }
-            let context: (any ContextBias)? = (options.useContext ? model.adapter : nil).map { adapter in
-                AdapterContext(adapter: adapter, condition: conditional)
+            let context: (any ContextBias)? = try (options.useContext ? model.adapter : nil).map { adapter in
+                try AdapterContext(adapter: adapter, condition: conditional)
             }
             let c = model.unet.config
             let generator = Generator(seed: options.seed)
@@ -154,10 +182,17 @@ public final class TextToImagePipeline {
 public struct AdapterContext: ContextBias {
     public let adapter: ContextAdapter
     public let condition: TextCondition
+    /// The condition stacked twice, for the batched call at a step's two levels.
+    let doubled: TextCondition
 
-    public init(adapter: ContextAdapter, condition: TextCondition) {
+    /// `condition` may carry an ``TextCondition/attentionCache``; the doubled condition of the
+    /// batched two-level call gets its own.
+    public init(adapter: ContextAdapter, condition: TextCondition) throws {
         self.adapter = adapter
         self.condition = condition
+        var doubled = try TextCondition.concatenate(condition, condition)
+        if condition.attentionCache != nil { doubled = doubled.cachingAttention() }
+        self.doubled = doubled
     }
 
     public func context(x0: Tensor, timestep: Int) throws -> Tensor {
@@ -170,8 +205,7 @@ public struct AdapterContext: ContextBias {
         let t = try Tensor.cat([
             Tensor.full([b], value: Double(timesteps.0), dtype: .int64), Tensor.full([b], value: Double(timesteps.1), dtype: .int64),
         ])
-        let both = try TextCondition.concatenate(condition, condition)
-        let out = try adapter(Tensor.cat([x0, x0]), timesteps: t, condition: both)
+        let out = try adapter(Tensor.cat([x0, x0]), timesteps: t, condition: doubled)
         return (try out.slice(dim: 0, 0, b), try out.slice(dim: 0, b, 2 * b))
     }
 }

@@ -1,0 +1,73 @@
+import NN
+import TestSupport
+import Testing
+import Torch
+
+@Suite("Kernels: the fast paths equal the reference ones")
+struct KernelTests {
+    @Test(arguments: [[600, 64], [4, 256, 64], [2, 3, 70, 64], [100, 64], [3, 5, 64]])
+    func linearViaConvolutionEqualsLinear(shape: [Int]) throws {
+        let g = Generator(seed: 3)
+        let x = try Tensor.randn(shape, generator: g)
+        let w = try Tensor.randn([48, 64], generator: g), b = try Tensor.randn([48], generator: g)
+        let fast = try x.linearViaConvolution(weight: w, bias: b)
+        #expect(fast.shape == Array(shape.dropLast()) + [48])
+        #expect(try TestSupport.maxAbsDiff(fast, x.linear(weight: w, bias: b)) < 1e-4)
+        #expect(try TestSupport.maxAbsDiff(x.linearViaConvolution(weight: w, bias: nil), x.linear(weight: w, bias: nil)) < 1e-4)
+    }
+
+    @Test func linearViaConvolutionGradientsEqualLinear() throws {
+        let g = Generator(seed: 4)
+        let x0 = try Tensor.randn([4, 128, 32], generator: g)
+        let w0 = try Tensor.randn([16, 32], generator: g), b0 = try Tensor.randn([16], generator: g)
+        func grads(_ fast: Bool) throws -> [Tensor] {
+            let x = try x0.detached().to(.float32).requiringGrad(), w = try (w0 * 1.0).detached().requiringGrad()
+            let b = try (b0 * 1.0).detached().requiringGrad()
+            let y = fast ? try x.linearViaConvolution(weight: w, bias: b) : try x.linear(weight: w, bias: b)
+            try (y * y).sum().backward()
+            return [x.grad!, w.grad!, b.grad!]
+        }
+        for (a, b) in zip(try grads(true), try grads(false)) { #expect(try TestSupport.maxAbsDiff(a, b) < 1e-3) }
+    }
+
+    @Test(arguments: [false, true])
+    func fusedAttentionEqualsReference(cross: Bool) throws {
+        Torch.manualSeed(5)
+        let attention = try MultiHeadAttention(queryDim: 32, contextDim: cross ? 24 : nil, heads: 4)
+        let g = Generator(seed: 6)
+        let x = try Tensor.randn([3, 20, 32], generator: g)
+        let context = cross ? try Tensor.randn([3, 7, 24], generator: g) : nil
+        let m = cross ? 7 : 20
+        let mask = try Tensor((0..<(3 * m)).map { $0 % m < 2 + $0 / m * 2 }, shape: [3, m])
+        for keyMask in [nil, mask] {
+            let reference = try attention.attend(x, context: context, keyMask: keyMask, fused: false)
+            #expect(try TestSupport.maxAbsDiff(attention.attend(x, context: context, keyMask: keyMask, fused: true), reference) < 1e-5)
+        }
+        if !cross {
+            let reference = try attention.attend(x, causal: true, fused: false)
+            #expect(try TestSupport.maxAbsDiff(attention.attend(x, causal: true, fused: true), reference) < 1e-5)
+        } else {
+            // The cache returns the keys and values of the first call for the same context.
+            let cache = AttentionContextCache()
+            let first = try attention.attend(x, context: context, keyMask: mask, cache: cache, fused: true)
+            let second = try attention.attend(x * 0.5, context: context, keyMask: mask, cache: cache, fused: true)
+            #expect(try TestSupport.maxAbsDiff(first, attention.attend(x, context: context, keyMask: mask, fused: false)) < 1e-5)
+            #expect(try TestSupport.maxAbsDiff(second, attention.attend(x * 0.5, context: context, keyMask: mask, fused: false)) < 1e-5)
+        }
+    }
+
+    @Test func fusedAttentionGradientsEqualReference() throws {
+        Torch.manualSeed(7)
+        let attention = try MultiHeadAttention(queryDim: 16, contextDim: 12, heads: 2)
+        for p in attention.parameters() { try p.requiringGrad() }
+        let g = Generator(seed: 8)
+        let x = try Tensor.randn([2, 9, 16], generator: g), c = try Tensor.randn([2, 5, 12], generator: g)
+        let mask = try Tensor([true, true, true, false, false, true, true, true, true, true], shape: [2, 5])
+        func grads(_ fused: Bool) throws -> [Tensor] {
+            try attention.zeroGrad()
+            try attention.attend(x, context: c, keyMask: mask, fused: fused).square().sum().backward()
+            return try attention.parameters().map { try $0.grad! * 1.0 }
+        }
+        for (a, b) in zip(try grads(true), try grads(false)) { #expect(try TestSupport.maxAbsDiff(a, b) < 1e-4) }
+    }
+}
