@@ -30,10 +30,12 @@ struct CLI {
         return p
     }
 
-    static func run(_ arguments: [String]) throws -> Result {
+    /// Runs the binary to the end, with `environment` added to this process's.
+    static func run(_ arguments: [String], environment extra: [String: String] = [:]) throws -> Result {
         let p = Process()
         p.executableURL = binary
         p.arguments = arguments
+        if !extra.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(extra) { $1 } }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

@@ -1,33 +1,6 @@
 import Foundation
 import Testing
 
-extension CLI {
-    /// Runs the binary with extra environment variables (stdout and stderr drained concurrently).
-    static func run(_ arguments: [String], environment extra: [String: String]) throws -> Result {
-        let p = Process()
-        p.executableURL = binary
-        p.arguments = arguments
-        p.environment = ProcessInfo.processInfo.environment.merging(extra) { $1 }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        final class Box: @unchecked Sendable { var data = Data() }
-        let errBox = Box()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async {
-            errBox.data = err.fileHandleForReading.readDataToEndOfFile()
-            group.leave()
-        }
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        p.waitUntilExit()
-        return Result(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                      stderr: String(decoding: errBox.data, as: UTF8.self))
-    }
-}
-
 @Suite("VideoCLITests: contextdiff edit-video and dataset video", .serialized)
 struct VideoCLITests {
     @Test func editVideoWritesMp4GifAndStripAndRejectsBadInput() throws {
