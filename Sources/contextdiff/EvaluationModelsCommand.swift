@@ -77,6 +77,50 @@ final class PhaseProgress {
     }
 }
 
+/// The training settings both evaluation models share (``EvaluatorTrainingConfig`` and
+/// ``ContrastiveTrainingConfig``).
+protocol RenderTrainingSettings {
+    var steps: Int { get set }
+    var batchSize: Int { get set }
+    var datasetSize: Int { get set }
+    var learningRate: Double { get set }
+    var minLearningRate: Double { get set }
+    var seed: UInt64 { get set }
+    func validate() throws
+}
+
+extension EvaluatorTrainingConfig: RenderTrainingSettings {}
+extension ContrastiveTrainingConfig: RenderTrainingSettings {}
+
+/// The flags of `evaluator train` and `clip train`; a flag not given keeps the config's default.
+struct RenderTrainingOptions: ParsableArguments {
+    @Option(help: "Training steps.") var steps: Int?
+    @Option(help: "Batch size (for the contrastive model also the number of InfoNCE negatives).") var batchSize: Int?
+    @Option(help: "Renders drawn up front.") var datasetSize: Int?
+    @Option(help: "Peak learning rate.") var learningRate: Double?
+    @Option(help: "Seed of initialisation, batches and augmentation.") var seed: UInt64?
+    @Option(help: "Intra-op threads (use 1 when other jobs keep the cores busy).")
+    var threads = ProcessInfo.processInfo.activeProcessorCount
+
+    /// `defaults` with the given flags applied and validated; sets up the thread count too.
+    func configured<C: RenderTrainingSettings>(_ defaults: C) throws -> C {
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        Torch.numThreads = threads
+        Torch.keepFreedTensorMemory()
+        var config = defaults
+        if let steps { config.steps = steps }
+        if let batchSize { config.batchSize = batchSize }
+        if let datasetSize { config.datasetSize = datasetSize }
+        if let learningRate {
+            config.learningRate = learningRate
+            config.minLearningRate = min(config.minLearningRate, learningRate)
+        }
+        if let seed { config.seed = seed }
+        do { try config.validate() } catch { throw ValidationError("\(error)") }
+        return config
+    }
+}
+
 // MARK: - contextdiff evaluator
 
 struct EvaluatorCommand: ParsableCommand {
@@ -103,29 +147,12 @@ struct EvaluatorTrainCommand: ParsableCommand {
 
     @Option(name: .shortAndLong, help: "Output model folder (the default location is models/evaluator).")
     var output: String = "models/evaluator"
-    @Option(help: "Training steps.") var steps: Int?
-    @Option(help: "Batch size.") var batchSize: Int?
-    @Option(help: "Renders drawn up front.") var datasetSize: Int?
-    @Option(help: "Peak learning rate.") var learningRate: Double?
-    @Option(help: "Seed of initialisation, batches and augmentation.") var seed: UInt64?
+    @OptionGroup var training: RenderTrainingOptions
     @Option(help: "Held-out renders to check the accuracy on.") var checkImages = 2000
-    @Option(help: "Intra-op threads (use 1 when other jobs keep the cores busy).")
-    var threads = ProcessInfo.processInfo.activeProcessorCount
 
     func run() throws {
-        guard threads >= 1, checkImages >= 2 else { throw ValidationError("--threads ≥ 1 and --check-images ≥ 2 required") }
-        Torch.numThreads = threads
-        Torch.keepFreedTensorMemory()
-        var config = EvaluatorTrainingConfig()
-        if let steps { config.steps = steps }
-        if let batchSize { config.batchSize = batchSize }
-        if let datasetSize { config.datasetSize = datasetSize }
-        if let learningRate {
-            config.learningRate = learningRate
-            config.minLearningRate = min(config.minLearningRate, learningRate)
-        }
-        if let seed { config.seed = seed }
-        do { try config.validate() } catch { throw ValidationError("\(error)") }
+        guard checkImages >= 2 else { throw ValidationError("--check-images must be at least 2") }
+        let config = try training.configured(EvaluatorTrainingConfig())
         let out = URL(fileURLWithPath: output)
         let started = Date()
         let progress = PhaseProgress()
@@ -192,28 +219,10 @@ struct ClipTrainCommand: ParsableCommand {
 
     @Option(name: .shortAndLong, help: "Output model folder (the default location is models/clip).")
     var output: String = "models/clip"
-    @Option(help: "Training steps.") var steps: Int?
-    @Option(help: "Batch size (the negatives of InfoNCE).") var batchSize: Int?
-    @Option(help: "Renders drawn up front.") var datasetSize: Int?
-    @Option(help: "Peak learning rate.") var learningRate: Double?
-    @Option(help: "Seed of initialisation, batches and augmentation.") var seed: UInt64?
-    @Option(help: "Intra-op threads (use 1 when other jobs keep the cores busy).")
-    var threads = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var training: RenderTrainingOptions
 
     func run() throws {
-        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
-        Torch.numThreads = threads
-        Torch.keepFreedTensorMemory()
-        var config = ContrastiveTrainingConfig()
-        if let steps { config.steps = steps }
-        if let batchSize { config.batchSize = batchSize }
-        if let datasetSize { config.datasetSize = datasetSize }
-        if let learningRate {
-            config.learningRate = learningRate
-            config.minLearningRate = min(config.minLearningRate, learningRate)
-        }
-        if let seed { config.seed = seed }
-        do { try config.validate() } catch { throw ValidationError("\(error)") }
+        let config = try training.configured(ContrastiveTrainingConfig())
         note("loading the MiniLM text encoder…")
         let encoder = try MiniLMTextEncoder()
         let out = URL(fileURLWithPath: output)
