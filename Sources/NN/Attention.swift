@@ -69,14 +69,7 @@ public final class MultiHeadAttention: Module {
         if useFused {
             return try fused(x, context: context, keyMask: keyMask, causal: causal, editWeights: editWeights, cache: cache)
         }
-        let xs = x.shape
-        guard xs.count == 3 else { throw TorchError.invalidArgument("attention input must be [batch, tokens, dim], got \(xs)") }
-        let source = context ?? x
-        let cs = source.shape
-        guard cs.count == 3, cs[0] == xs[0] else {
-            throw TorchError.invalidArgument("attention context \(cs) does not match input \(xs)")
-        }
-        let (b, n, m) = (xs[0], xs[1], cs[1])
+        let (source, b, n, m) = try Self.sizes(x, context: context)
         let q = try splitHeads(toQ(x))
         let k = try splitHeads(toK(source))
         let v = try splitHeads(toV(source))
@@ -98,6 +91,19 @@ public final class MultiHeadAttention: Module {
         let out = try weights.bmm(v)  // [B*H, N, D]
             .reshaped([b, heads, n, headDim]).permuted([0, 2, 1, 3]).reshaped([b, n, heads * headDim])
         return try toOut(out)
+    }
+
+    /// The key/value source (`context`, else `x`) and the batch, query and key counts, after
+    /// checking that both are `[batch, tokens, dim]` with the same batch.
+    private static func sizes(_ x: Tensor, context: Tensor?) throws -> (source: Tensor, b: Int, n: Int, m: Int) {
+        let xs = x.shape
+        guard xs.count == 3 else { throw TorchError.invalidArgument("attention input must be [batch, tokens, dim], got \(xs)") }
+        let source = context ?? x
+        let cs = source.shape
+        guard cs.count == 3, cs[0] == xs[0] else {
+            throw TorchError.invalidArgument("attention context \(cs) does not match input \(xs)")
+        }
+        return (source, xs[0], xs[1], cs[1])
     }
 
     /// The attention weights after `editWeights` (which must keep their shape).
@@ -139,14 +145,7 @@ public final class MultiHeadAttention: Module {
         _ x: Tensor, context: Tensor?, keyMask: Tensor?, causal: Bool, editWeights: ((Tensor) throws -> Tensor)?,
         cache: AttentionContextCache?
     ) throws -> Tensor {
-        let xs = x.shape
-        guard xs.count == 3 else { throw TorchError.invalidArgument("attention input must be [batch, tokens, dim], got \(xs)") }
-        let source = context ?? x
-        let cs = source.shape
-        guard cs.count == 3, cs[0] == xs[0] else {
-            throw TorchError.invalidArgument("attention context \(cs) does not match input \(xs)")
-        }
-        let (b, n, m) = (xs[0], xs[1], cs[1])
+        let (source, b, n, m) = try Self.sizes(x, context: context)
         let q: Tensor, k: Tensor, v: Tensor
         if context == nil {
             let qkv = try splitHeads(project(x, [toQ, toK, toV]), parts: 3)
