@@ -1,3 +1,4 @@
+import Datasets
 import Foundation
 import Torch
 
@@ -12,16 +13,20 @@ public struct VideoEditScores: Codable, Sendable, Equatable {
     /// foreground masks (pixels away from the white background), i.e. whether the object is
     /// where (and moves how) it was. 1 for a single frame pair of identical layouts.
     public var structure: Double
+    /// Evaluator alignment ("CLIP-text" read by the attribute evaluator): the fraction of frames
+    /// in which every object, colour, shape, size and the relation of the edit prompt are read
+    /// right. Nil without an evaluator, or when the prompt is not a benchmark caption.
+    public var evaluatorText: Double?
 
     enum CodingKeys: String, CodingKey {
-        case clipText = "clip_text", clipTemporal = "clip_temporal", structure
+        case clipText = "clip_text", clipTemporal = "clip_temporal", structure, evaluatorText = "evaluator_text"
     }
 }
 
 public enum VideoMetrics {
     /// Scores `edited` (`[F, 3, S, S]` in [-1, 1]) for `prompt` against `source` (same shape).
     public static func scores(
-        source: Tensor, edited: Tensor, prompt: String, scorer: ContrastiveScorer
+        source: Tensor, edited: Tensor, prompt: String, scorer: ContrastiveScorer, evaluator: AttributeEvaluator? = nil
     ) throws -> VideoEditScores {
         guard source.shape == edited.shape, edited.rank == 4, try edited.size(0) > 0 else {
             throw TorchError.invalidArgument("source \(source.shape) and edit \(edited.shape) must both be [F, 3, S, S]")
@@ -31,7 +36,18 @@ public enum VideoMetrics {
         return VideoEditScores(
             clipText: text.reduce(0, +) / Double(frames),
             clipTemporal: try temporalConsistency(edited, model: scorer.model),
-            structure: try structure(source: source, edited: edited))
+            structure: try structure(source: source, edited: edited),
+            evaluatorText: try evaluator.flatMap { try evaluatorAlignment(edited, prompt: prompt, evaluator: $0) })
+    }
+
+    /// The fraction of frames (`[F, 3, S, S]` in [-1, 1], read as 8-bit images) that the
+    /// evaluator finds fully aligned with `prompt`; nil when ``CaptionParser`` cannot read the
+    /// prompt as a benchmark caption.
+    public static func evaluatorAlignment(_ frames: Tensor, prompt: String, evaluator: AttributeEvaluator) throws -> Double? {
+        guard let spec = CaptionParser.parse(prompt) else { return nil }
+        let scenes = try evaluator.detect(RGBImage.batch(RGBImage.images(fromBatch: frames)))
+        guard !scenes.isEmpty else { return nil }
+        return Double(scenes.filter { Alignment.matches(spec, $0) }.count) / Double(scenes.count)
     }
 
     /// Mean cosine of consecutive frames' image embeddings (1 for a single frame).

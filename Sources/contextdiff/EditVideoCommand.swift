@@ -177,13 +177,15 @@ struct DatasetVideoCommand: ParsableCommand {
 struct EvaluateVideoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "evaluate-video",
-        abstract: "Score an edited video: CLIP-text, CLIP-temporal (contrastive model) and structure preservation."
+        abstract: "Score an edited video: CLIP-text (contrastive model and attribute evaluator), CLIP-temporal and structure preservation."
     )
 
     @Option(help: "The source video (mp4, gif or a folder of frames).") var source: String
     @Option(help: "The edited video (OUT.gif is lossless at the model size; OUT.mp4 works too).") var edited: String
     @Option(help: "The edit prompt.") var prompt: String
     @Option(help: "Contrastive image–text model folder (default: models/clip).") var clip: String?
+    @Option(help: "Attribute evaluator folder for the per-frame alignment (default: models/evaluator, skipped if absent).")
+    var evaluator: String?
     @Option(help: "Frames compared.") var frames = 8
     @Option(help: "Frame size the videos are read at (the contrastive model's image size).") var size = 32
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
@@ -207,15 +209,27 @@ struct EvaluateVideoCommand: ParsableCommand {
             note("note: comparing the first \(n) frames (source has \(a.frames.count), edit \(b.frames.count))")
         }
         let (scorer, _) = try loadScorer(clip, textEncoder: MiniLMTextEncoder())
+        let attributeEvaluator: AttributeEvaluator?
+        if evaluator != nil || FileManager.default.fileExists(atPath: defaultEvaluatorDirectory().appendingPathComponent(ModelFolder.configName).path) {
+            attributeEvaluator = try loadEvaluator(evaluator).0
+        } else {
+            attributeEvaluator = nil
+            note("note: no attribute evaluator at \(defaultEvaluatorDirectory().path); the evaluator alignment is skipped")
+        }
         let s = try VideoMetrics.scores(
             source: Video(frames: Array(a.frames.prefix(n))).tensor(), edited: Video(frames: Array(b.frames.prefix(n))).tensor(),
-            prompt: prompt, scorer: scorer)
+            prompt: prompt, scorer: scorer, evaluator: attributeEvaluator)
+        if attributeEvaluator != nil, s.evaluatorText == nil {
+            note("note: '\(prompt)' is not a benchmark caption; the evaluator alignment is skipped")
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             print(String(decoding: try encoder.encode(s), as: UTF8.self))
         } else {
-            print(String(format: "CLIP-text %.2f  CLIP-temporal %.4f  structure (mask IoU) %.3f", s.clipText, s.clipTemporal, s.structure))
+            var line = String(format: "CLIP-text %.2f  CLIP-temporal %.4f  structure (mask IoU) %.3f", s.clipText, s.clipTemporal, s.structure)
+            if let e = s.evaluatorText { line += String(format: "  evaluator alignment %.1f %%", 100 * e) }
+            print(line)
         }
     }
 }

@@ -118,8 +118,14 @@ struct TrainCommand: ParsableCommand {
     var imageFolder: String?
     @Option(help: "U-Net base channels.") var baseChannels: Int?
     @Option(help: "Image size (synthetic data and model).") var imageSize: Int?
+    @Flag(help: "Give the U-Net's attention layers a learned position embedding (recipe: unet.positional_embedding).")
+    var positionalEmbedding = false
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Start from scratch even if the run folder has checkpoints.") var noResume = false
+    @Option(help: ArgumentHelp(
+        "Start from a model folder's weights instead of a random initialisation (fine-tuning).",
+        discussion: "The U-Net's and, when both have one, the adapter's. Every tensor must match the recipe's networks, except position-embedding tables the source lacks, which start at zero. Ignored when resuming from a checkpoint."))
+    var initFrom: String?
     @Flag(help: "Skip the validation sample grid at checkpoints.") var noSamples = false
     @OptionGroup(title: "Data-parallel training") var distributed: DistributedOptions
 
@@ -148,6 +154,7 @@ struct TrainCommand: ParsableCommand {
         if let datasetSize { r.datasetSize = datasetSize }
         if let imageFolder { r.imageFolder = imageFolder }
         if let baseChannels { r.unet.baseChannels = baseChannels }
+        if positionalEmbedding { r.unet.positionalEmbedding = true }
         if let imageSize {
             r.unet.sampleSize = imageSize
             r.adapter?.sampleSize = imageSize
@@ -181,6 +188,30 @@ struct TrainCommand: ParsableCommand {
         } catch let TorchError.distributed(message) {
             throw DistributedTrainingError.lostPeers(rank: settings.rank, worldSize: settings.worldSize, timeout: settings.timeout, message)
         }
+    }
+
+    /// Copies a model folder's weights into freshly built networks (`--init-from`). A position
+    /// table the source lacks keeps its zero initialisation, so the network starts out computing
+    /// exactly what the source did; anything else that does not match is an error naming it.
+    func initialize(unet: UNet, adapter: ContextAdapter?, from folder: URL) throws {
+        guard FileManager.default.fileExists(atPath: folder.appendingPathComponent("unet").path) else {
+            throw ValidationError("--init-from \(folder.path): not a model folder (no unet/ inside)")
+        }
+        func weights(_ part: String) throws -> [String: Tensor]? {
+            let url = folder.appendingPathComponent(part).appendingPathComponent(ModelFolder.weightsName)
+            guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+            do { return try loadSafeTensors(url) } catch {
+                throw CheckpointError.invalidWeights(path: url.path, reason: "\(error)")
+            }
+        }
+        guard var state = try weights("unet") else {
+            throw CheckpointError.missingFile(folder.appendingPathComponent("unet/\(ModelFolder.weightsName)").path)
+        }
+        for (key, table) in unet.namedParameters() where key.hasSuffix(".pos_embed") && state[key] == nil {
+            state[key] = table
+        }
+        try unet.load(state)
+        if let adapter, let adapterState = try weights("adapter") { try adapter.load(adapterState) }
     }
 
     /// Uses the run folder's saved recipe when resuming, and saves the recipe. Rank 0 only.
@@ -232,6 +263,7 @@ struct TrainCommand: ParsableCommand {
             c.contextDim = textEncoder.width
             return try ContextAdapter(c)
         }
+        if let initFrom { try initialize(unet: unet, adapter: adapter, from: URL(fileURLWithPath: initFrom)) }
         let model = try ContextDiffModel(
             unet: unet, adapter: adapter, schedule: NoiseSchedule(recipe.schedule),
             textEncoder: TextEncoderSpec(kind: "minilm", maxTokens: recipe.maxTokens))

@@ -96,9 +96,12 @@ struct NetworkTests {
         return try JSONDecoder().decode([String: Double].self, from: Data(output.utf8))
     }
 
-    @Test(.enabled(if: peerTorchAvailable, peerTorchMissing)) func outputsMatchThePyTorchTwin() throws {
+    @Test(.enabled(if: peerTorchAvailable, peerTorchMissing), arguments: [false, true])
+    func outputsMatchThePyTorchTwin(positionalEmbedding: Bool) throws {
         Torch.manualSeed(21)
-        let unet = try UNet(TinyConfigs.unet)
+        var config = TinyConfigs.unet
+        config.positionalEmbedding = positionalEmbedding
+        let unet = try UNet(config)
         let adapter = try ContextAdapter(TinyConfigs.adapter)
         try randomize(unet, seed: 1)
         try randomize(adapter, seed: 2)
@@ -198,6 +201,38 @@ struct NetworkTests {
                 #expect(change > 1e-4, "adapter output does not depend on the \(what) (change \(change))")
             }
         }
+    }
+
+    /// Configs written before `positional_embedding` existed still load (as off); with it on,
+    /// every transformer has a zero-initialised `[1, H·W, C]` table, so a fresh model computes
+    /// exactly what the same weights without it compute.
+    @Test func positionalEmbeddingIsOptionalAndStartsAsTheIdentity() throws {
+        var json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(TinyConfigs.unet)) as! [String: Any]
+        #expect(json["positional_embedding"] as? Bool == false)
+        json["positional_embedding"] = nil
+        let old = try JSONDecoder().decode(UNetConfig.self, from: JSONSerialization.data(withJSONObject: json))
+        #expect(old == TinyConfigs.unet)
+
+        var config = TinyConfigs.unet
+        config.positionalEmbedding = true
+        Torch.manualSeed(5)
+        let with = try UNet(config)
+        let tables = with.namedParameters().filter { $0.0.hasSuffix("pos_embed") }
+        // Transformers at 16 (down), 8 (down), 8 (mid), 8 and 16 (up, two blocks each).
+        #expect(tables.map { $0.1.shape } == [[1, 256, 16], [1, 64, 32], [1, 64, 32], [1, 64, 32], [1, 64, 32], [1, 256, 16], [1, 256, 16]])
+        let without = try UNet(TinyConfigs.unet)
+        var state = with.stateDict()
+        for (key, _) in tables { state[key] = nil }
+        try without.load(state)
+        let x = try Tensor.randn([2, 3, 16, 16], generator: Generator(seed: 1))
+        let t = try Tensor([Int64(10), 700], shape: [2])
+        let c = try TinyConfigs.condition(batch: 2)
+        let (a, b) = try Torch.withNoGrad { (try with(x, timesteps: t, condition: c), try without(x, timesteps: t, condition: c)) }
+        #expect(try (a - b).abs().max().item() == 0)
+        // A non-zero table changes the output: the embedding is actually applied.
+        try Torch.withNoGrad { try tables[0].1.addInPlace(Tensor.ones(tables[0].1.shape)) }
+        let moved = try Torch.withNoGrad { try with(x, timesteps: t, condition: c) }
+        #expect(try (moved - b).abs().max().item() > 1e-3)
     }
 
     @Test func loadingVerifiesEveryTensor() throws {

@@ -173,6 +173,27 @@ struct CLITests {
         let missing = try CLI.run(["evaluate", "--model", run.path, "--checkpoint", "7", "--pixel-only", "--num-samples", "1"])
         #expect(missing.status != 0 && missing.stderr.contains("no checkpoint at step 7"), "\(missing.stderr)")
         #expect(missing.stderr.contains("4, 8, 12"))
+
+        // Fine-tuning from that model with position embeddings added: at a vanishing learning
+        // rate the new run's weights are the source's, plus zero position tables.
+        let tuned = root.appendingPathComponent("tuned")
+        let source = run.appendingPathComponent("model")
+        let fineTuned = try CLI.run(tinyTrainArguments(tuned, steps: 4) + [
+            "--config", config.path, "--init-from", source.path, "--positional-embedding", "--learning-rate", "1e-12"])
+        #expect(fineTuned.status == 0, "\(fineTuned.stderr)")
+        let before = try loadSafeTensors(source.appendingPathComponent("unet/model.safetensors"))
+        let after = try loadSafeTensors(tuned.appendingPathComponent("model/unet/model.safetensors"))
+        let tables = after.keys.filter { $0.hasSuffix(".pos_embed") }
+        #expect(!tables.isEmpty && Set(after.keys).subtracting(tables) == Set(before.keys))
+        for (key, t) in before {
+            let diff = try (t - after[key]!).abs().max().item()
+            #expect(diff < 1e-6, "\(key) moved by \(diff)")
+        }
+        let wrongWidth = try CLI.run(tinyTrainArguments(root.appendingPathComponent("wide"), steps: 4) + [
+            "--config", config.path, "--init-from", source.path, "--base-channels", "16"])
+        #expect(wrongWidth.status != 0 && wrongWidth.stderr.contains("has shape"), "\(wrongWidth.stderr)")
+        let notAModel = try CLI.run(tinyTrainArguments(root.appendingPathComponent("none"), steps: 4) + ["--init-from", root.path])
+        #expect(notAModel.status != 0 && notAModel.stderr.contains("not a model folder"), "\(notAModel.stderr)")
     }
 
     @Test func scheduleAndDoctorRun() throws {

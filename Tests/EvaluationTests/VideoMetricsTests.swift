@@ -5,6 +5,12 @@ import Testing
 import Torch
 @testable import Evaluation
 
+/// A model folder shipped in the repository's `models/`.
+private func shippedModel(_ name: String) -> URL {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("models").appendingPathComponent(name)
+}
+
 @Suite("VideoMetricsTests: CLIP-text, CLIP-temporal, structure of an edited video")
 struct VideoMetricsTests {
     @Test func stillVideosAreConsistentAndMovedObjectsLoseStructure() throws {
@@ -33,5 +39,27 @@ struct VideoMetricsTests {
         #expect(throws: (any Error).self) {
             _ = try VideoMetrics.scores(source: moving, edited: still.slice(dim: 0, 0, 2), prompt: "x", scorer: scorer)
         }
+    }
+
+    /// The evaluator's per-frame alignment, with the shipped evaluator: a benchmark video is
+    /// fully aligned with its own caption, not at all with a caption that changes the colour,
+    /// the shape, or swaps a relation, and a prompt outside the benchmark's grammar has no score.
+    @Test func evaluatorAlignmentReadsEveryFrame() throws {
+        Torch.numThreads = 1
+        let evaluator = try AttributeEvaluator.load(from: shippedModel("evaluator"))
+        let benchmark = try SyntheticBenchmark()
+        for index in 0..<12 {
+            let sample = try benchmark.video(index: index, split: .train, frames: 8)
+            let frames = try sample.video().tensor()
+            let caption = sample.caption
+            #expect(try VideoMetrics.evaluatorAlignment(frames, prompt: caption, evaluator: evaluator) == 1, "\(caption)")
+            let spec = try #require(CaptionParser.parse(caption))
+            var wrong = spec.objects
+            wrong[0].color = ObjectColor.allCases.first { $0 != spec.objects[0].color && !spec.objects.map(\.color).contains($0) }!
+            let recolored = Captions.caption(wrong, relation: spec.relation, style: wrong[0].size == nil ? .plain : .sized)
+            #expect(try VideoMetrics.evaluatorAlignment(frames, prompt: recolored, evaluator: evaluator) == 0, "\(recolored)")
+        }
+        let frames = try benchmark.video(index: 0, split: .train, frames: 2).video().tensor()
+        #expect(try VideoMetrics.evaluatorAlignment(frames, prompt: "a cat on a sofa", evaluator: evaluator) == nil)
     }
 }

@@ -160,8 +160,9 @@ class ResBlock(nn.Module):
 
 
 class SpatialTransformer(nn.Module):
-    def __init__(self, channels, heads, context_dim, groups, self_attention, cross_attention):
+    def __init__(self, channels, heads, context_dim, groups, self_attention, cross_attention, positions=None):
         super().__init__()
+        self.pos_embed = nn.Parameter(torch.zeros(1, positions, channels)) if positions else None
         self.norm = nn.GroupNorm(group_count(channels, groups), channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, channels)
         self.norm1 = nn.LayerNorm(channels) if self_attention else None
@@ -181,6 +182,8 @@ class SpatialTransformer(nn.Module):
     def forward(self, x, tokens, mask, frames=None, frame_attention="sparse-causal"):
         b, c, hh, ww = x.shape
         h = self.proj_in(self.norm(x).reshape(b, c, hh * ww).transpose(1, 2))
+        if self.pos_embed is not None:
+            h = h + self.pos_embed
         if self.attn1 is not None:
             n = self.norm1(h)
             keys = sparse_causal_keys(n, frames) if frames is not None and frame_attention == "sparse-causal" else None
@@ -212,11 +215,14 @@ class UNet(nn.Module):
         self.pooled_proj = nn.Linear(cfg["pooled_dim"], time_dim)
         self.conv_in = nn.Conv2d(cfg["in_channels"], base, 3, padding=1)
 
+        def positions(res):
+            return res * res if cfg.get("positional_embedding", False) else None
+
         def transformer(ch, res):
             sa, ca = res in cfg["attention_resolutions"], res in cfg["cross_attention_resolutions"]
             if not (sa or ca):
                 return None
-            return SpatialTransformer(ch, cfg["heads"], cfg["context_dim"], groups, sa, ca)
+            return SpatialTransformer(ch, cfg["heads"], cfg["context_dim"], groups, sa, ca, positions(res))
 
         skips, ch, res = [base], base, cfg["sample_size"]
         mults = cfg["channel_multipliers"]
@@ -238,7 +244,7 @@ class UNet(nn.Module):
             self.down.append(Level(resnets, attns, resample))
         self.mid = nn.Module()
         self.mid.resnet_1 = ResBlock(ch, ch, time_dim, groups, drop)
-        self.mid.attention = SpatialTransformer(ch, cfg["heads"], cfg["context_dim"], groups, True, True)
+        self.mid.attention = SpatialTransformer(ch, cfg["heads"], cfg["context_dim"], groups, True, True, positions(res))
         self.mid.resnet_2 = ResBlock(ch, ch, time_dim, groups, drop)
         self.up = nn.ModuleList()
         for i in reversed(range(len(mults))):

@@ -33,6 +33,10 @@ public struct UNetConfig: Codable, Sendable, Equatable {
     public var dropout = 0.0
     public var normGroups = 32
     public var prediction = PredictionTarget.sample
+    /// A learned absolute position embedding per transformer (`pos_embed`, `[1, H·W, C]`,
+    /// zero-initialised, added to the tokens after `proj_in`), so that attention knows where each
+    /// token is: "left of" has to be read against a position. Off in older configs.
+    public var positionalEmbedding = false
 
     public init() {}
 
@@ -42,6 +46,27 @@ public struct UNetConfig: Codable, Sendable, Equatable {
         case layersPerBlock = "layers_per_block", attentionResolutions = "attention_resolutions"
         case crossAttentionResolutions = "cross_attention_resolutions", heads, contextDim = "context_dim"
         case pooledDim = "pooled_dim", dropout, normGroups = "norm_groups", prediction
+        case positionalEmbedding = "positional_embedding"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        inChannels = try c.decode(Int.self, forKey: .inChannels)
+        outChannels = try c.decode(Int.self, forKey: .outChannels)
+        sampleSize = try c.decode(Int.self, forKey: .sampleSize)
+        baseChannels = try c.decode(Int.self, forKey: .baseChannels)
+        channelMultipliers = try c.decode([Int].self, forKey: .channelMultipliers)
+        layersPerBlock = try c.decode(Int.self, forKey: .layersPerBlock)
+        attentionResolutions = try c.decode([Int].self, forKey: .attentionResolutions)
+        crossAttentionResolutions = try c.decode([Int].self, forKey: .crossAttentionResolutions)
+        heads = try c.decode(Int.self, forKey: .heads)
+        contextDim = try c.decode(Int.self, forKey: .contextDim)
+        pooledDim = try c.decode(Int.self, forKey: .pooledDim)
+        dropout = try c.decode(Double.self, forKey: .dropout)
+        normGroups = try c.decode(Int.self, forKey: .normGroups)
+        prediction = try c.decode(PredictionTarget.self, forKey: .prediction)
+        // Added after the first models were shipped: absent means off.
+        positionalEmbedding = try c.decodeIfPresent(Bool.self, forKey: .positionalEmbedding) ?? false
     }
 
     /// Checks the configuration and throws a message naming the offending field.
@@ -116,13 +141,19 @@ public final class SpatialTransformer: Module {
     public let ff1: Linear
     public let ff2: Linear
     public let projOut: Linear
+    /// Learned absolute position embedding `[1, H·W, C]` (``UNetConfig/positionalEmbedding``), or nil.
+    public let posEmbed: Tensor?
     /// Temporal attention over the frames of a video (Tune-A-Video's `attn_temp`), added by
     /// ``UNet/inflate()``; nil in a 2-D model, so 2-D checkpoints keep their keys.
     public private(set) var temporal: TemporalAttention?
     /// The layer's name in attention-control sites (`down.1.attentions.0`, `mid.attention`, ...).
     public internal(set) var siteName = ""
 
-    public init(channels: Int, heads: Int, contextDim: Int, groups: Int, selfAttention: Bool, crossAttention: Bool) throws {
+    public init(
+        channels: Int, heads: Int, contextDim: Int, groups: Int, selfAttention: Bool, crossAttention: Bool,
+        positions: Int? = nil
+    ) throws {
+        posEmbed = try positions.map { try Tensor.zeros([1, $0, channels]) }
         norm = try GroupNorm(groups: groupCount(channels, preferred: groups), channels: channels, eps: 1e-6)
         projIn = try Linear(channels, channels)
         norm1 = selfAttention ? try LayerNorm(channels) : nil
@@ -143,6 +174,7 @@ public final class SpatialTransformer: Module {
         case "projOut": "proj_out"
         case "selfAttention": "attn1"
         case "crossAttention": "attn2"
+        case "posEmbed": "pos_embed"
         default: name
         }
     }
@@ -160,6 +192,12 @@ public final class SpatialTransformer: Module {
         let s = x.shape
         let (b, c, hw) = (s[0], s[1], s[2] * s[3])
         var h = try projIn(norm(x).reshaped([b, c, hw]).transposed(1, 2))  // [B, HW, C]
+        if let posEmbed {
+            guard posEmbed.shape[1] == hw else {
+                throw TorchError.invalidArgument("position embedding of \(posEmbed.shape[1]) tokens for a \(s[2])×\(s[3]) feature map (the model's sample_size is fixed)")
+            }
+            h = try h + posEmbed
+        }
         let control = video?.control
         let name = siteName
         func hook(_ kind: AttentionKind) -> ((Tensor) throws -> Tensor)? {
@@ -231,7 +269,8 @@ public final class UNet: Module {
             guard selfAttn || crossAttn else { return nil }
             return try SpatialTransformer(
                 channels: channels, heads: config.heads, contextDim: config.contextDim, groups: groups,
-                selfAttention: selfAttn, crossAttention: crossAttn)
+                selfAttention: selfAttn, crossAttention: crossAttn,
+                positions: config.positionalEmbedding ? resolution * resolution : nil)
         }
 
         var skipChannels = [base]
@@ -260,7 +299,8 @@ public final class UNet: Module {
         midResnet1 = try ResBlock(channels, channels, timeDim: timeDim, groups: groups, dropout: config.dropout)
         midAttention = try SpatialTransformer(
             channels: channels, heads: config.heads, contextDim: config.contextDim, groups: groups,
-            selfAttention: true, crossAttention: true)
+            selfAttention: true, crossAttention: true,
+            positions: config.positionalEmbedding ? resolution * resolution : nil)
         midResnet2 = try ResBlock(channels, channels, timeDim: timeDim, groups: groups, dropout: config.dropout)
 
         var upLevels: [UNetLevel] = []
