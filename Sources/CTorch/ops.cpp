@@ -1,3 +1,7 @@
+#include <dlfcn.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 #include <malloc.h>
 // The tensor part of the C ABI: creation, elementwise, reductions, linear algebra, NN kernels,
 // shape ops and autograd. Every function catches every C++ exception (see common.h).
@@ -709,13 +713,36 @@ void ct_inference_mode_exit(ct_guard g) { delete g; }
 
 // ---------------------------------------------------------------- threads
 
+// OpenBLAS (which libtorch calls for mm/bmm on this platform) keeps its own thread pool that
+// at::set_num_threads does not touch: without this, a "1-thread" process used ~190 % CPU. Looked
+// up at run time, so another BLAS (or none) simply leaves it out.
+typedef void (*blas_set_threads_fn)(int);
+typedef int (*blas_get_threads_fn)(void);
+
 void ct_set_num_threads(int64_t n) {
   try {
-    if (n > 0) at::set_num_threads((int)n);
+    if (n > 0) {
+      at::set_num_threads((int)n);
+      if (auto f = (blas_set_threads_fn)dlsym(RTLD_DEFAULT, "openblas_set_num_threads")) f((int)n);
+    }
   } catch (...) {
   }
 }
+int64_t ct_get_blas_threads(void) {
+  auto f = (blas_get_threads_fn)dlsym(RTLD_DEFAULT, "openblas_get_num_threads");
+  return f ? (int64_t)f() : -1;
+}
 int64_t ct_get_num_threads(void) { return at::get_num_threads(); }
+
+int ct_exit_with_parent(int64_t parent) {
+#if defined(__linux__)
+  if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) return -1;
+  // The parent may have died before the request was made: then no signal will ever come.
+  return getppid() == (pid_t)parent ? 1 : 0;
+#else
+  return -1;
+#endif
+}
 
 int ct_keep_freed_memory(void) {
 #if defined(__GLIBC__)

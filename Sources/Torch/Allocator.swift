@@ -14,3 +14,14 @@ extension Torch {
         ct_keep_freed_memory() == 1
     }
 }
+
+extension Torch {
+    /// Makes this process receive SIGTERM when its parent exits (Linux `PR_SET_PDEATHSIG`), so
+    /// that workers started by a launcher do not outlive it when it is killed. Returns false when
+    /// `parent` is no longer this process's parent (it died before the request) or the platform
+    /// lacks the mechanism; the caller decides what to do then.
+    @discardableResult
+    public static func exitWithParent(_ parent: Int32) -> Bool {
+        ct_exit_with_parent(Int64(parent)) == 1
+    }
+}

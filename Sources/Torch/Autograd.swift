@@ -73,10 +73,17 @@ public enum Torch {
     /// such as weight initialisation).
     public static func manualSeed(_ seed: UInt64) { ct_manual_seed(seed) }
 
-    /// The number of intra-op threads libtorch uses.
+    /// The number of intra-op threads libtorch uses. Setting it sets OpenBLAS's own thread
+    /// pool to the same count (``blasThreads``), which libtorch's setting does not reach.
     public static var numThreads: Int {
         get { Int(ct_get_num_threads()) }
         set { ct_set_num_threads(Int64(newValue)) }
+    }
+
+    /// OpenBLAS's thread count, or nil when the BLAS libtorch uses is not OpenBLAS.
+    public static var blasThreads: Int? {
+        let n = ct_get_blas_threads()
+        return n < 0 ? nil : Int(n)
     }
 
     /// libtorch's description of its parallel backends (OpenMP, MKL-DNN, BLAS threads).

@@ -59,6 +59,9 @@ struct LaunchCommand: ParsableCommand {
         }
     }
 
+    /// Set for each rank to the launcher's pid; `train` asks to be stopped when that process exits.
+    static let launcherVariable = "CONTEXTDIFF_LAUNCHER_PID"
+
     func run() throws {
         let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
         let port = try masterPort ?? (nnodes == 1 ? freeLocalPort() : 29500)
@@ -88,6 +91,9 @@ struct LaunchCommand: ParsableCommand {
             environment["WORLD_SIZE"] = String(worldSize)
             environment["LOCAL_RANK"] = String(local)
             environment["LOCAL_WORLD_SIZE"] = String(nproc)
+            // A rank exits with its launcher (SIGTERM from the kernel), even when the launcher is
+            // SIGKILLed and cannot stop it.
+            environment[Self.launcherVariable] = String(getpid())
             process.environment = environment
             if rank != 0 {
                 // Rank 0 keeps the terminal; the others' lines are prefixed.

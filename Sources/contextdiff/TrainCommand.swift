@@ -172,6 +172,10 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         let settings = try distributed.resolve()
+        if let text = ProcessInfo.processInfo.environment[LaunchCommand.launcherVariable], let launcher = Int32(text),
+           !Torch.exitWithParent(launcher) {
+            throw ValidationError("the launcher (pid \(launcher)) exited before this rank started")
+        }
         Torch.numThreads = threads
         Torch.keepFreedTensorMemory()
         var recipe = try recipe()

@@ -163,15 +163,13 @@ struct DistributedTrainingTests {
         if fault == .freezeRank1 { #expect(elapsed >= 4, "a silent peer should be given --dist-timeout (5 s), gave up after \(elapsed) s") }
     }
 
-    /// `launch` stops the remaining ranks when one dies and names the rank that failed.
-    @Test func launchStopsEveryRankWhenOneDies() throws {
-        let root = try scratchDirectory()
-        defer { try? FileManager.default.removeItem(at: root) }
+    /// Starts `launch` with two ranks of a long tiny run and waits until they train; returns the
+    /// launcher and the ranks' pids.
+    private func launchTraining(_ root: URL) throws -> (launcher: RankProcess, ranks: [Int32]) {
         let run = root.appendingPathComponent("run")
         let launcher = try RankProcess(
             ["launch", "--nproc", "2", "--"] + tinyTrainArguments(run, steps: 100_000) + ["--dist-timeout", "20"],
             log: root.appendingPathComponent("launch.log"))
-        defer { if launcher.process.isRunning { kill(launcher.process.processIdentifier, SIGKILL) } }
         func pid(_ rank: Int) -> Int32? {
             guard let line = launcher.output.split(separator: "\n").first(where: { $0.contains("rank \(rank) of 2 started (pid ") }),
                   let number = line.split(separator: " ").last?.dropLast() else { return nil }
@@ -180,16 +178,43 @@ struct DistributedTrainingTests {
         let training = waitUntil(90) {
             FileManager.default.fileExists(atPath: run.appendingPathComponent("log.jsonl").path) || !launcher.process.isRunning
         }
+        if !(training && launcher.process.isRunning), launcher.process.isRunning { kill(launcher.process.processIdentifier, SIGKILL) }
         try #require(training && launcher.process.isRunning, "training did not start: \(launcher.output)")
-        let rank0 = try #require(pid(0)), rank1 = try #require(pid(1))
+        return (launcher, [try #require(pid(0)), try #require(pid(1))])
+    }
 
-        kill(rank1, SIGKILL)
+    /// `launch` stops the remaining ranks when one dies and names the rank that failed.
+    @Test func launchStopsEveryRankWhenOneDies() throws {
+        let root = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let (launcher, ranks) = try launchTraining(root)
+        defer { if launcher.process.isRunning { kill(launcher.process.processIdentifier, SIGKILL) } }
+
+        kill(ranks[1], SIGKILL)
         let started = Date()
         #expect(launcher.waitForExit(within: 30))
         #expect(Date().timeIntervalSince(started) < 30)
         #expect(launcher.process.terminationReason == .exit && launcher.process.terminationStatus != 0)
         #expect(launcher.output.contains("rank 1 was killed by signal 9 (SIGKILL)"), "\(launcher.output)")
-        #expect(kill(rank0, 0) != 0, "rank 0 is still running")
+        #expect(kill(ranks[0], 0) != 0, "rank 0 is still running")
+    }
+
+    /// A SIGKILLed launcher cannot stop its ranks itself; the kernel does (PR_SET_PDEATHSIG), so
+    /// no orphaned rank goes on training.
+    @Test func ranksDieWithAKilledLauncher() throws {
+        let root = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let (launcher, ranks) = try launchTraining(root)
+        defer { for pid in ranks { kill(pid, SIGKILL) } }
+        kill(launcher.process.processIdentifier, SIGKILL)
+        #expect(launcher.waitForExit(within: 10))
+        // Orphans are re-parented; where nobody reaps them they linger as zombies, which count as gone.
+        func running(_ pid: Int32) -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+        }
+        #expect(waitUntil(20) { !ranks.contains(where: running) }, "orphaned ranks still running: \(ranks)")
     }
 
     /// Bad settings fail fast with a message that says what is wrong.

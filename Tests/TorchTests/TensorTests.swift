@@ -178,6 +178,11 @@ struct TensorTests {
         let before = Torch.numThreads
         Torch.numThreads = 2
         #expect(Torch.numThreads == 2)
+        // OpenBLAS's own pool follows (the project's set-up installs libopenblas0-pthread; without
+        // it matmul is ~20× slower, so its absence is a failure here too).
+        #expect(Torch.blasThreads == 2, "OpenBLAS not found or not following --threads")
+        Torch.numThreads = 1
+        #expect(Torch.blasThreads == 1)
         Torch.numThreads = before
         #expect(Torch.parallelInfo.contains("ATen"))
     }

@@ -193,6 +193,11 @@ void ct_inference_mode_exit(ct_guard g);
 
 /* threads */
 void ct_set_num_threads(int64_t n);
+/// OpenBLAS's own thread count, or -1 when the BLAS in use is not OpenBLAS.
+int64_t ct_get_blas_threads(void);
+/// Asks the kernel to send this process SIGTERM when its parent exits (Linux). Returns 1 when
+/// armed and `parent` is still the parent, 0 when the parent is already gone, -1 if unsupported.
+int ct_exit_with_parent(int64_t parent);
 int64_t ct_get_num_threads(void);
 const char *ct_parallel_info(void);
 /* glibc malloc: keep freed buffers up to 32 MiB in the heap (no munmap/trim churn); 1 on success */
