@@ -1,56 +1,94 @@
 #!/usr/bin/env bash
 # The paper's Table 2 analogue on synthetic benchmark videos: ContextDiff vs FateZero-like vs
-# Tune-A-Video-like editing, same model, same tuning budget, several seeds; CLIP-text and
-# CLIP-temporal with the project's contrastive image–text model, and structure preservation.
+# Tune-A-Video-like editing, same tuning budget, several seeds. ContextDiff edits with a model
+# trained with the adapter; the two baselines edit with a model trained without it (r_φ ≡ 0) for
+# the same steps, as each method would be used. Scores: CLIP-text by the contrastive model and by
+# the attribute evaluator (fraction of frames read fully right), CLIP-temporal, and structure
+# preservation (foreground-mask IoU with the source, frame by frame).
 #
-#   scripts/video_table2.sh MODEL_DIR CLIP_DIR OUT_DIR [SEEDS] [TUNE_STEPS]
+#   scripts/video_table2.sh CONTEXTDIFF_MODEL BASELINE_MODEL OUT_DIR [SEEDS] [TUNE_STEPS]
 #
-# Each line of the edit list is "<synthetic index>|<source caption>|<target prompt>"; the source
-# caption must be the benchmark's caption of that index (`contextdiff dataset video` prints it).
-# Writes OUT_DIR/scores.jsonl (one line per edit) and prints mean ± std per method.
+# Environment: CONTEXTDIFF (binary, default .build/release/contextdiff), THREADS (default 1),
+# CLIP and EVALUATOR (model folders, default models/clip and models/evaluator).
+# Each edit is "<synthetic index>|<kind>|<source caption>|<target prompt>"; the source caption is
+# the benchmark's caption of that index (`contextdiff dataset video --index N` prints it).
+# Writes OUT_DIR/scores.jsonl (one line per edit, method and seed; a rerun skips lines already
+# there) and prints mean ± std per method, overall and per kind.
 set -euo pipefail
-MODEL=${1:?model folder}
-CLIP=${2:?contrastive model folder}
+CD_MODEL=${1:?ContextDiff model folder}
+BASE_MODEL=${2:?baseline model folder}
 OUT=${3:?output folder}
 SEEDS=${4:-"0 1 2"}
 TUNE=${5:-50}
-BIN=${CONTEXTDIFF:-.build/debug/contextdiff}
+BIN=${CONTEXTDIFF:-.build/release/contextdiff}
 THREADS=${THREADS:-1}
+CLIP=${CLIP:-models/clip}
+EVALUATOR=${EVALUATOR:-models/evaluator}
 EDITS=(
-  "1|an orange square|a blue circle"
-  "1|an orange square|a green square"
+  "1|colour|an orange square|a blue square"
+  "16|colour|a purple square on a white background|a red square on a white background"
+  "25|colour|a green triangle|a yellow triangle"
+  "6|colour|a green diamond below a blue diamond|a red diamond below a blue diamond"
+  "11|object|a yellow square|a yellow circle"
+  "13|object|a yellow triangle on a white background|a yellow square on a white background"
+  "22|object|a photo of a blue diamond|a photo of a blue triangle"
+  "21|object|a blue triangle above an orange square|a blue circle above an orange square"
+  "12|size|a small red square|a large red square"
+  "23|size|a large blue circle|a small blue circle"
+  "15|object+colour|a photo of a green square|a photo of a purple circle"
+  "29|object+colour|a yellow circle below a green square on a white background|a yellow circle below a red triangle on a white background"
 )
 mkdir -p "$OUT"
-: > "$OUT/scores.jsonl"
+touch "$OUT/scores.jsonl"
 for edit in "${EDITS[@]}"; do
-  IFS='|' read -r index source target <<< "$edit"
+  IFS='|' read -r index kind source target <<< "$edit"
   src="$OUT/src-$index"
-  [ -f "$src.gif" ] || "$BIN" dataset video --index "$index" --size 32 -o "$src" > /dev/null
+  if [ ! -f "$src.gif" ]; then
+    caption=$("$BIN" dataset video --index "$index" --size 32 -o "$src" 2>&1 >/dev/null | sed -n 's/^caption: //p')
+    [ "$caption" = "$source" ] || { echo "video $index is '$caption', not '$source'" >&2; exit 1; }
+  fi
   for seed in $SEEDS; do
     for method in contextdiff fatezero tuneavideo; do
+      key="\"index\": $index, \"target\": \"$target\", \"method\": \"$method\", \"seed\": $seed,"
+      grep -qF "$key" "$OUT/scores.jsonl" && continue
+      model=$BASE_MODEL
+      [ "$method" = contextdiff ] && model=$CD_MODEL
       stem="$OUT/$index-${target// /_}-$method-s$seed"
+      start=$(date +%s)
       "$BIN" edit-video --video "$src.gif" --source-prompt "$source" --target-prompt "$target" \
-        --model "$MODEL" --method "$method" --tune-steps "$TUNE" --seed "$seed" --threads "$THREADS" \
-        --output "$stem" > /dev/null
+        --model "$model" --method "$method" --tune-steps "$TUNE" --seed "$seed" --threads "$THREADS" \
+        --output "$stem" > /dev/null 2> "$stem.log"
       scores=$("$BIN" evaluate-video --source "$src.gif" --edited "$stem.gif" --prompt "$target" \
-        --clip "$CLIP" --threads "$THREADS" --json)
-      echo "{\"index\": $index, \"target\": \"$target\", \"method\": \"$method\", \"seed\": $seed, \"scores\": $scores}" >> "$OUT/scores.jsonl"
+        --clip "$CLIP" --evaluator "$EVALUATOR" --threads "$THREADS" --json)
+      echo "{$key \"kind\": \"$kind\", \"seconds\": $(( $(date +%s) - start )), \"scores\": $scores}" >> "$OUT/scores.jsonl"
       echo "$method seed $seed '$target': $scores" >&2
     done
   done
 done
 /usr/bin/python3 - "$OUT/scores.jsonl" <<'PY'
 import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-print("| method | CLIP-text | CLIP-temporal | structure (mask IoU) | edits |")
-print("| --- | --- | --- | --- | --- |")
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def cell(values, digits, scale=1.0):
+    v = [scale * x for x in values]
+    sd = statistics.stdev(v) if len(v) > 1 else 0.0
+    return f"{statistics.mean(v):.{digits}f} ± {sd:.{digits}f}"
+print("| method | CLIP-text (contrastive) | CLIP-text (evaluator, % frames right) | CLIP-temporal | structure (mask IoU) | edits |")
+print("| --- | --- | --- | --- | --- | --- |")
 for m in ["contextdiff", "fatezero", "tuneavideo"]:
     r = [x["scores"] for x in rows if x["method"] == m]
-    if not r:
-        continue
-    def f(k, d):
-        v = [x[k] for x in r]
-        sd = statistics.stdev(v) if len(v) > 1 else 0.0
-        return f"{statistics.mean(v):.{d}f} ± {sd:.{d}f}"
-    print(f"| {m} | {f('clip_text', 2)} | {f('clip_temporal', 4)} | {f('structure', 3)} | {len(r)} |")
+    if r:
+        print(f"| {m} | {cell([x['clip_text'] for x in r], 2)} | {cell([x['evaluator_text'] for x in r], 1, 100)} | "
+              f"{cell([x['clip_temporal'] for x in r], 4)} | {cell([x['structure'] for x in r], 3)} | {len(r)} |")
+print()
+print("Evaluator alignment (% frames right) by kind of edit:")
+print()
+kinds = sorted({x["kind"] for x in rows})
+print("| method | " + " | ".join(kinds) + " |")
+print("| --- |" + " --- |" * len(kinds))
+for m in ["contextdiff", "fatezero", "tuneavideo"]:
+    cells = []
+    for k in kinds:
+        v = [x["scores"]["evaluator_text"] for x in rows if x["method"] == m and x["kind"] == k]
+        cells.append(cell(v, 1, 100) if v else "–")
+    print(f"| {m} | " + " | ".join(cells) + " |")
 PY
