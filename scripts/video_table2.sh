@@ -91,4 +91,27 @@ for m in ["contextdiff", "fatezero", "tuneavideo"]:
         v = [x["scores"]["evaluator_text"] for x in rows if x["method"] == m and x["kind"] == k]
         cells.append(cell(v, 1, 100) if v else "–")
     print(f"| {m} | " + " | ".join(cells) + " |")
+print()
+print("Paired: ContextDiff minus each baseline on the same edit and seed (mean ± standard error; wins / ties / losses):")
+print()
+metrics = [("clip_text", "CLIP-text (contrastive)", 1.0, 2), ("evaluator_text", "CLIP-text (evaluator, points)", 100.0, 1),
+           ("clip_temporal", "CLIP-temporal", 1.0, 4), ("structure", "structure", 1.0, 3)]
+print("| vs | " + " | ".join(m[1] for m in metrics) + " |")
+print("| --- |" + " --- |" * len(metrics))
+key = lambda x: (x["index"], x["target"], x["seed"])
+ours = {key(x): x["scores"] for x in rows if x["method"] == "contextdiff"}
+for base in ["fatezero", "tuneavideo"]:
+    theirs = {key(x): x["scores"] for x in rows if x["method"] == base}
+    common = sorted(set(ours) & set(theirs))
+    cells = []
+    for name, _, scale, digits in metrics:
+        d = [scale * (ours[k][name] - theirs[k][name]) for k in common]
+        if not d:
+            cells.append("–")
+            continue
+        se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else 0.0
+        eps = 1e-9
+        wins, losses = sum(x > eps for x in d), sum(x < -eps for x in d)
+        cells.append(f"{statistics.mean(d):+.{digits}f} ± {se:.{digits}f} ({wins} / {len(d) - wins - losses} / {losses})")
+    print(f"| {base} | " + " | ".join(cells) + " |")
 PY
