@@ -1,3 +1,4 @@
+#include <cstdlib>
 #include <dlfcn.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -723,7 +724,9 @@ void ct_set_num_threads(int64_t n) {
   try {
     if (n > 0) {
       at::set_num_threads((int)n);
-      if (auto f = (blas_set_threads_fn)dlsym(RTLD_DEFAULT, "openblas_set_num_threads")) f((int)n);
+      // An explicit OPENBLAS_NUM_THREADS in the environment wins.
+      if (getenv("OPENBLAS_NUM_THREADS") == nullptr)
+        if (auto f = (blas_set_threads_fn)dlsym(RTLD_DEFAULT, "openblas_set_num_threads")) f((int)n);
     }
   } catch (...) {
   }

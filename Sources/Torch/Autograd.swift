@@ -74,7 +74,8 @@ public enum Torch {
     public static func manualSeed(_ seed: UInt64) { ct_manual_seed(seed) }
 
     /// The number of intra-op threads libtorch uses. Setting it sets OpenBLAS's own thread
-    /// pool to the same count (``blasThreads``), which libtorch's setting does not reach.
+    /// pool to the same count (``blasThreads``), which libtorch's setting does not reach, unless
+    /// the environment names a count (`OPENBLAS_NUM_THREADS`), which then wins.
     public static var numThreads: Int {
         get { Int(ct_get_num_threads()) }
         set { ct_set_num_threads(Int64(newValue)) }

@@ -22,6 +22,10 @@ struct BenchmarkCommand: ParsableCommand {
 
     @Option(help: "Intra-op threads for every side (default: all cores).")
     var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: ArgumentHelp(
+        "OpenBLAS threads for every side (default: --threads).",
+        discussion: "At 2 threads the PyTorch peers run faster with 1: OpenBLAS's pool competes with libtorch's OpenMP pool for their linear layers (docs/PERFORMANCE.md, Threads)."))
+    var blasThreads: Int?
     @Option(help: "Training batch size.") var trainBatch = 32
     @Option(help: "Timed training steps (after --train-warmup untimed ones).") var trainSteps = 5
     @Option(help: "Untimed training steps first.") var trainWarmup = 2
@@ -44,6 +48,7 @@ struct BenchmarkCommand: ParsableCommand {
 
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard (blasThreads ?? 1) >= 1 else { throw ValidationError("--blas-threads must be at least 1") }
         guard trainBatch >= 1, trainSteps >= 1, trainWarmup >= 0 else { throw ValidationError("training sizes must be positive") }
         guard sampleBatch >= 1, ddimSteps >= 1, ddimSteps <= 1000, sampleRepeats >= 1, rounds >= 1 else {
             throw ValidationError("sampling sizes must be positive (DDIM steps ≤ 1000)")
@@ -199,7 +204,7 @@ struct BenchmarkCommand: ParsableCommand {
         var json: [String: Any] = [
             "date": ISO8601DateFormatter().string(from: Date()),
             "machine": ["cpus": ProcessInfo.processInfo.activeProcessorCount, "cpu_model": cpuModel(), "load_average_before": load],
-            "threads": threads, "openblas_num_threads": threads,
+            "threads": threads, "openblas_num_threads": blasThreads ?? threads,
             "settings": [
                 "train_batch": trainBatch, "train_steps": trainSteps, "train_warmup": trainWarmup, "sample_batch": sampleBatch,
                 "ddim_steps": ddimSteps, "sample_repeats": sampleRepeats, "rounds": rounds, "guidance": guidance, "image_size": model.unet.config.sampleSize,
@@ -220,7 +225,7 @@ struct BenchmarkCommand: ParsableCommand {
         if skipDiffusers { json["diffusers"] = "skipped (--skip-diffusers)" }
 
         // Report.
-        print("ContextDiff benchmark — \(threads) thread(s), \(cpuModel()), load before: \(load)")
+        print("ContextDiff benchmark — \(threads) thread(s), OpenBLAS \(blasThreads ?? threads), \(cpuModel()), load before: \(load)")
         let diffusersParams = training["diffusers"].map { String(format: "%.2fM parameters", $0.double("parameters") / 1e6) } ?? "skipped"
         print(String(format: "model: U-Net %.2fM + adapter %.2fM parameters (Swift and twin); diffusers U-Net: ",
                      Double(model.unet.parameterCount) / 1e6, Double(model.adapter!.parameterCount) / 1e6) + diffusersParams)
@@ -261,7 +266,7 @@ struct BenchmarkCommand: ParsableCommand {
     /// still lets OpenBLAS use every core), so OPENBLAS_NUM_THREADS is set for every child too.
     var childEnvironment: [String: String] {
         var env = ProcessInfo.processInfo.environment
-        env["OPENBLAS_NUM_THREADS"] = String(threads)
+        env["OPENBLAS_NUM_THREADS"] = String(blasThreads ?? threads)
         env["OMP_NUM_THREADS"] = String(threads)
         return env
     }
