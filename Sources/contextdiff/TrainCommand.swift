@@ -171,6 +171,10 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        // Checked again when the weights are read; here so that a typo fails before data preparation.
+        if let initFrom, !FileManager.default.fileExists(atPath: URL(fileURLWithPath: initFrom).appendingPathComponent("unet").path) {
+            throw ValidationError("--init-from \(initFrom): not a model folder (no unet/ inside)")
+        }
         let settings = try distributed.resolve()
         if let text = ProcessInfo.processInfo.environment[LaunchCommand.launcherVariable], let launcher = Int32(text),
            !Torch.exitWithParent(launcher) {
