@@ -49,8 +49,6 @@ func temporaryDirectory() throws -> URL {
     return dir
 }
 
-let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
 /// Runs Debian's python3 (which has torch) and returns its standard output.
 func runPython(_ arguments: [String]) throws -> (status: Int32, output: String) {
     let process = Process()

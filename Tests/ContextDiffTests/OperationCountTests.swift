@@ -5,23 +5,9 @@ import Torch
 
 @Suite("Operation counts for achieved-GFLOP/s figures")
 struct OperationCountTests {
-    /// The shipped model's configuration (TrainCommand's `shapesDefault`).
+    /// The shipped model's configuration.
     static func shipped() throws -> (UNet, ContextAdapter) {
-        var u = UNetConfig()
-        u.sampleSize = 32
-        u.baseChannels = 32
-        u.channelMultipliers = [1, 2, 2]
-        u.layersPerBlock = 1
-        u.attentionResolutions = [8]
-        u.crossAttentionResolutions = [16, 8]
-        u.heads = 4
-        var a = ContextAdapterConfig()
-        a.sampleSize = 32
-        a.patchSize = 4
-        a.width = 64
-        a.depth = 1
-        a.heads = 8
-        return (try UNet(u), try ContextAdapter(a))
+        (try UNet(.shapesDefault), try ContextAdapter(.shapesDefault))
     }
 
     @Test func layersCountTheirMultiplyAccumulates() throws {

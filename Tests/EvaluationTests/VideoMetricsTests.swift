@@ -2,14 +2,9 @@ import ContextDiff
 import Datasets
 import Foundation
 import Testing
+import TestSupport
 import Torch
 @testable import Evaluation
-
-/// A model folder shipped in the repository's `models/`.
-private func shippedModel(_ name: String) -> URL {
-    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("models").appendingPathComponent(name)
-}
 
 @Suite("VideoMetricsTests: CLIP-text, CLIP-temporal, structure of an edited video")
 struct VideoMetricsTests {
@@ -46,7 +41,7 @@ struct VideoMetricsTests {
     /// the shape, or swaps a relation, and a prompt outside the benchmark's grammar has no score.
     @Test func evaluatorAlignmentReadsEveryFrame() throws {
         Torch.numThreads = 1
-        let evaluator = try AttributeEvaluator.load(from: shippedModel("evaluator"))
+        let evaluator = try AttributeEvaluator.load(from: repositoryRoot.appendingPathComponent("models/evaluator"))
         let benchmark = try SyntheticBenchmark()
         for index in 0..<12 {
             let sample = try benchmark.video(index: index, split: .train, frames: 8)

@@ -1,4 +1,8 @@
+import Foundation
 import Torch
+
+/// The repository's root folder (for shipped models, scripts and fixtures).
+public let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
 /// Shared helpers for the test targets (not a product).
 public enum TestSupport {
