@@ -93,11 +93,15 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Image size (synthetic data and model).") var imageSize: Int?
     @Flag(help: "Give the U-Net's attention layers a learned position embedding (recipe: unet.positional_embedding).")
     var positionalEmbedding = false
+    @Option(help: ArgumentHelp(
+        "Layers of a trainable transformer over the text-token states (recipe: unet.text_refiner); 0 turns it off.",
+        discussion: "Width 128, 4 heads; its output projections start at zero, so a model fine-tuned with a new refiner starts out computing what its source did."))
+    var textRefinerLayers: Int?
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Start from scratch even if the run folder has checkpoints.") var noResume = false
     @Option(help: ArgumentHelp(
         "Start from a model folder's weights instead of a random initialisation (fine-tuning).",
-        discussion: "The U-Net's and, when both have one, the adapter's. Every tensor must match the recipe's networks, except position-embedding tables the source lacks, which start at zero. Ignored when resuming from a checkpoint."))
+        discussion: "The U-Net's and, when both have one, the adapter's. Every tensor must match the recipe's networks, except position-embedding tables and a text refiner the source lacks, which keep their initialisation (the identity). Ignored when resuming from a checkpoint."))
     var initFrom: String?
     @Flag(help: "Skip the validation sample grid at checkpoints.") var noSamples = false
     @OptionGroup(title: "Data-parallel training") var distributed: DistributedOptions
@@ -128,6 +132,19 @@ struct TrainCommand: ParsableCommand {
         if let imageFolder { r.imageFolder = imageFolder }
         if let baseChannels { r.unet.baseChannels = baseChannels }
         if positionalEmbedding { r.unet.positionalEmbedding = true }
+        if let textRefinerLayers {
+            guard textRefinerLayers >= 0 else { throw ValidationError("--text-refiner-layers must be 0 or more") }
+            if textRefinerLayers == 0 {
+                r.unet.textRefiner = nil
+            } else {
+                var refiner = r.unet.textRefiner ?? TextRefinerConfig(maxTokens: r.maxTokens)
+                refiner.layers = textRefinerLayers
+                r.unet.textRefiner = refiner
+            }
+        }
+        if let refiner = r.unet.textRefiner, refiner.maxTokens < r.maxTokens {
+            throw ValidationError("unet.text_refiner.max_tokens \(refiner.maxTokens) is below the recipe's max_tokens \(r.maxTokens)")
+        }
         if let imageSize {
             r.unet.sampleSize = imageSize
             r.adapter?.sampleSize = imageSize
@@ -171,9 +188,10 @@ struct TrainCommand: ParsableCommand {
         }
     }
 
-    /// Copies a model folder's weights into freshly built networks (`--init-from`). A position
-    /// table the source lacks keeps its zero initialisation, so the network starts out computing
-    /// exactly what the source did; anything else that does not match is an error naming it.
+    /// Copies a model folder's weights into freshly built networks (`--init-from`). Position
+    /// tables and a text refiner the source lacks keep their initialisation (zero tables, a
+    /// refiner with zero output projections), so the network starts out computing exactly what
+    /// the source did; anything else that does not match is an error naming it.
     func initialize(unet: UNet, adapter: ContextAdapter?, from folder: URL) throws {
         guard FileManager.default.fileExists(atPath: folder.appendingPathComponent("unet").path) else {
             throw ValidationError("--init-from \(folder.path): not a model folder (no unet/ inside)")
@@ -188,8 +206,10 @@ struct TrainCommand: ParsableCommand {
         guard var state = try weights("unet") else {
             throw CheckpointError.missingFile(folder.appendingPathComponent("unet/\(ModelFolder.weightsName)").path)
         }
-        for (key, table) in unet.namedParameters() where key.hasSuffix(".pos_embed") && state[key] == nil {
-            state[key] = table
+        let sourceHasRefiner = state.keys.contains { $0.hasPrefix("text_refiner.") }
+        for (key, value) in unet.namedParameters() where state[key] == nil {
+            if key.hasSuffix(".pos_embed") && !key.hasPrefix("text_refiner.") { state[key] = value }
+            if key.hasPrefix("text_refiner.") && !sourceHasRefiner { state[key] = value }
         }
         try unet.load(state)
         if let adapter, let adapterState = try weights("adapter") { try adapter.load(adapterState) }

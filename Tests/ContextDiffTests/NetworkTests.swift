@@ -94,11 +94,12 @@ struct NetworkTests {
         return try JSONDecoder().decode([String: Double].self, from: Data(output.utf8))
     }
 
-    @Test(.enabled(if: peerTorchAvailable, peerTorchMissing), arguments: [false, true])
-    func outputsMatchThePyTorchTwin(positionalEmbedding: Bool) throws {
+    @Test(.enabled(if: peerTorchAvailable, peerTorchMissing), arguments: ["plain", "position tables", "text refiner"])
+    func outputsMatchThePyTorchTwin(variant: String) throws {
         Torch.manualSeed(21)
         var config = TinyConfigs.unet
-        config.positionalEmbedding = positionalEmbedding
+        config.positionalEmbedding = variant != "plain"
+        if variant == "text refiner" { config.textRefiner = TextRefinerConfig(layers: 2, width: 16, heads: 2, maxTokens: 8) }
         let unet = try UNet(config)
         let adapter = try ContextAdapter(TinyConfigs.adapter)
         try randomize(unet, seed: 1)
@@ -231,6 +232,49 @@ struct NetworkTests {
         try Torch.withNoGrad { try tables[0].1.addInPlace(Tensor.ones(tables[0].1.shape)) }
         let moved = try Torch.withNoGrad { try with(x, timesteps: t, condition: c) }
         #expect(try (moved - b).abs().max().item() > 1e-3)
+    }
+
+    /// Configs without `text_refiner` load as before (none); a new refiner is the identity (its
+    /// output projections are zero), draws nothing from the generator before the U-Net's own
+    /// weights, and once its outputs are non-zero it changes the U-Net's output through both
+    /// the tokens and the pooled vector. Too many tokens is a clear error.
+    @Test func textRefinerIsOptionalAndStartsAsTheIdentity() throws {
+        var json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(TinyConfigs.unet)) as! [String: Any]
+        #expect(json["text_refiner"] == nil)
+        var config = TinyConfigs.unet
+        config.textRefiner = TextRefinerConfig(layers: 1, width: 8, heads: 2, maxTokens: 6)
+        json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(config)) as! [String: Any]
+        let written = try #require(json["text_refiner"] as? [String: Any])
+        #expect(written["max_tokens"] as? Int == 6 && written["mlp_ratio"] as? Int == 2)
+        #expect(try JSONDecoder().decode(UNetConfig.self, from: JSONSerialization.data(withJSONObject: json)) == config)
+        config.textRefiner?.heads = 3
+        #expect(throws: TorchError.self) { try config.validate() }
+        config.textRefiner?.heads = 2
+
+        Torch.manualSeed(6)
+        let with = try UNet(config)
+        Torch.manualSeed(6)
+        let without = try UNet(TinyConfigs.unet)
+        let refinerKeys = with.namedParameters().map(\.0).filter { $0.hasPrefix("text_refiner.") }
+        #expect(refinerKeys.contains("text_refiner.layers.0.attention.to_q.bias"))
+        var state = with.stateDict()
+        for key in refinerKeys { state[key] = nil }
+        for (key, value) in without.stateDict() { #expect(try (value - state[key]!).abs().max().item() == 0, "\(key)") }
+
+        let x = try Tensor.randn([2, 3, 16, 16], generator: Generator(seed: 1))
+        let t = try Tensor([Int64(10), 700], shape: [2])
+        let c = try TinyConfigs.condition(batch: 2)
+        let (a, b) = try Torch.withNoGrad { (try with(x, timesteps: t, condition: c), try without(x, timesteps: t, condition: c)) }
+        #expect(try (a - b).abs().max().item() == 0)
+        let refiner = try #require(with.textRefiner)
+        for output in [refiner.tokensOut, refiner.pooledOut] {
+            try Torch.withNoGrad { try output.bias!.addInPlace(Tensor.ones(output.bias!.shape) * 0.5) }
+            let moved = try Torch.withNoGrad { try with(x, timesteps: t, condition: c) }
+            #expect(try (moved - b).abs().max().item() > 1e-3)
+            try Torch.withNoGrad { try output.bias!.zero() }
+        }
+        let long = try TinyConfigs.condition(batch: 2, length: 7)
+        #expect(throws: TorchError.self) { try with(x, timesteps: t, condition: long) }
     }
 
     @Test func loadingVerifiesEveryTensor() throws {

@@ -174,17 +174,25 @@ struct CLITests {
         #expect(missing.status != 0 && missing.stderr.contains("no checkpoint at step 7"), "\(missing.stderr)")
         #expect(missing.stderr.contains("4, 8, 12"))
 
-        // Fine-tuning from that model with position embeddings added: at a vanishing learning
-        // rate the new run's weights are the source's, plus zero position tables.
+        // Fine-tuning from that model with position embeddings and a text refiner added: at a
+        // vanishing learning rate the new run's weights are the source's, plus zero position
+        // tables and a refiner whose output projections are zero (the identity).
         let tuned = root.appendingPathComponent("tuned")
         let source = run.appendingPathComponent("model")
         let fineTuned = try CLI.run(tinyTrainArguments(tuned, steps: 4) + [
-            "--config", config.path, "--init-from", source.path, "--positional-embedding", "--learning-rate", "1e-12"])
+            "--config", config.path, "--init-from", source.path, "--positional-embedding", "--text-refiner-layers", "1",
+            "--learning-rate", "1e-12"])
         #expect(fineTuned.status == 0, "\(fineTuned.stderr)")
         let before = try loadSafeTensors(source.appendingPathComponent("unet/model.safetensors"))
         let after = try loadSafeTensors(tuned.appendingPathComponent("model/unet/model.safetensors"))
-        let tables = after.keys.filter { $0.hasSuffix(".pos_embed") }
-        #expect(!tables.isEmpty && Set(after.keys).subtracting(tables) == Set(before.keys))
+        let tables = after.keys.filter { $0.hasSuffix(".pos_embed") && !$0.hasPrefix("text_refiner.") }
+        let refiner = after.keys.filter { $0.hasPrefix("text_refiner.") }
+        #expect(!tables.isEmpty && refiner.contains("text_refiner.layers.0.fc1.weight"))
+        #expect(Set(after.keys).subtracting(tables).subtracting(refiner) == Set(before.keys))
+        for key in ["text_refiner.tokens_out.weight", "text_refiner.pooled_out.weight"] {
+            #expect(try after[key]!.abs().max().item() < 1e-9, "\(key) does not start at zero")
+        }
+        for key in tables { #expect(try after[key]!.abs().max().item() < 1e-9, "\(key) does not start at zero") }
         for (key, t) in before {
             let diff = try (t - after[key]!).abs().max().item()
             #expect(diff < 1e-6, "\(key) moved by \(diff)")

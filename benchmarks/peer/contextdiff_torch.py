@@ -205,6 +205,48 @@ class Level(nn.Module):
         self.resample = resample
 
 
+class TransformerEncoderLayer(nn.Module):
+    """x + attn(LN(x)), then x + MLP(LN(x)) with GELU (Swift's TransformerEncoderLayer)."""
+
+    def __init__(self, width, heads, mlp_ratio):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attention = Attention(width, None, heads, bias=True)
+        self.norm2 = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, width * mlp_ratio)
+        self.fc2 = nn.Linear(width * mlp_ratio, width)
+
+    def forward(self, x, mask):
+        a = x + self.attention(self.norm1(x), key_mask=mask)
+        return a + self.fc2(F.gelu(self.fc1(self.norm2(a))))
+
+
+class TextRefiner(nn.Module):
+    """Swift's TextRefiner: a residual transformer over the text-token states (and the pooled vector)."""
+
+    def __init__(self, cfg, context_dim, pooled_dim):
+        super().__init__()
+        w = cfg["width"]
+        self.proj_in = nn.Linear(context_dim, w)
+        self.pos_embed = nn.Parameter(torch.randn(1, cfg["max_tokens"], w) * 0.02)
+        self.layers = nn.ModuleList(
+            [TransformerEncoderLayer(w, cfg["heads"], cfg["mlp_ratio"]) for _ in range(cfg["layers"])])
+        self.norm = nn.LayerNorm(w)
+        self.tokens_out = nn.Linear(w, context_dim)
+        self.pooled_out = nn.Linear(w, pooled_dim)
+        for p in [*self.tokens_out.parameters(), *self.pooled_out.parameters()]:
+            nn.init.zeros_(p)
+
+    def forward(self, tokens, mask, pooled):
+        h = self.proj_in(tokens) + self.pos_embed[:, : tokens.shape[1]]
+        for layer in self.layers:
+            h = layer(h, mask)
+        h = self.norm(h)
+        m = mask.to(h.dtype).unsqueeze(-1)
+        mean = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+        return tokens + self.tokens_out(h), pooled + self.pooled_out(mean)
+
+
 class UNet(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -261,6 +303,8 @@ class UNet(nn.Module):
             self.up.append(Level(resnets, attns, resample))
         self.norm_out = nn.GroupNorm(group_count(ch, groups), ch)
         self.conv_out = nn.Conv2d(ch, cfg["out_channels"], 3, padding=1)
+        refiner = cfg.get("text_refiner")
+        self.text_refiner = TextRefiner(refiner, cfg["context_dim"], cfg["pooled_dim"]) if refiner else None
 
     def inflate(self, temporal_heads=None):
         """Adds a temporal attention layer (zero output) to every transformer, as UNet.inflate()."""
@@ -271,6 +315,8 @@ class UNet(nn.Module):
     def forward(self, x, timesteps, tokens, mask, pooled, frames=None, frame_attention="sparse-causal"):
         """x: [B, C, H, W], or [B*F, C, H, W] (frames of a video adjacent) with `frames=F`."""
         video = dict(frames=frames, frame_attention=frame_attention)
+        if self.text_refiner is not None:
+            tokens, pooled = self.text_refiner(tokens, mask, pooled)
         time = self.time_embedding(timesteps) + self.pooled_proj(pooled)
         h = self.conv_in(x)
         skips = [h]

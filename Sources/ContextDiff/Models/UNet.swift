@@ -37,6 +37,9 @@ public struct UNetConfig: Codable, Sendable, Equatable {
     /// zero-initialised, added to the tokens after `proj_in`), so that attention knows where each
     /// token is: "left of" has to be read against a position. Off in older configs.
     public var positionalEmbedding = false
+    /// A small trainable transformer over the text-token states before the U-Net uses them
+    /// (``TextRefiner``); nil (absent in older configs) uses the encoder's states as they are.
+    public var textRefiner: TextRefinerConfig?
 
     public init() {}
 
@@ -47,6 +50,7 @@ public struct UNetConfig: Codable, Sendable, Equatable {
         case crossAttentionResolutions = "cross_attention_resolutions", heads, contextDim = "context_dim"
         case pooledDim = "pooled_dim", dropout, normGroups = "norm_groups", prediction
         case positionalEmbedding = "positional_embedding"
+        case textRefiner = "text_refiner"
     }
 
     public init(from decoder: Decoder) throws {
@@ -67,6 +71,7 @@ public struct UNetConfig: Codable, Sendable, Equatable {
         prediction = try c.decode(PredictionTarget.self, forKey: .prediction)
         // Added after the first models were shipped: absent means off.
         positionalEmbedding = try c.decodeIfPresent(Bool.self, forKey: .positionalEmbedding) ?? false
+        textRefiner = try c.decodeIfPresent(TextRefinerConfig.self, forKey: .textRefiner)
     }
 
     /// Checks the configuration and throws a message naming the offending field.
@@ -86,6 +91,7 @@ public struct UNetConfig: Codable, Sendable, Equatable {
             throw fail("width \(baseChannels * m) not divisible by \(heads) heads")
         }
         guard (0..<1).contains(dropout) else { throw fail("dropout must be in [0, 1)") }
+        try textRefiner?.validate()
     }
 }
 
@@ -252,6 +258,8 @@ public final class UNet: Module {
     public let up: [UNetLevel]
     public let normOut: GroupNorm
     public let convOut: Conv2d
+    /// The trainable text refiner (``UNetConfig/textRefiner``), or nil.
+    public let textRefiner: TextRefiner?
 
     public init(_ config: UNetConfig) throws {
         try config.validate()
@@ -320,6 +328,10 @@ public final class UNet: Module {
         up = upLevels
         normOut = try GroupNorm(groups: groupCount(channels, preferred: groups), channels: channels)
         convOut = try Conv2d(channels, config.outChannels, kernel: 3, padding: 1)
+        // Built last, so that a config without it draws the same initial weights as before.
+        textRefiner = try config.textRefiner.map {
+            try TextRefiner($0, contextDim: config.contextDim, pooledDim: config.pooledDim)
+        }
         super.init()
     }
 
@@ -333,6 +345,7 @@ public final class UNet: Module {
         case "midResnet2": "mid.resnet_2"
         case "normOut": "norm_out"
         case "convOut": "conv_out"
+        case "textRefiner": "text_refiner"
         default: name
         }
     }
@@ -387,6 +400,7 @@ public final class UNet: Module {
             throw TorchError.invalidArgument(
                 "UNet: batch \(s[0]) but timesteps \(timesteps.shape) and condition batch \(condition.batchSize)")
         }
+        let condition = try textRefiner.map { try $0(condition) } ?? condition
         let time = try timeEmbedding(timesteps) + pooledProj(condition.pooled)
         var h = try convIn(x)
         var skips = [h]
