@@ -1,5 +1,6 @@
 import ArgumentParser
 import ContextDiff
+import Datasets
 import Foundation
 import NN
 import Torch
@@ -12,7 +13,9 @@ import Torch
 ///    from them gives the same U-Net and adapter outputs (fails otherwise).
 /// 2. Times, each workload in its own process (so peak RSS is per side and per workload):
 ///    (a) the training step of the real trainer, (b) DDIM sampling with guidance and the adapter,
-///    for Swift, the twin and diffusers' `UNet2DConditionModel` of the same widths.
+///    for Swift, the twin and diffusers' `UNet2DConditionModel` of the same widths, and (c) the
+///    one-shot video edit (tuning, inversion with recorded attention maps, fused guided sampling
+///    with the adapter) for Swift and the twin, after a short edit on which both must agree.
 /// 3. Measures a large sgemm, counts FLOPs, prints a table and the ratios, writes JSON.
 struct BenchmarkCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -45,6 +48,11 @@ struct BenchmarkCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Also time Swift with its reference kernels (the 'before' of docs/NOTES.md \"Performance\").")
     var referenceSide = true
     @Flag(help: "Keep the work folder (weights, data, samples) instead of deleting it.") var keepFiles = false
+    @Option(help: "Frames of the timed video edit (0 leaves the edit out).") var editFrames = 8
+    @Option(help: "One-shot tuning steps of the timed video edit.") var editTuneSteps = 50
+    @Option(help: "DDIM steps of the video edit's inversion and of its editing.") var editSteps = 20
+    @Option(help: "Timed video edits per side and round.") var editRepeats = 1
+    @Option(help: "Maximum |Swift − twin| allowed on the short check edit's output.") var editTolerance = 1e-3
 
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
@@ -52,6 +60,9 @@ struct BenchmarkCommand: ParsableCommand {
         guard trainBatch >= 1, trainSteps >= 1, trainWarmup >= 0 else { throw ValidationError("training sizes must be positive") }
         guard sampleBatch >= 1, ddimSteps >= 1, ddimSteps <= 1000, sampleRepeats >= 1, rounds >= 1 else {
             throw ValidationError("sampling sizes must be positive (DDIM steps ≤ 1000)")
+        }
+        guard editFrames >= 0, editFrames <= 64, editTuneSteps >= 0, editSteps >= 1, editSteps <= 1000, editRepeats >= 1 else {
+            throw ValidationError("video edit sizes: 0...64 frames, ≥ 0 tuning steps, 1...1000 DDIM steps, ≥ 1 repeat")
         }
     }
 
@@ -79,14 +90,40 @@ struct BenchmarkCommand: ParsableCommand {
                 unetDiff, adapterDiff, tolerance))
         }
 
-        // 2. Each workload, each side, in its own process.
         let worker = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-        func swiftSide(_ workload: String, reference: Bool = false) throws -> Report {
+        func swiftSide(_ workload: String, reference: Bool = false, check: Bool = false) throws -> Report {
             try runJSON(
-                executable: worker, arguments: ["benchmark-worker", workload, work.path] + (reference ? ["--reference-kernels"] : []),
+                executable: worker,
+                arguments: ["benchmark-worker", workload, work.path] + (reference ? ["--reference-kernels"] : []) + (check ? ["--check"] : []),
                 what: "Swift \(workload)", environment: childEnvironment)
         }
-        var training: [String: Report] = [:], sampling: [String: Report] = [:]
+        // The video edit: a short edit first, on whose output both sides must agree.
+        var editCheck: [String: Double] = [:]
+        if editFrames > 0 {
+            benchNote("video edit equivalence: a \(editCheckSettings.tuneSteps)-step tuning, \(editCheckSettings.steps)-step edit on each side…")
+            _ = try swiftSide("edit", check: true)
+            _ = try peer.run(["edit", work.path, "--check"])
+            editCheck = try Torch.withNoGrad {
+                let a = try loadSafeTensors(folder.edit("swift", check: true)), b = try loadSafeTensors(folder.edit("twin", check: true))
+                var out: [String: Double] = [:]
+                for key in ["edited", "inverted", "tuning_losses"] {
+                    guard let x = a[key], let y = b[key] else { throw ValidationError("video edit check: a side did not write '\(key)'") }
+                    out[key + "_max_abs_diff"] = try (x.to(.float64) - y.to(.float64)).abs().max().item()
+                }
+                out["edited_scale"] = try a["edited"]!.abs().max().item()
+                return out
+            }
+            benchNote(String(format: "video edit equivalence: edited max |Swift − twin| %.2e, inverted %.2e, tuning losses %.2e (tolerance %.0e)",
+                             editCheck["edited_max_abs_diff"]!, editCheck["inverted_max_abs_diff"]!, editCheck["tuning_losses_max_abs_diff"]!, editTolerance))
+            guard editCheck["edited_max_abs_diff"]! <= editTolerance, editCheck["inverted_max_abs_diff"]! <= editTolerance else {
+                throw ValidationError(String(
+                    format: "Swift and the PyTorch twin edit differently: edited %.3e, inverted %.3e > %.0e; not benchmarking different edits",
+                    editCheck["edited_max_abs_diff"]!, editCheck["inverted_max_abs_diff"]!, editTolerance))
+            }
+        }
+
+        // 2. Each workload, each side, in its own process.
+        var training: [String: Report] = [:], sampling: [String: Report] = [:], editing: [String: Report] = [:]
         // Each round runs every side once per workload (odd rounds in reverse order, so a drift
         // of the background load does not favour one side); each side keeps its best round.
         var sides = ["swift"] + (referenceSide ? ["swift-reference"] : []) + ["twin"] + (skipDiffusers ? [] : ["diffusers"])
@@ -98,14 +135,20 @@ struct BenchmarkCommand: ParsableCommand {
             default: return try peer.run([workload, work.path, "--impl", "diffusers"])
             }
         }
-        for workload in ["train", "sample"] {
+        let titles = ["train": "training step", "sample": "sampling", "edit": "video edit"]
+        for workload in ["train", "sample"] + (editFrames > 0 ? ["edit"] : []) {
             for round in 0..<rounds {
-                for name in sides {
-                    benchNote("\(workload == "train" ? "training step" : "sampling"): \(name) (round \(round + 1)/\(rounds))…")
+                // diffusers' U-Net has no video edit.
+                for name in sides where !(workload == "edit" && name == "diffusers") {
+                    benchNote("\(titles[workload]!): \(name) (round \(round + 1)/\(rounds))…")
                     let r = try measure(workload, name)
-                    let best = workload == "train" ? training[name] : sampling[name]
+                    let best = workload == "train" ? training[name] : workload == "sample" ? sampling[name] : editing[name]
                     if best == nil || r.double("images_per_s") > best!.double("images_per_s") {
-                        if workload == "train" { training[name] = r } else { sampling[name] = r }
+                        switch workload {
+                        case "train": training[name] = r
+                        case "sample": sampling[name] = r
+                        default: editing[name] = r
+                        }
                     }
                 }
                 sides.reverse()
@@ -113,6 +156,10 @@ struct BenchmarkCommand: ParsableCommand {
         }
 
         // Agreement of what was timed: first training losses and the final samples.
+        let editDiff: Double = editFrames > 0 ? try Torch.withNoGrad {
+            try (loadSafeTensors(folder.edit("swift", check: false))["edited"]! - loadSafeTensors(folder.edit("twin", check: false))["edited"]!)
+                .abs().max().item()
+        } : .nan
         let lossDiff = abs((training["swift"]?.doubles("losses").first ?? .nan) - (training["twin"]?.doubles("losses").first ?? .nan))
         let sampleDiff = try Torch.withNoGrad {
             try (loadSafeTensors(folder.samples("swift"))["samples"]! - loadSafeTensors(folder.samples("twin"))["samples"]!)
@@ -160,6 +207,12 @@ struct BenchmarkCommand: ParsableCommand {
             trainingJSON["diffusers"] = side(training["diffusers"], flopsPerImage: diffusersTrainFlops / Double(trainBatch))
             samplingJSON["diffusers"] = side(sampling["diffusers"], flopsPerImage: diffusersSampleFlops / Double(sampleBatch))
         }
+        var editingJSON: [String: Any] = [:]
+        for (name, r) in editing {
+            editingJSON[name] = [
+                "frames_per_s": r.double("images_per_s"), "peak_rss_mb": r.double("peak_rss_mb"), "raw": r.object,
+            ]
+        }
         func ratio(_ d: [String: Report], _ a: String, _ b: String, _ key: String) -> Double {
             (d[a]?.double(key) ?? .nan) / (d[b]?.double(key) ?? .nan)
         }
@@ -175,6 +228,9 @@ struct BenchmarkCommand: ParsableCommand {
             "train_swift_reference_over_twin": ratio(training, "swift-reference", "twin", "images_per_s"),
             "sample_swift_reference_over_twin": ratio(sampling, "swift-reference", "twin", "images_per_s"),
             "train_swift_gflops_over_sgemm": (training["swift"]?.double("images_per_s") ?? .nan) * trainPerImage / 1e9 / sgemm,
+            "edit_swift_over_twin": ratio(editing, "swift", "twin", "images_per_s"),
+            "edit_swift_reference_over_twin": ratio(editing, "swift-reference", "twin", "images_per_s"),
+            "edit_rss_swift_over_twin": ratio(editing, "swift", "twin", "peak_rss_mb"),
         ]
         func target(_ key: String, _ threshold: Double, atLeast: Bool = true) -> String {
             let v = ratios[key]!
@@ -220,7 +276,13 @@ struct BenchmarkCommand: ParsableCommand {
             "sampling": samplingJSON,
             "ratios": ratios,
             "targets_met": targets,
-            "video_edit": "not measured: the benchmark does not time the video edit yet (the PyTorch peers have no edit pipeline)",
+            "video_edit": editFrames > 0 ? [
+                "settings": jsonObject(editSettings), "check_settings": jsonObject(editCheckSettings),
+                "equivalence": editCheck.merging(["tolerance": editTolerance, "timed_edit_edited_max_abs_diff": editDiff]) { a, _ in a },
+                "sides": editingJSON,
+                "note": "frames per second of the whole edit (tuning + inversion + editing), each edit from freshly loaded weights; "
+                    + "diffusers has no video edit; no GFLOP/s: the analytic count does not cover the temporal layers",
+            ] as [String: Any] : "not measured (--edit-frames 0)",
         ]
         if skipDiffusers { json["diffusers"] = "skipped (--skip-diffusers)" }
 
@@ -253,7 +315,22 @@ struct BenchmarkCommand: ParsableCommand {
         print(String(format: "  Swift training step achieves %.1f GFLOP/s = %.0f%% of sgemm", (training["swift"]?.double("images_per_s") ?? .nan) * trainPerImage / 1e9,
                      100 * ratios["train_swift_gflops_over_sgemm"]!))
         print("targets: " + targets.keys.sorted().map { "\($0): \(targets[$0]!)" }.joined(separator: "; "))
-        print("video edit: not measured (the benchmark does not time the video edit yet; the PyTorch peers have no edit pipeline)")
+        if editFrames > 0 {
+            print(String(format: "\n(c) video edit, %d frames %d×%d: %d tuning steps, DDIM inversion %d steps with attention recording, %d guided steps with fusion and the adapter",
+                         editFrames, model.unet.config.sampleSize, model.unet.config.sampleSize, editTuneSteps, editSteps, editSteps))
+            print(String(format: "  check edit (%d tuning, %d DDIM steps): max |Swift − twin| edited %.1e, inverted %.1e; timed edit's output max |Δ| %.1e",
+                         editCheckSettings.tuneSteps, editCheckSettings.steps, editCheck["edited_max_abs_diff"] ?? .nan,
+                         editCheck["inverted_max_abs_diff"] ?? .nan, editDiff))
+            print("  side              frames/s   peak RSS MiB   seconds per edit (tuning / inversion / editing)")
+            for name in ["swift", "swift-reference", "twin"] {
+                guard let r = editing[name] else { continue }
+                let phases = r.object["phase_seconds"] as? [String: Any] ?? [:]
+                func phase(_ k: String) -> Double { (phases[k] as? NSNumber)?.doubleValue ?? .nan }
+                let label = name.padding(toLength: 16, withPad: " ", startingAt: 0)
+                print("  \(label)" + String(format: " %9.3f   %12.0f   %.2f (%.2f / %.2f / %.2f)", r.double("images_per_s"), r.double("peak_rss_mb"),
+                                           r.doubles("edit_seconds").min() ?? .nan, phase("tuning"), phase("inversion"), phase("editing")))
+            }
+        }
         if let jsonOutput {
             let data = try JSONSerialization.data(withJSONObject: jsonSafe(json), options: [.prettyPrinted, .sortedKeys])
             try data.write(to: URL(fileURLWithPath: jsonOutput), options: .atomic)
@@ -269,6 +346,52 @@ struct BenchmarkCommand: ParsableCommand {
         env["OPENBLAS_NUM_THREADS"] = String(blasThreads ?? threads)
         env["OMP_NUM_THREADS"] = String(threads)
         return env
+    }
+
+    var editSettings: BenchmarkSpec.Edit {
+        BenchmarkSpec.Edit(frames: editFrames, tuneSteps: editTuneSteps, steps: editSteps, guidance: guidance, repeats: editRepeats)
+    }
+
+    /// A short edit of the same video, whose output both sides must reproduce before timing.
+    var editCheckSettings: BenchmarkSpec.Edit {
+        BenchmarkSpec.Edit(frames: editFrames, tuneSteps: min(editTuneSteps, 3), steps: min(editSteps, 4), guidance: guidance, repeats: 1)
+    }
+
+    func jsonObject<T: Encodable>(_ value: T) -> Any {
+        (try? JSONEncoder().encode(value)).flatMap { try? JSONSerialization.jsonObject(with: $0) } ?? NSNull()
+    }
+
+    /// The inflated model (temporal layers given small random output weights, so that they act)
+    /// and the edit's inputs: a synthetic video of the benchmark and three prompts with random
+    /// token states — "source", "target" (one word changed, so fusion aligns the rest) and "".
+    func prepareEdit(_ folder: BenchmarkFolder, model: ContextDiffModel) throws {
+        Torch.manualSeed(3)
+        let video = try VideoDiffusionModel(inflating: model)
+        let g = Generator(seed: 11)
+        try Torch.withNoGrad {
+            for module in [video.unet, video.adapter!] as [Module] {
+                for (key, p) in module.namedParameters() where VideoDiffusionModel.isTemporalKey(key) && key.contains("to_out") {
+                    try p.copy(from: Tensor.randn(p.shape, generator: g) * 0.05)
+                }
+            }
+        }
+        try ModelFolder.save(video.unet, to: folder.videoUnet)
+        try ModelFolder.save(video.adapter!, to: folder.videoAdapter)
+        let size = model.unet.config.sampleSize, width = model.unet.config.contextDim
+        let benchmark = try SyntheticBenchmark(SyntheticBenchmarkConfig(imageSize: size, seed: 0))
+        let frames = try benchmark.video(index: 3, split: .train, frames: editFrames).video().tensor()
+        var inputs: [String: Tensor] = ["video": frames]
+        let ids: [String: [Int]] = ["source": [2, 10, 11, 12, 13, 3], "target": [2, 10, 14, 12, 13, 3], "null": [2, 3]]
+        for prefix in ["source", "target", "null"] {
+            let n = ids[prefix]!.count
+            inputs[prefix + "_tokens"] = try Tensor.randn([1, n, width], generator: g)
+            inputs[prefix + "_mask"] = try Tensor.ones([1, n]).to(.uint8)
+            inputs[prefix + "_pooled"] = try Tensor.randn([1, width], generator: g)
+            inputs[prefix + "_ids"] = try Tensor(ids[prefix]!.map(Int64.init), shape: [n])
+        }
+        let alignment = AttentionFusionStore.alignTokens(source: ids["source"]!, target: ids["target"]!)
+        inputs["alignment"] = try Tensor(alignment.map { Int64($0 ?? -1) }, shape: [alignment.count])
+        try saveSafeTensors(inputs, to: folder.editInputs)
     }
 
     func samplingOptions(steps: Int) -> GenerationOptions {
@@ -319,8 +442,10 @@ struct BenchmarkCommand: ParsableCommand {
                 weightDecay: shipped.weightDecay, gradientClip: shipped.gradientClip, emaDecay: shipped.emaDecay,
                 conditionDropout: shipped.conditionDropout, seed: shipped.seed),
             sample: .init(batch: sampleBatch, steps: ddimSteps, guidance: guidance, seed: 0, warmupSteps: 2, repeats: sampleRepeats),
+            edit: editFrames > 0 ? editSettings : nil, editCheck: editFrames > 0 ? editCheckSettings : nil,
             diffusersLayersPerBlock: diffusersLayersPerBlock)
         try spec.save(to: folder.url)
+        if editFrames > 0 { try prepareEdit(folder, model: model) }
 
         // Equivalence inputs: 4 images at assorted timesteps, captions with padding.
         let rows = try Tensor([0, 1, 2, Int64(captions)], shape: [4])

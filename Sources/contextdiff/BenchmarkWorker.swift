@@ -43,14 +43,83 @@ struct BenchmarkSpec: Codable {
         }
     }
 
+    /// One-shot video edit (``VideoEditPipeline/edit(video:sourcePrompt:targetPrompt:options:progress:)``).
+    struct Edit: Codable {
+        struct Fusion: Codable {
+            var fraction: Double
+            var selfAttentionMaxResolution: Int
+            var crossAttentionMaxResolution: Int
+
+            enum CodingKeys: String, CodingKey {
+                case fraction
+                case selfAttentionMaxResolution = "self_attention_max_resolution"
+                case crossAttentionMaxResolution = "cross_attention_max_resolution"
+            }
+        }
+
+        var frames: Int
+        var tuneSteps: Int
+        var tuneLearningRate: Double
+        var steps: Int
+        var guidance: Double
+        var seed: UInt64
+        var method: VideoEditMethod
+        var frameAttention: FrameAttention
+        var fusion: Fusion
+        var inversionEvaluation: InversionEvaluation
+        var repeats: Int
+
+        enum CodingKeys: String, CodingKey {
+            case frames, steps, guidance, seed, method, fusion, repeats
+            case tuneSteps = "tune_steps", tuneLearningRate = "tune_learning_rate", frameAttention = "frame_attention"
+            case inversionEvaluation = "inversion_evaluation"
+        }
+
+        init(frames: Int, tuneSteps: Int, steps: Int, guidance: Double, repeats: Int, defaults o: VideoEditOptions = VideoEditOptions()) {
+            self.frames = frames
+            self.tuneSteps = tuneSteps
+            self.steps = steps
+            self.guidance = guidance
+            self.repeats = repeats
+            tuneLearningRate = o.tuneLearningRate
+            seed = o.seed
+            method = .contextdiff
+            frameAttention = o.frameAttention
+            fusion = Fusion(
+                fraction: o.fusion.fraction, selfAttentionMaxResolution: o.fusion.selfAttentionMaxResolution,
+                crossAttentionMaxResolution: o.fusion.crossAttentionMaxResolution)
+            inversionEvaluation = o.inversionEvaluation
+        }
+
+        var options: VideoEditOptions {
+            var o = VideoEditOptions()
+            o.method = method
+            o.tuneSteps = tuneSteps
+            o.tuneLearningRate = tuneLearningRate
+            o.steps = steps
+            o.guidance = guidance
+            o.seed = seed
+            o.frameAttention = frameAttention
+            o.fusion.fraction = fusion.fraction
+            o.fusion.selfAttentionMaxResolution = fusion.selfAttentionMaxResolution
+            o.fusion.crossAttentionMaxResolution = fusion.crossAttentionMaxResolution
+            o.inversionEvaluation = inversionEvaluation
+            return o
+        }
+    }
+
     var threads: Int
     var train: Training
     var sample: Sampling
+    /// The timed edit, and a short one whose output both sides must agree on first.
+    var edit: Edit?
+    var editCheck: Edit?
     /// diffusers' depth (default: the U-Net's).
     var diffusersLayersPerBlock: Int?
 
     enum CodingKeys: String, CodingKey {
-        case threads, train, sample
+        case threads, train, sample, edit
+        case editCheck = "edit_check"
         case diffusersLayersPerBlock = "diffusers_layers_per_block"
     }
 
@@ -74,6 +143,22 @@ struct BenchmarkFolder {
     var checkInputs: URL { url.appendingPathComponent("check_inputs.safetensors") }
     var swiftOutputs: URL { url.appendingPathComponent("swift_outputs.safetensors") }
     func samples(_ side: String) -> URL { url.appendingPathComponent("\(side)_samples.safetensors") }
+    /// The inflated networks (2-D weights plus perturbed temporal layers) the edit starts from.
+    var videoUnet: URL { url.appendingPathComponent("video_unet") }
+    var videoAdapter: URL { url.appendingPathComponent("video_adapter") }
+    /// The source video and the three prompts' encodings (`source_`, `target_`, `null_` +
+    /// `tokens`/`mask`/`pooled`/`ids`) and the target→source token alignment (−1: new word).
+    var editInputs: URL { url.appendingPathComponent("edit_inputs.safetensors") }
+    /// `edited`, `inverted`, `tuning_losses` of a side's first edit (`check`: the short edit).
+    func edit(_ side: String, check: Bool) -> URL { url.appendingPathComponent("\(side)_edit\(check ? "_check" : "").safetensors") }
+
+    /// A fresh copy of the inflated model (tuning changes weights in place).
+    func loadVideoModel() throws -> VideoDiffusionModel {
+        let video = try VideoDiffusionModel(inflating: loadModel())
+        try video.unet.load(loadSafeTensors(videoUnet.appendingPathComponent(ModelFolder.weightsName)))
+        if let adapter = video.adapter { try adapter.load(loadSafeTensors(videoAdapter.appendingPathComponent(ModelFolder.weightsName))) }
+        return video
+    }
 
     /// The model as the Swift side uses it (loaded back from the folder the Python side reads).
     func loadModel() throws -> ContextDiffModel {
@@ -92,12 +177,14 @@ struct BenchmarkWorkerCommand: ParsableCommand {
         shouldDisplay: false
     )
 
-    enum Workload: String, ExpressibleByArgument { case train, sample, sgemm }
+    enum Workload: String, ExpressibleByArgument { case train, sample, edit, sgemm }
 
-    @Argument(help: "train, sample or sgemm.") var workload: Workload
+    @Argument(help: "train, sample, edit or sgemm.") var workload: Workload
     @Argument(help: "The benchmark work folder.") var directory: String
     @Flag(help: "Use the reference kernels (Kernels.useReferenceKernels) and glibc's default malloc settings.")
     var referenceKernels = false
+    @Flag(help: "edit: run the short equivalence edit (bench.json's edit_check) instead of the timed one.")
+    var check = false
 
     func run() throws {
         if referenceKernels {
@@ -114,6 +201,7 @@ struct BenchmarkWorkerCommand: ParsableCommand {
             print("{\"impl\": \"swift\", \"sgemm_gflops\": \(gflops), \"threads\": \(Torch.numThreads)}")
             return
         }
+        if workload == .edit { return try runEdit(folder: folder, spec: spec) }
         let model = try folder.loadModel()
         let data = try loadSafeTensors(folder.data)
         guard let tokens = data["table_tokens"], let mask = data["table_mask"], let pooled = data["table_pooled"],
@@ -158,7 +246,7 @@ struct BenchmarkWorkerCommand: ParsableCommand {
             result["step_seconds"] = times
             result["losses"] = losses
             result["parameters"] = model.parameters.reduce(0) { $0 + $1.count }
-        case .sgemm:
+        case .sgemm, .edit:
             return
         case .sample:
             let s = spec.sample
@@ -191,6 +279,78 @@ struct BenchmarkWorkerCommand: ParsableCommand {
         result["peak_rss_mb"] = peakResidentMegabytes()
         let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
         print(String(decoding: json, as: UTF8.self))
+    }
+}
+
+extension BenchmarkWorkerCommand {
+    /// The one-shot video edit, `repeats` times, each from a fresh copy of the inflated model
+    /// (tuning changes its weights); the first edit's tensors are saved for the comparison.
+    func runEdit(folder: BenchmarkFolder, spec: BenchmarkSpec) throws {
+        guard let e = check ? spec.editCheck : spec.edit else {
+            throw ValidationError("bench.json has no \(check ? "edit_check" : "edit") settings")
+        }
+        let inputs = try loadSafeTensors(folder.editInputs)
+        let encoder = try StoredPromptEncoder(inputs)
+        guard let video = inputs["video"] else { throw ValidationError("\(folder.editInputs.path) has no video") }
+        let clock = ContinuousClock()
+        var times: [Double] = [], phases: [String: Double] = [:], first: VideoEditResult?
+        for _ in 0..<e.repeats {
+            let pipeline = try VideoEditPipeline(model: folder.loadVideoModel(), textEncoder: encoder)
+            var starts: [(String, ContinuousClock.Instant)] = []
+            var result: VideoEditResult?
+            let started = clock.now
+            result = try pipeline.edit(video: video, sourcePrompt: "source", targetPrompt: "target", options: e.options) { p in
+                if p.step == 0 { starts.append((p.phase.rawValue, clock.now)) }
+                return true
+            }
+            let ended = clock.now
+            times.append(started.duration(to: ended).seconds)
+            for (i, (name, at)) in starts.enumerated() {
+                phases[name] = at.duration(to: i + 1 < starts.count ? starts[i + 1].1 : ended).seconds
+            }
+            if first == nil { first = result }
+        }
+        guard let first else { return }
+        try saveSafeTensors([
+            "edited": first.edited, "inverted": first.invertedLatent,
+            "tuning_losses": Tensor(first.tuningLosses.isEmpty ? [0] : first.tuningLosses, shape: [Swift.max(1, first.tuningLosses.count)]),
+        ], to: folder.edit(referenceKernels ? "swift-reference" : "swift", check: check))
+        let result: [String: Any] = [
+            "impl": referenceKernels ? "swift-reference" : "swift", "threads": Torch.numThreads,
+            "images_per_s": Double(e.frames * times.count) / times.reduce(0, +), "edit_seconds": times,
+            "phase_seconds": phases, "tuning_losses": first.tuningLosses, "peak_rss_mb": peakResidentMegabytes(),
+        ]
+        print(String(decoding: try JSONSerialization.data(withJSONObject: jsonSafe(result), options: [.sortedKeys]), as: UTF8.self))
+    }
+}
+
+/// The benchmark's three prompts ("source", "target" and the empty one) as stored encodings, so
+/// that every side edits with the same text states without a text encoder.
+final class StoredPromptEncoder: TextEncoder {
+    let tokenizer: any TextTokenizer
+    let width: Int
+    let stored: [String: TextEncoding]
+
+    init(_ inputs: [String: Tensor]) throws {
+        var stored: [String: TextEncoding] = [:]
+        for (text, prefix) in [("source", "source"), ("target", "target"), ("", "null")] {
+            guard let tokens = inputs[prefix + "_tokens"], let mask = inputs[prefix + "_mask"], let pooled = inputs[prefix + "_pooled"],
+                  let ids = inputs[prefix + "_ids"]
+            else { throw ValidationError("edit inputs lack the \(prefix) prompt") }
+            stored[text] = TextEncoding(
+                tokenStates: tokens, attentionMask: try mask.to(.bool), pooled: pooled,
+                tokenIDs: [try ids.scalars(as: Int64.self).map(Int.init)])
+        }
+        self.stored = stored
+        width = stored["source"]!.tokenStates.shape[2]
+        tokenizer = try WordLevelTokenizer(words: [], maxLength: stored.values.map { $0.tokenStates.shape[1] }.max()!)
+    }
+
+    func encode(_ texts: [String]) throws -> TextEncoding {
+        guard texts.count == 1, let e = stored[texts[0]] else {
+            throw ValidationError("the benchmark's prompt encoder knows one prompt at a time of \(stored.keys.sorted())")
+        }
+        return e
     }
 }
 

@@ -17,6 +17,12 @@ that its peak RSS is its own):
   flops     forward FLOPs of the networks from torch.profiler(with_flops=True), matrix-product
             ops only (conv2d, mm, addmm, bmm, baddbmm), per image.
   profile   torch.autograd.profiler tables of the twin's training step and sampling U-Net call.
+  edit      times the one-shot video edit of VideoEditPipeline.edit (Pipelines/VideoEdit.swift):
+            tuning, contextual DDIM inversion recording attention maps, guided contextual DDIM
+            sampling with attention fusion (bench.json's `edit`, or `edit_check` with --check),
+            `repeats` times from freshly loaded inflated weights (`video_unet/`, `video_adapter/`,
+            `edit_inputs.safetensors`); writes twin_edit[_check].safetensors and compares with
+            swift_edit[_check].safetensors when present. Twin only.
 `--impl diffusers` runs diffusers' UNet2DConditionModel of the same widths instead of the twin
 (no adapter: plain diffusion, same loss and optimizer). Runs on Debian's python3-torch 1.13.
 """
@@ -24,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import struct
 import sys
 import time
 
@@ -337,13 +344,611 @@ def profile(s, swift_kernels=False):
     return {}
 
 
+# ----------------------------------------------------------------------------- video edit
+# A line-by-line port of VideoEditPipeline.edit (Sources/ContextDiff/Pipelines/VideoEdit.swift)
+# with the samplers it uses (Process/DDIMSampler.swift, DDIMInverseSampler.swift,
+# ContextBias.swift, PredictionConversions.swift: same float32 scalars), AttentionFusionStore
+# (Pipelines/AttentionFusion.swift) and Swift's AdamW / clipGradNorm (NN/Optimizers.swift).
+def f32(x):
+    """x rounded to float32, as a Python float (Swift's `Float`)."""
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+class EditSchedule:
+    """The float32 ᾱ of NoiseSchedule and the levels of the samplers (ContextBias.swift NoiseLevel)."""
+
+    def __init__(self, alphas_cumprod):
+        self.ab = [float(v) for v in alphas_cumprod.float()]  # exact float32 values
+        self.T = len(self.ab)
+
+    def k(self, t):
+        """NoiseSchedule.contextCoefficient: sqrt(ᾱ)(1 − sqrt(ᾱ)) in Double, 0 at −1 and T − 1."""
+        if t == -1 or t == self.T - 1:
+            return 0.0
+        s = math.sqrt(self.ab[t])
+        return s * (1 - s)
+
+    def level(self, t):
+        """(ᾱ, bias timestep or None, k) of a timestep; t < 0 is the clean level (set_alpha_to_one)."""
+        if t < 0:
+            return 1.0, None, 0.0
+        k = self.k(t)
+        return self.ab[t], (None if k == 0 else t), k
+
+
+def level_scalars(ab):
+    """LevelScalars: (1 − ᾱ, sqrt(ᾱ), sqrt(1 − ᾱ)), each a float32 computation."""
+    one_minus = f32(1.0 - ab)
+    return one_minus, f32(math.sqrt(ab)), f32(math.sqrt(one_minus))
+
+
+def original_sample(prediction, out, sample, ab):
+    _, sa, s1 = level_scalars(ab)
+    if prediction == "epsilon":
+        return (sample - out * s1) / sa
+    if prediction == "sample":
+        return out
+    return sample * sa - out * s1
+
+
+def contextual_noise(prediction, out, sample, raw, ab, bias):
+    """DiffusionSampler.contextualNoise: (x − b − sqrt(ᾱ)·x̂0_raw)/sqrt(1 − ᾱ), 0 at ᾱ = 1."""
+    one_minus, sa, s1 = level_scalars(ab)
+    if prediction == "sample":
+        residual = (sample if bias is None else sample - bias) - raw * sa
+        return torch.zeros_like(residual) if one_minus == 0 else residual / s1
+    eps = out if prediction == "epsilon" else out * sa + sample * s1
+    if bias is None or not one_minus > 0:
+        return eps
+    return eps - bias / s1
+
+
+def add_bias(x, b):
+    """Tensor.addingBias: x − (0 − b)."""
+    return x if b is None else x - (0 - b)
+
+
+def step_biases(context, x0, current, target):
+    """StepBiases: b = 0 − r·(−k) at both levels, the adapter batched when both are non-zero."""
+    if context is None:
+        return None, None
+    (_, a, ka), (_, b, kb) = current, target
+    if a is not None and b is not None:
+        ra, rb = context.contexts(x0, (a, b))
+        return 0 - ra * (-ka), 0 - rb * (-kb)
+    if a is not None:
+        return 0 - context.context(x0, a) * (-ka), None
+    if b is not None:
+        return None, 0 - context.context(x0, b) * (-kb)
+    return None, None
+
+
+def ddim_step(sched, prediction, ratio, out, t, sample, context):
+    """DDIMSampler.step with η = 0, clip ±1 (.diffusersDefault), set_alpha_to_one."""
+    current, target = sched.level(t), sched.level(t - ratio)
+    raw = original_sample(prediction, out, sample, current[0])
+    x0 = raw.clamp(-1.0, 1.0)
+    b_cur, b_tgt = step_biases(context, x0, current, target)
+    eps = contextual_noise(prediction, out, sample, raw, current[0], b_cur)
+    direction_sq = f32(1.0 - target[0])  # 1 − ᾱ_s − σ² with σ = 0, in Float
+    direction = eps * f32(math.sqrt(max(direction_sq, 0.0)))
+    return add_bias(x0 * f32(math.sqrt(target[0])) + direction, b_tgt)
+
+
+def ddim_inverse_step(sched, prediction, ratio, out, t, sample, context):
+    """DDIMInverseSampler.step: from level s = min(t − T//n, T − 1) up to t."""
+    source, target = sched.level(min(t - ratio, sched.T - 1)), sched.level(t)
+    raw = original_sample(prediction, out, sample, source[0])
+    x0 = raw.clamp(-1.0, 1.0)
+    b_cur, b_tgt = step_biases(context, x0, source, target)
+    eps = contextual_noise(prediction, out, sample, raw, source[0], b_cur)
+    direction = eps * f32(math.sqrt(f32(1.0 - target[0])))
+    return add_bias(x0 * f32(math.sqrt(target[0])) + direction, b_tgt)
+
+
+class VideoAdapterContext:
+    """r_φ(x0, c, t) of the inflated adapter with the condition (one row per frame) bound."""
+
+    def __init__(self, adapter, condition, frames):
+        self.adapter, self.condition, self.frames = adapter, condition, frames
+
+    def context(self, x0, t):
+        b = x0.shape[0]
+        return self.adapter(x0, torch.full((b,), t, dtype=torch.long), self.condition[0], self.condition[1],
+                            frames=self.frames)
+
+    def contexts(self, x0, ts):
+        b = x0.shape[0]
+        t = torch.cat([torch.full((b,), ts[0], dtype=torch.long), torch.full((b,), ts[1], dtype=torch.long)])
+        both = concatenate_conditions(self.condition, self.condition)
+        out = self.adapter(torch.cat([x0, x0]), t, both[0], both[1], frames=self.frames)
+        return out[:b], out[b:2 * b]
+
+
+def repeat_condition(cond, times):
+    """TextCondition.repeated: each row `times` times (a, a, b, b)."""
+    n = cond[0].shape[0]
+    idx = torch.arange(n).unsqueeze(1).expand(n, times).reshape(n * times)
+    return tuple(v.index_select(0, idx) for v in cond)
+
+
+def concatenate_conditions(a, b):
+    """TextCondition.concatenate: pad tokens with zeros and the mask with false to the longer length."""
+    length = max(a[0].shape[1], b[0].shape[1])
+
+    def padded(c):
+        tok, mask, pooled = c
+        extra = length - tok.shape[1]
+        if extra <= 0:
+            return c
+        return (torch.cat([tok, tok.new_zeros(tok.shape[0], extra, tok.shape[2])], dim=1),
+                torch.cat([mask.bool(), torch.zeros(mask.shape[0], extra, dtype=torch.bool)], dim=1), pooled)
+
+    pa, pb = padded(a), padded(b)
+    return torch.cat([pa[0], pb[0]]), torch.cat([pa[1].bool(), pb[1].bool()]), torch.cat([pa[2], pb[2]])
+
+
+def align_tokens(source, target):
+    """AttentionFusionStore.alignTokens: longest-common-subsequence alignment (None: a new word)."""
+    n, m = len(source), len(target)
+    lcs = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n - 1, -1, -1):
+        for j in range(m - 1, -1, -1):
+            lcs[i][j] = lcs[i + 1][j + 1] + 1 if source[i] == target[j] else max(lcs[i + 1][j], lcs[i][j + 1])
+    out, i, j = [None] * m, 0, 0
+    while i < n and j < m:
+        if source[i] == target[j]:
+            out[j] = i
+            i, j = i + 1, j + 1
+        elif lcs[i + 1][j] >= lcs[i][j + 1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+class AttentionFusionStore:
+    """Pipelines/AttentionFusion.swift: records the softmax weights of the stored sites at fused
+    timesteps during inversion; at fused editing steps substitutes them (self-attention: every
+    row, both guidance halves; cross-attention: the conditional half, the aligned source column
+    for each target token, its own column for a new word)."""
+    IDLE = ("idle", None)
+
+    def __init__(self, fusion, fused_timesteps):
+        self.fraction = float(fusion["fraction"])
+        self.self_max = int(fusion["self_attention_max_resolution"])
+        self.cross_max = int(fusion["cross_attention_max_resolution"])
+        self.budget = int(fusion.get("budget_bytes", 256 << 20))
+        self.fused = set(fused_timesteps)
+        self.mode = self.IDLE
+        self.alignment = []
+        self.maps = {}
+        self.bytes = 0
+        self.injections = 0
+        self.bound = 0
+        self._cross_index = {}
+
+    @staticmethod
+    def fused_timesteps(fraction, timesteps):
+        """The first ceil(fraction · n) timesteps of a DDIM run (AttentionFusionConfig.fusedTimesteps)."""
+        n = math.ceil(fraction * len(timesteps))
+        return set(timesteps[:min(n, len(timesteps))])
+
+    def stores(self, kind, resolution):
+        return resolution <= (self.self_max if kind == "self" else self.cross_max)
+
+    def storage_bytes(self, unet, frames, source_tokens, frame_attention, steps, videos=1):
+        """AttentionFusionConfig.storageBytes: the exact bytes one recorded inversion holds."""
+        per_step = 0
+        for _, res, block in unet.transformers():
+            n = res * res
+            if block.attn1 is not None and self.stores("self", res):
+                per_step += videos * frames * block.attn1.heads * n * (2 * n if frame_attention == "sparse-causal" else n)
+            if block.attn2 is not None and self.stores("cross", res):
+                per_step += videos * frames * block.attn2.heads * n * source_tokens
+        return per_step * min(math.ceil(self.fraction * steps), steps) * 4
+
+    def _cross(self, keys, source_keys, dtype):
+        cached = self._cross_index.get((keys, source_keys, dtype))
+        if cached is None:
+            alignment = (list(self.alignment) + [None] * max(0, keys - len(self.alignment)))[:keys]
+            index = torch.tensor([min(0 if a is None else a, source_keys - 1) for a in alignment], dtype=torch.long)
+            keep = torch.tensor([0.0 if a is None else 1.0 for a in alignment], dtype=torch.float32).reshape(1, 1, keys).to(dtype)
+            cached = self._cross_index[(keys, source_keys, dtype)] = (index, keep, 1 - keep)
+        return cached
+
+    def process(self, weights, layer, kind, resolution):
+        mode, t = self.mode
+        if mode == "idle":
+            return weights
+        key = (t, layer, kind, resolution)
+        if mode == "record":
+            if t not in self.fused or not self.stores(kind, resolution):
+                return weights
+            kept = weights.detach().to(torch.float32).contiguous()
+            size = kept.numel() * 4
+            if self.bytes + size > self.budget:
+                raise RuntimeError(f"attention fusion needs more than its budget ({self.bytes + size} > {self.budget} bytes)")
+            old = self.maps.get(key)
+            if old is not None:
+                self.bytes -= old.numel() * 4
+            self.maps[key] = kept
+            self.bytes += size
+            return weights
+        stored = self.maps.get(key)
+        if stored is None:
+            return weights
+        rows, total = stored.shape[0], weights.shape[0]
+        if total % rows or weights.dim() != 3 or weights.shape[1] != stored.shape[1]:
+            raise RuntimeError(f"fusion: stored map {tuple(stored.shape)} does not fit {tuple(weights.shape)} at {layer}.{kind}@{resolution}")
+        self.injections += 1
+        s = stored.to(weights.dtype)
+        if kind == "self":
+            if stored.shape[2] != weights.shape[2]:
+                raise RuntimeError(f"fusion: stored map {tuple(stored.shape)} does not fit {tuple(weights.shape)} at {layer}.{kind}@{resolution}")
+            return s if total == rows else torch.cat([s] * (total // rows))
+        index, keep, drop = self._cross(weights.shape[2], stored.shape[2], weights.dtype)
+        own = weights[total - rows:total]
+        fused = s.index_select(2, index) * keep + own * drop
+        return fused if total == rows else torch.cat([weights[:total - rows], fused])
+
+
+class SwiftAdamW:
+    """NN/Optimizers.swift AdamW, op for op (torch 1.13's AdamW updates the first moment with
+    mul_ + add_, Swift with lerp_; the rest is the same)."""
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        self.params, self.lr, self.betas, self.eps, self.weight_decay = list(params), lr, betas, eps, weight_decay
+        self.step_count, self.m, self.v = 0, [], []
+
+    @torch.no_grad()
+    def step(self):
+        if not self.m:
+            self.m = [torch.zeros_like(p.detach()) for p in self.params]
+            self.v = [torch.zeros_like(p.detach()) for p in self.params]
+        self.step_count += 1
+        b1, b2 = self.betas
+        step_size = self.lr / (1 - b1 ** self.step_count)
+        c2_root = math.sqrt(1 - b2 ** self.step_count)
+        for p, m, v in zip(self.params, self.m, self.v):
+            g = p.grad
+            if g is None:
+                continue
+            param = p.detach()
+            if self.weight_decay != 0:
+                param.mul_(1 - self.lr * self.weight_decay)
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2)
+            v.addcmul_(g, g, value=1 - b2)
+            denom = v.sqrt() / c2_root + self.eps
+            param.addcdiv_(m, denom, value=-step_size)
+
+
+def swift_clip_grad_norm(params, max_norm):
+    """NN/Optimizers.swift clipGradNorm: scale = max/(‖g‖ + 1e-6) in Double, applied only when < 1."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    with torch.no_grad():
+        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, 2) for g in grads]), 2).item()
+        scale = max_norm / (total + 1e-6)
+        if scale < 1:
+            torch._foreach_mul_(grads, scale)
+    return total
+
+
+def is_temporal_key(key):
+    return ".temporal." in key or key.startswith("temporal.")
+
+
+class VideoEdit:
+    """One edit's settings and inputs (bench.json `edit` / `edit_check`, edit_inputs.safetensors)."""
+    METHODS = ("contextdiff", "fatezero", "tuneavideo")
+
+    def __init__(self, d, check):
+        with open(os.path.join(d, "bench.json")) as f:
+            spec = json.load(f)
+        if "threads" in spec:
+            torch.set_num_threads(spec["threads"])
+        key = "edit_check" if check else "edit"
+        if not spec.get(key):
+            raise ValueError(f"bench.json has no {key} settings")
+        self.dir, self.check, e = d, check, spec[key]
+        self.e = e
+        self.method = e.get("method", "contextdiff")
+        if self.method not in self.METHODS:
+            raise ValueError(f"unknown edit method {self.method!r} (one of {', '.join(self.METHODS)})")
+        self.uses_fusion, self.uses_adapter = self.method != "tuneavideo", self.method == "contextdiff"
+        self.tune_steps, self.lr = int(e["tune_steps"]), float(e["tune_learning_rate"])
+        self.steps, self.guidance, self.seed = int(e["steps"]), float(e["guidance"]), int(e["seed"])
+        self.frame_attention = e.get("frame_attention", "sparse-causal")
+        self.fusion = dict(e.get("fusion") or {})
+        self.fusion.setdefault("fraction", 0.5)
+        self.fusion.setdefault("self_attention_max_resolution", 8)
+        self.fusion.setdefault("cross_attention_max_resolution", 16)
+        self.inversion_evaluation = e.get("inversion_evaluation", "source")
+        self.repeats = int(e.get("repeats", 1))
+        data = load_safetensors(os.path.join(d, "data.safetensors"))
+        self.sched = EditSchedule(data["alphas_cumprod"])
+        T = self.sched.T
+        # VideoEditOptions.validate
+        if self.tune_steps < 0 or not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"tuning: steps must be ≥ 0 and the learning rate > 0 (got {self.tune_steps}, {self.lr})")
+        if not 0 < self.steps <= T:
+            raise ValueError(f"--steps must be in 1...{T}, got {self.steps}")
+        if not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise ValueError(f"--guidance must be ≥ 0, got {self.guidance}")
+        if not 0 <= self.fusion["fraction"] <= 1:
+            raise ValueError(f"fusion fraction must be in [0, 1], got {self.fusion['fraction']}")
+        if self.frame_attention not in ("sparse-causal", "per-frame"):
+            raise ValueError(f"unknown frame attention {self.frame_attention!r}")
+        if self.inversion_evaluation not in ("source", "target"):
+            raise ValueError(f"unknown inversion evaluation {self.inversion_evaluation!r}")
+        if self.repeats < 1:
+            raise ValueError("repeats must be ≥ 1")
+
+        inputs = load_safetensors(os.path.join(d, "edit_inputs.safetensors"))
+        self.video = inputs["video"].float().contiguous()
+        # VideoEditPipeline.encode: token states truncated to the model's limit (ModelIndex's
+        # text encoder max_tokens, 32 by default).
+        limit = int(e.get("max_tokens", 32))
+        conds, ids = {}, {}
+        for prefix in ("source", "target", "null"):
+            tok, mask, pooled = inputs[prefix + "_tokens"], inputs[prefix + "_mask"].bool(), inputs[prefix + "_pooled"]
+            conds[prefix] = (tok[:, :limit].contiguous(), mask[:, :limit].contiguous(), pooled)
+            if prefix + "_ids" in inputs:
+                ids[prefix] = [int(v) for v in inputs[prefix + "_ids"].reshape(-1)][:limit]
+        self.conds = conds
+        if "alignment" in inputs:
+            self.alignment = [None if int(a) < 0 else int(a) for a in inputs["alignment"].reshape(-1)]
+        elif "source" in ids and "target" in ids:
+            self.alignment = align_tokens(ids["source"], ids["target"])
+        else:
+            raise ValueError("edit_inputs.safetensors has neither `alignment` nor `source_ids`/`target_ids`")
+
+        self.unet_dir, self.adapter_dir = os.path.join(d, "video_unet"), os.path.join(d, "video_adapter")
+        with open(os.path.join(self.unet_dir, "config.json")) as f:
+            self.unet_cfg = json.load(f)
+        self.unet_state = load_safetensors(os.path.join(self.unet_dir, "model.safetensors"))
+        self.prediction = self.unet_cfg.get("prediction", "sample")
+        if self.prediction not in ("sample", "epsilon", "v_prediction"):
+            raise ValueError(f"unknown prediction type {self.prediction!r}")
+        self.adapter_cfg = self.adapter_state = None
+        if self.uses_adapter:
+            if not os.path.isdir(self.adapter_dir):
+                raise ValueError("the contextdiff edit needs video_adapter/ (the twin does not draw a fresh adapter)")
+            with open(os.path.join(self.adapter_dir, "config.json")) as f:
+                self.adapter_cfg = json.load(f)
+            self.adapter_state = load_safetensors(os.path.join(self.adapter_dir, "model.safetensors"))
+        c = self.unet_cfg
+        s = self.video.shape
+        if len(s) != 4 or s[0] == 0 or list(s[1:]) != [c["in_channels"], c["sample_size"], c["sample_size"]]:
+            raise ValueError(f"video frames must be [F, {c['in_channels']}, {c['sample_size']}, {c['sample_size']}], got {list(s)}")
+        self.frames = s[0]
+        if "frames" in e and int(e["frames"]) != self.frames:
+            raise ValueError(f"bench.json says {e['frames']} frames, the video has {self.frames}")
+
+    def load_models(self):
+        """Freshly built inflated networks with the saved weights (tuning changes them in place)."""
+        unet = UNet(self.unet_cfg)
+        unet.inflate()
+        unet.load_state_dict(self.unet_state, strict=True)
+        adapter = None
+        if self.uses_adapter:
+            adapter = ContextAdapter(self.adapter_cfg)
+            adapter.inflate()
+            adapter.load_state_dict(self.adapter_state, strict=True)
+        return unet.eval(), (adapter.eval() if adapter is not None else None)
+
+    # -- VideoEditPipeline.tune
+    def tune(self, unet, adapter, condition):
+        if self.tune_steps <= 0:
+            return []
+        video, F_, sched = self.video, self.frames, self.sched
+        trainable = [p for k, p in unet.named_parameters()
+                     if is_temporal_key(k) or k.endswith("attn1.to_q.weight") or k.endswith("attn2.to_q.weight")]
+        if adapter is not None:
+            trainable += list(adapter.parameters())
+        every = list(unet.parameters()) + (list(adapter.parameters()) if adapter is not None else [])
+        for p in every:
+            p.requires_grad_(False)
+        for p in trainable:
+            p.requires_grad_(True)
+        optimizer = SwiftAdamW(trainable, self.lr, weight_decay=0.01)
+        g = torch.Generator().manual_seed((self.seed + 0x70E) % (1 << 64))
+        unet.train()
+        if adapter is not None:
+            adapter.train()
+        shape = (F_, 1, 1, 1)
+
+        def per_sample(v):
+            return torch.tensor([v] * F_, dtype=torch.float64).reshape(shape).to(video.dtype)
+
+        losses = []
+        try:
+            for _ in range(self.tune_steps):
+                # ContextualDiffusion.sampleTimesteps(count: 1) then randn(video.shape), one generator.
+                t = int(torch.randint(0, sched.T, (1,), generator=g)[0])
+                noise = torch.randn(video.shape, generator=g)
+                tt = torch.full((F_,), t, dtype=torch.long)
+                a = float(sched.ab[t])
+                # ContextualDiffusion.trainingLoss: r_φ(x0, c, t) inside Eq. 3, uniform weighting.
+                r = adapter(video, tt, condition[0], condition[1], frames=F_) if adapter is not None else None
+                xt = video * per_sample(math.sqrt(a)) + noise * per_sample(math.sqrt(1 - a))
+                if r is not None:
+                    xt = xt + r * per_sample(sched.k(t))
+                out = unet(xt, tt, *condition, frames=F_, frame_attention=self.frame_attention)
+                if self.prediction == "sample":
+                    target = video
+                elif self.prediction == "epsilon":
+                    target = noise
+                else:
+                    target = noise * per_sample(math.sqrt(a)) - video * per_sample(math.sqrt(1 - a))
+                loss = (out - target).square().mean(dim=(1, 2, 3)).mean()
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise ValueError(f"tuning diverged (loss {value}); lower the learning rate")
+                for p in trainable:
+                    p.grad = None
+                loss.backward()
+                swift_clip_grad_norm(trainable, 1.0)
+                optimizer.step()
+                losses.append(value)
+        finally:
+            for p in trainable:
+                p.requires_grad_(False)
+                p.grad = None
+            unet.eval()
+            if adapter is not None:
+                adapter.eval()
+        return losses
+
+    # -- VideoEditPipeline.invert (call in inference mode)
+    def invert(self, unet, context, condition, store):
+        sched, F_, n = self.sched, self.frames, self.steps
+        ratio = sched.T // n
+        timesteps = [i * ratio for i in range(n)]  # leading spacing, ascending
+        x = self.video
+        for t in timesteps:
+            s = min(t - ratio, sched.T - 1)
+            at = t if self.inversion_evaluation == "target" else s
+            if at < 0:
+                # The clean level: x̂0 is the sample itself.
+                out = x if self.prediction == "sample" else torch.zeros_like(x)
+            else:
+                if store is not None:
+                    store.mode = ("record", at)
+                try:
+                    out = unet(x, torch.full((F_,), at, dtype=torch.long), *condition, frames=F_,
+                               frame_attention=self.frame_attention, control=store)
+                finally:
+                    if store is not None:
+                        store.mode = store.IDLE
+            x = ddim_inverse_step(sched, self.prediction, ratio, out, t, x, context)
+        # Evaluated at s, the inversion never calls the model at the last timestep: one more
+        # call records the maps the editing's first step needs.
+        if store is not None and self.inversion_evaluation == "source" and timesteps and timesteps[-1] in store.fused:
+            last = timesteps[-1]
+            store.mode = ("record", last)
+            try:
+                unet(x, torch.full((F_,), last, dtype=torch.long), *condition, frames=F_,
+                     frame_attention=self.frame_attention, control=store)
+            finally:
+                store.mode = store.IDLE
+        return x
+
+    # -- VideoEditPipeline.sample (call in inference mode)
+    def sample(self, unet, context, latent, condition, unconditional, store):
+        sched, F_, n, w = self.sched, self.frames, self.steps, self.guidance
+        ratio = sched.T // n
+        both = concatenate_conditions(unconditional, condition)
+        x = latent
+        for t in [i * ratio for i in range(n)][::-1]:
+            if store is not None and t in store.fused:
+                store.mode = ("inject", t)
+            try:
+                if w == 1:
+                    out = unet(x, torch.full((F_,), t, dtype=torch.long), *condition, frames=F_,
+                               frame_attention=self.frame_attention, control=store)
+                else:
+                    o = unet(torch.cat([x, x]), torch.full((2 * F_,), t, dtype=torch.long), *both, frames=F_,
+                             frame_attention=self.frame_attention, control=store)
+                    u, c = o[:F_], o[F_:2 * F_]
+                    out = u + (c - u) * w
+            finally:
+                if store is not None:
+                    store.mode = store.IDLE
+            x = ddim_step(sched, self.prediction, ratio, out, t, x, context)
+        return x
+
+    # -- VideoEditPipeline.edit
+    def run(self, unet, adapter):
+        """Returns (edited, inverted, losses, phases, store)."""
+        F_ = self.frames
+        source = repeat_condition(self.conds["source"], F_)
+        target = repeat_condition(self.conds["target"], F_)
+        null = repeat_condition(self.conds["null"], F_)
+        phases = {}
+        started = time.perf_counter()
+        losses = self.tune(unet, adapter, source)
+        store = None
+        if self.uses_fusion and self.fusion["fraction"] > 0:
+            ratio = self.sched.T // self.steps
+            timesteps = [i * ratio for i in range(self.steps)][::-1]
+            store = AttentionFusionStore(self.fusion, AttentionFusionStore.fused_timesteps(self.fusion["fraction"], timesteps))
+            store.alignment = self.alignment
+            store.bound = store.storage_bytes(unet, F_, source[0].shape[1], self.frame_attention, self.steps)
+            if store.bound > store.budget:
+                raise RuntimeError(f"attention fusion needs more than its budget ({store.bound} > {store.budget} bytes)")
+        inversion_start = time.perf_counter()
+        if self.tune_steps > 0:  # Swift reports a phase only once its first progress call happened
+            phases["tuning"] = inversion_start - started
+        with torch.inference_mode():
+            context = VideoAdapterContext(adapter, source, F_) if adapter is not None else None
+            latent = self.invert(unet, context, source, store)
+            editing_start = time.perf_counter()
+            context = VideoAdapterContext(adapter, target, F_) if adapter is not None else None
+            edited = self.sample(unet, context, latent, target, null, store)
+        ended = time.perf_counter()
+        phases["inversion"] = editing_start - inversion_start
+        phases["editing"] = ended - editing_start
+        return edited, latent, losses, phases, ended - started, store
+
+
+def edit(d, check):
+    job = VideoEdit(d, check)
+    times, first, phases = [], None, {}
+    for _ in range(job.repeats):
+        unet, adapter = job.load_models()
+        edited, inverted, losses, phases, seconds, store = job.run(unet, adapter)
+        times.append(seconds)
+        if first is None:
+            first = (edited, inverted, losses, store)
+        del unet, adapter
+    edited, inverted, losses, store = first
+    suffix = "_check" if check else ""
+    # As the Swift worker: float64 losses, [0] when there was no tuning.
+    loss_tensor = torch.tensor(losses if losses else [0.0], dtype=torch.float64)
+    save_safetensors({"edited": edited, "inverted": inverted, "tuning_losses": loss_tensor},
+                     os.path.join(d, f"twin_edit{suffix}.safetensors"))
+    rate = job.frames * len(times) / sum(times)
+    result = {"images_per_s": rate, "frames_per_s": rate, "edit_seconds": times, "phase_seconds": phases,
+              "tuning_losses": losses, "method": job.method, "frames": job.frames,
+              "fusion_injections": store.injections if store is not None else 0,
+              "fusion_bytes": store.bytes if store is not None else 0,
+              "fusion_bound": store.bound if store is not None else 0}
+    swift_path = os.path.join(d, f"swift_edit{suffix}.safetensors")
+    if os.path.exists(swift_path):
+        swift = load_safetensors(swift_path)
+        result["edited_max_abs_diff"] = (edited.double() - swift["edited"].double()).abs().max().item()
+        result["inverted_max_abs_diff"] = (inverted.double() - swift["inverted"].double()).abs().max().item()
+        sl = swift["tuning_losses"].double().reshape(-1)
+        if sl.shape == loss_tensor.shape:
+            diff = (loss_tensor - sl).abs().max().item()
+        else:
+            diff = float("nan")
+        result["tuning_loss_max_abs_diff"] = result["tuning_losses_max_abs_diff"] = diff
+        result["edited_scale"] = edited.abs().max().item()
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["check", "train", "sample", "flops", "profile"])
+    parser.add_argument("command", choices=["check", "train", "sample", "flops", "profile", "edit"])
     parser.add_argument("dir")
     parser.add_argument("--impl", choices=["twin", "diffusers"], default="twin")
     parser.add_argument("--swift-kernels", action="store_true", help="profile: linear layers as Swift runs them")
+    parser.add_argument("--check", action="store_true", help="edit: the short equivalence edit (bench.json's edit_check)")
     args = parser.parse_args()
+    if args.command == "edit":
+        if args.impl != "twin":
+            print(json.dumps({"error": "edit: diffusers has no video edit; the edit runs on the twin only (--impl twin)"}))
+            sys.exit(2)
+        result = edit(args.dir, args.check)
+        result.update({"impl": args.impl, "threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb(),
+                       "torch": torch.__version__})
+        print(json.dumps(result))
+        return
     s = Setup(args.dir, args.impl)
     if args.command == "profile":
         result = profile(s, args.swift_kernels)

@@ -5,7 +5,10 @@ so a checkpoint saved by the Swift code loads here unchanged (strict=True) and b
 same outputs. `UNet.inflate()` and `ContextAdapter.inflate()` give the video versions of
 Models/VideoLayers.swift (docs/VIDEO.md): frames folded into the batch, sparse-causal
 self-attention and a temporal attention layer per U-Net transformer, causal temporal attention
-after each adapter block's self-attention; call them with `frames=F`. Used by the equivalence tests and by the side-by-side benchmarks (DESIGN §8).
+after each adapter block's self-attention; call them with `frames=F`. `UNet.forward(..., control=C)`
+is Swift's `VideoLayout.control`: `C.process(weights, layer, kind, resolution)` sees and may
+replace the softmax weights [B*heads, N, M] of every U-Net self- and cross-attention (sites named
+as Swift's `UNet.transformers`); without it no hook runs. Used by the equivalence tests and by the side-by-side benchmarks (DESIGN §8).
 Runs on Debian's python3-torch (1.13); needs nothing else.
 """
 import json
@@ -88,7 +91,9 @@ class Attention(nn.Module):
         b, n, _ = x.shape
         return x.reshape(b, n, self.heads, self.head_dim).permute(0, 2, 1, 3).reshape(b * self.heads, n, self.head_dim)
 
-    def forward(self, x, context=None, key_mask=None, causal=False):
+    def forward(self, x, context=None, key_mask=None, causal=False, edit_weights=None):
+        """`edit_weights` (Swift's `editWeights`): called with the softmax weights
+        [B*heads, N, M] (batch-major, heads inner); returns the weights to apply (same shape)."""
         src = x if context is None else context
         b, n, m = x.shape[0], x.shape[1], src.shape[1]
         q, k, v = self.split(self.to_q(x)), self.split(self.to_k(src)), self.split(self.to_v(src))
@@ -99,7 +104,12 @@ class Attention(nn.Module):
         if causal:
             assert n == m, "causal attention needs as many keys as queries"
             scores = scores.masked_fill(torch.ones(n, m, dtype=torch.bool).triu(1), float("-inf"))
-        out = torch.bmm(scores.softmax(dim=-1), v)
+        weights = scores.softmax(dim=-1)
+        if edit_weights is not None:
+            edited = edit_weights(weights)
+            assert edited.shape == weights.shape, f"edited attention weights {tuple(edited.shape)} must keep {tuple(weights.shape)}"
+            weights = edited
+        out = torch.bmm(weights, v)
         out = out.reshape(b, self.heads, n, self.head_dim).permute(0, 2, 1, 3).reshape(b, n, self.heads * self.head_dim)
         return self.to_out(out)
 
@@ -174,22 +184,37 @@ class SpatialTransformer(nn.Module):
         self.ff2 = nn.Linear(4 * channels, channels)
         self.proj_out = nn.Linear(channels, channels)
         self.temporal = None
+        # The layer's name in attention-control sites (`down.1.attentions.0`, `mid.attention`, ...),
+        # set by UNet.inflate() as Swift's SpatialTransformer.siteName.
+        self.site_name = ""
 
     def inflate(self, heads):
         if self.temporal is None:
             self.temporal = TemporalAttention(self.proj_in.weight.shape[0], heads, causal=False)
 
-    def forward(self, x, tokens, mask, frames=None, frame_attention="sparse-causal"):
+    def forward(self, x, tokens, mask, frames=None, frame_attention="sparse-causal", control=None):
+        """`control` (Swift's VideoLayout.control): an object whose `process(weights, layer, kind,
+        resolution)` sees and may replace the softmax weights of the self- ("self") and
+        cross-attention ("cross"); `resolution` is the feature map side. None: no hook at all."""
         b, c, hh, ww = x.shape
+        hook_self = hook_cross = None
+        if control is not None:
+            name = self.site_name
+
+            def hook_self(w):
+                return control.process(w, name, "self", hh)
+
+            def hook_cross(w):
+                return control.process(w, name, "cross", hh)
         h = self.proj_in(self.norm(x).reshape(b, c, hh * ww).transpose(1, 2))
         if self.pos_embed is not None:
             h = h + self.pos_embed
         if self.attn1 is not None:
             n = self.norm1(h)
             keys = sparse_causal_keys(n, frames) if frames is not None and frame_attention == "sparse-causal" else None
-            h = h + self.attn1(n, keys)
+            h = h + self.attn1(n, keys, edit_weights=hook_self)
         if self.attn2 is not None:
-            h = h + self.attn2(self.norm2(h), tokens, mask)
+            h = h + self.attn2(self.norm2(h), tokens, mask, edit_weights=hook_cross)
         h = h + self.ff2(F.gelu(self.ff1(self.norm3(h))))
         if self.temporal is not None and frames is not None:
             h = self.temporal(h, frames)
@@ -306,15 +331,32 @@ class UNet(nn.Module):
         refiner = cfg.get("text_refiner")
         self.text_refiner = TextRefiner(refiner, cfg["context_dim"], cfg["pooled_dim"]) if refiner else None
 
-    def inflate(self, temporal_heads=None):
-        """Adds a temporal attention layer (zero output) to every transformer, as UNet.inflate()."""
-        for m in self.modules():
-            if isinstance(m, SpatialTransformer):
-                m.inflate(temporal_heads or self.cfg["heads"])
+    def transformers(self):
+        """Every transformer with its site name and feature-map side, in call order (Swift's
+        `UNet.transformers`)."""
+        out, res = [], self.cfg["sample_size"]
+        for i, level in enumerate(self.down):
+            out += [(f"down.{i}.attentions.{j}", res, t) for j, t in enumerate(level.attentions)]
+            if level.resample is not None:
+                res //= 2
+        out.append(("mid.attention", res, self.mid.attention))
+        for i, level in enumerate(self.up):
+            out += [(f"up.{i}.attentions.{j}", res, t) for j, t in enumerate(level.attentions)]
+            if level.resample is not None:
+                res *= 2
+        return out
 
-    def forward(self, x, timesteps, tokens, mask, pooled, frames=None, frame_attention="sparse-causal"):
-        """x: [B, C, H, W], or [B*F, C, H, W] (frames of a video adjacent) with `frames=F`."""
-        video = dict(frames=frames, frame_attention=frame_attention)
+    def inflate(self, temporal_heads=None):
+        """Adds a temporal attention layer (zero output) to every transformer and names the
+        attention-control sites, as UNet.inflate()."""
+        for name, _, block in self.transformers():
+            block.inflate(temporal_heads or self.cfg["heads"])
+            block.site_name = name
+
+    def forward(self, x, timesteps, tokens, mask, pooled, frames=None, frame_attention="sparse-causal", control=None):
+        """x: [B, C, H, W], or [B*F, C, H, W] (frames of a video adjacent) with `frames=F`;
+        `control`: an attention controller (see SpatialTransformer.forward), or None."""
+        video = dict(frames=frames, frame_attention=frame_attention, control=control)
         if self.text_refiner is not None:
             tokens, pooled = self.text_refiner(tokens, mask, pooled)
         time = self.time_embedding(timesteps) + self.pooled_proj(pooled)
