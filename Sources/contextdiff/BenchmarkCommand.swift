@@ -168,7 +168,12 @@ struct BenchmarkCommand: ParsableCommand {
 
         // 3. Machine peak and FLOPs.
         // In a child, so that it runs with the same OPENBLAS_NUM_THREADS as the sides.
-        let sgemm = try swiftSide("sgemm").double("sgemm_gflops")
+        // The machine's peak: every thread for OpenBLAS too, whatever --blas-threads gives the sides.
+        var peakEnvironment = childEnvironment
+        peakEnvironment["OPENBLAS_NUM_THREADS"] = String(threads)
+        let peak = try runJSON(
+            executable: worker, arguments: ["benchmark-worker", "sgemm", work.path], what: "Swift sgemm", environment: peakEnvironment)
+        let sgemm = peak.double("sgemm_gflops"), onednnGemm = peak.double("onednn_gemm_gflops")
         let unetMACs = Double(model.unet.forwardMACs(batch: 1, textTokens: textTokens))
         let adapterMACs = Double(model.adapter!.forwardMACs(batch: 1, textTokens: textTokens))
         let twinFlops = try peer.run(["flops", work.path])
@@ -228,6 +233,7 @@ struct BenchmarkCommand: ParsableCommand {
             "train_swift_reference_over_twin": ratio(training, "swift-reference", "twin", "images_per_s"),
             "sample_swift_reference_over_twin": ratio(sampling, "swift-reference", "twin", "images_per_s"),
             "train_swift_gflops_over_sgemm": (training["swift"]?.double("images_per_s") ?? .nan) * trainPerImage / 1e9 / sgemm,
+            "train_swift_gflops_over_onednn_gemm": (training["swift"]?.double("images_per_s") ?? .nan) * trainPerImage / 1e9 / onednnGemm,
             "edit_swift_over_twin": ratio(editing, "swift", "twin", "images_per_s"),
             "edit_swift_reference_over_twin": ratio(editing, "swift-reference", "twin", "images_per_s"),
             "edit_rss_swift_over_twin": ratio(editing, "swift", "twin", "peak_rss_mb"),
@@ -270,7 +276,10 @@ struct BenchmarkCommand: ParsableCommand {
                 "unet_max_abs_diff": unetDiff, "adapter_max_abs_diff": adapterDiff, "tolerance": tolerance,
                 "first_training_loss_abs_diff": lossDiff, "final_samples_max_abs_diff": sampleDiff,
             ],
-            "sgemm": ["size": 2048, "gflops": sgemm],
+            "sgemm": [
+                "size": 2048, "gflops": sgemm, "onednn_gemm_gflops": onednnGemm, "threads": threads, "openblas_threads": threads,
+                "note": "2048³ float32 products at every thread: torch.matmul (OpenBLAS sgemm) and the same product as a oneDNN 1×1 convolution",
+            ],
             "flops": flopsJSON,
             "training": trainingJSON,
             "sampling": samplingJSON,
@@ -293,7 +302,8 @@ struct BenchmarkCommand: ParsableCommand {
                      Double(model.unet.parameterCount) / 1e6, Double(model.adapter!.parameterCount) / 1e6) + diffusersParams)
         print(String(format: "equivalence (same weights): U-Net %.1e, adapter %.1e ≤ %.0e; first training loss |Δ| %.1e; final samples max |Δ| %.1e",
                      unetDiff, adapterDiff, tolerance, lossDiff, sampleDiff))
-        print(String(format: "sgemm 2048×2048 through libtorch: %.1f GFLOP/s", sgemm))
+        print(String(format: "sgemm 2048×2048 through libtorch, %d threads: %.1f GFLOP/s (OpenBLAS), %.1f GFLOP/s (oneDNN 1×1 convolution)",
+                     threads, sgemm, onednnGemm))
         print(String(format: "FLOPs per image (analytic): training step %.2f GFLOP, sampling run %.2f GFLOP; diffusers %.2f / %.2f GFLOP",
                      trainPerImage / 1e9, samplePerImage / 1e9, diffusersTrainFlops / Double(trainBatch) / 1e9,
                      diffusersSampleFlops / Double(sampleBatch) / 1e9))
@@ -312,8 +322,9 @@ struct BenchmarkCommand: ParsableCommand {
         for key in ratios.keys.sorted() {
             print("  " + key.padding(toLength: 32, withPad: " ", startingAt: 0) + String(format: " %.3f", ratios[key]!))
         }
-        print(String(format: "  Swift training step achieves %.1f GFLOP/s = %.0f%% of sgemm", (training["swift"]?.double("images_per_s") ?? .nan) * trainPerImage / 1e9,
-                     100 * ratios["train_swift_gflops_over_sgemm"]!))
+        print(String(format: "  Swift training step achieves %.1f GFLOP/s = %.0f%% of OpenBLAS sgemm, %.0f%% of the oneDNN GEMM",
+                     (training["swift"]?.double("images_per_s") ?? .nan) * trainPerImage / 1e9,
+                     100 * ratios["train_swift_gflops_over_sgemm"]!, 100 * ratios["train_swift_gflops_over_onednn_gemm"]!))
         print("targets: " + targets.keys.sorted().map { "\($0): \(targets[$0]!)" }.joined(separator: "; "))
         if editFrames > 0 {
             print(String(format: "\n(c) video edit, %d frames %d×%d: %d tuning steps, DDIM inversion %d steps with attention recording, %d guided steps with fusion and the adapter",

@@ -198,7 +198,8 @@ struct BenchmarkWorkerCommand: ParsableCommand {
         if workload == .sgemm {
             // A 2048×2048 float32 matmul through libtorch (BLAS), best of 5.
             let gflops = try measureSgemm(size: 2048)
-            print("{\"impl\": \"swift\", \"sgemm_gflops\": \(gflops), \"threads\": \(Torch.numThreads)}")
+            let onednn = try measureOneDNNGemm(size: 2048)
+            print("{\"impl\": \"swift\", \"sgemm_gflops\": \(gflops), \"onednn_gemm_gflops\": \(onednn), \"threads\": \(Torch.numThreads)}")
             return
         }
         if workload == .edit { return try runEdit(folder: folder, spec: spec) }

@@ -36,6 +36,21 @@ struct DoctorCommand: ParsableCommand {
 }
 
 /// Times `repeats` float32 matmuls of `size`×`size` and returns the best GFLOP/s.
+/// The same `size`³ product as a oneDNN 1×1 convolution (the kernel Swift's linear layers use,
+/// ``Kernels/linearAsConvolution``), best of `repeats`, in GFLOP/s.
+func measureOneDNNGemm(size: Int, repeats: Int = 5) throws -> Double {
+    let a = try Tensor.randn([size, size], generator: Generator(seed: 0))
+    let b = try Tensor.randn([size, size], generator: Generator(seed: 1))
+    _ = try a.linearViaConvolution(weight: b, bias: nil)
+    var best = Double.infinity
+    let clock = ContinuousClock()
+    for _ in 0..<repeats {
+        let elapsed = try clock.measure { _ = try a.linearViaConvolution(weight: b, bias: nil) }
+        best = min(best, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+    }
+    return 2 * pow(Double(size), 3) / best / 1e9
+}
+
 func measureSgemm(size: Int, repeats: Int = 5) throws -> Double {
     let a = try Tensor.randn([size, size], generator: Generator(seed: 0))
     let b = try Tensor.randn([size, size], generator: Generator(seed: 1))

@@ -97,6 +97,10 @@ struct TrainCommand: ParsableCommand {
         "Layers of a trainable transformer over the text-token states (recipe: unet.text_refiner); 0 turns it off.",
         discussion: "Width 128, 4 heads; its output projections start at zero, so a model fine-tuned with a new refiner starts out computing what its source did."))
     var textRefinerLayers: Int?
+    @Option(help: ArgumentHelp(
+        "Weight of the token-grounding loss on the cross-attention (recipe: training.grounding_weight); 0 turns it off.",
+        discussion: "Synthetic benchmark only: each object's caption words are pulled towards its box (TokenCompose's token loss; docs/TRAINING.md)."))
+    var groundingWeight: Double?
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Start from scratch even if the run folder has checkpoints.") var noResume = false
     @Option(help: ArgumentHelp(
@@ -141,6 +145,10 @@ struct TrainCommand: ParsableCommand {
                 refiner.layers = textRefinerLayers
                 r.unet.textRefiner = refiner
             }
+        }
+        if let groundingWeight { r.training.groundingWeight = groundingWeight }
+        if r.training.groundingWeight > 0, r.imageFolder != nil {
+            throw ValidationError("the grounding loss needs the synthetic benchmark's object boxes; an image folder has none")
         }
         if let refiner = r.unet.textRefiner, refiner.maxTokens < r.maxTokens {
             throw ValidationError("unet.text_refiner.max_tokens \(refiner.maxTokens) is below the recipe's max_tokens \(r.maxTokens)")
@@ -245,7 +253,7 @@ struct TrainCommand: ParsableCommand {
 
         note("loading the MiniLM text encoder…")
         let textEncoder = try MiniLMTextEncoder()
-        let data = try loadData(recipe, showProgress: isRankZero)
+        let (data, annotations) = try loadData(recipe, showProgress: isRankZero)
         note("encoding \(Set((0..<data.count).map { data.caption(at: $0) }).count) distinct captions…")
         let captions = try CaptionTable(captions: (0..<data.count).map { data.caption(at: $0) }) { texts in
             let e = try textEncoder.encode(texts)
@@ -269,8 +277,15 @@ struct TrainCommand: ParsableCommand {
             unet: unet, adapter: adapter, schedule: NoiseSchedule(recipe.schedule),
             textEncoder: TextEncoderSpec(kind: "minilm", maxTokens: recipe.maxTokens))
         model.index.notes["command"] = CommandLine.arguments.joined(separator: " ")
+        let groundings = recipe.training.groundingWeight > 0
+            ? try Self.groundings(annotations, tokenizer: textEncoder.tokenizer) : nil
+        if let groundings {
+            let grounded = groundings.filter { !$0.isEmpty }.count
+            note("grounding loss (weight \(recipe.training.groundingWeight)) on \(grounded) of \(groundings.count) images")
+        }
         let trainer = try Trainer(
-            model: model, config: recipe.training, data: data, captions: captions, runDirectory: runDirectory, processGroup: group)
+            model: model, config: recipe.training, data: data, captions: captions, runDirectory: runDirectory, processGroup: group,
+            groundings: groundings)
         if resume, try trainer.resumeFromLatest() {
             note("resumed from step \(trainer.step)")
         }
@@ -304,25 +319,53 @@ struct TrainCommand: ParsableCommand {
         note("done: model at \(runDirectory.appendingPathComponent("model").path)")
     }
 
-    func loadData(_ recipe: TrainingRecipe, showProgress: Bool) throws -> InMemoryImageSource {
+    /// Each synthetic image's objects for the grounding loss: the token positions of their words
+    /// in the caption (the order the caption names them, which is the scene's) and their boxes.
+    /// An image whose words cannot all be found (or with two identical objects) gets none.
+    static func groundings(_ annotations: [SceneAnnotation], tokenizer: any TextTokenizer) throws -> [[GroundedObject]] {
+        var pieces: [String: [Int]] = [:]
+        func piecesOf(_ word: String) -> [Int] {
+            if let p = pieces[word] { return p }
+            let p = Array(tokenizer.encode(word).dropFirst().dropLast())
+            pieces[word] = p
+            return p
+        }
+        return annotations.map { a in
+            let objects = a.scene.objects
+            guard Set(objects.map { "\($0.color)\($0.shape)\($0.size)" }).count == objects.count else { return [] }
+            let words = objects.map { o in
+                (a.style.mentionsSize ? [o.size.rawValue] : []) + [o.color.rawValue, o.shape.rawValue]
+            }
+            guard let positions = TokenGrounding.tokenPositions(ids: tokenizer.encode(a.caption), objects: words, pieces: piecesOf)
+            else { return [] }
+            let side = Double(a.scene.imageSize)
+            return zip(objects, positions).map { o, tokens in
+                GroundedObject(tokens: tokens, minX: o.bbox.minX / side, minY: o.bbox.minY / side, maxX: o.bbox.maxX / side, maxY: o.bbox.maxY / side)
+            }
+        }
+    }
+
+    func loadData(_ recipe: TrainingRecipe, showProgress: Bool) throws -> (InMemoryImageSource, [SceneAnnotation]) {
         if let folder = recipe.imageFolder {
             let dataset = try ImageFolderDataset(folder: URL(fileURLWithPath: folder), imageSize: recipe.unet.sampleSize)
             if showProgress { note("loading \(dataset.count) images from \(folder)…") }
             var images: [RGBImage] = []
             for i in 0..<dataset.count { images.append(try dataset.image(at: i)) }
-            return try InMemoryImageSource(pixels: RGBImage.batch(images), captions: dataset.entries.map(\.text))
+            return (try InMemoryImageSource(pixels: RGBImage.batch(images), captions: dataset.entries.map(\.text)), [])
         }
         let benchmark = try SyntheticBenchmark(recipe.benchmark)
         let bar = showProgress ? ProgressBar(total: recipe.datasetSize, label: "render") : nil
         var chunks: [Tensor] = []
         var captions: [String] = []
+        var annotations: [SceneAnnotation] = []
         for start in stride(from: 0, to: recipe.datasetSize, by: 1000) {
             let batch = try benchmark.batch(indices: start..<min(recipe.datasetSize, start + 1000), split: .train)
             chunks.append(batch.images)
             captions += batch.captions
+            annotations += batch.annotations
             bar?.update(captions.count)
         }
-        return try InMemoryImageSource(pixels: Tensor.cat(chunks), captions: captions)
+        return (try InMemoryImageSource(pixels: Tensor.cat(chunks), captions: captions), annotations)
     }
 
     /// Eight fixed prompts (single objects, relations, held-out combinations) from the EMA model.

@@ -204,6 +204,30 @@ struct CLITests {
         #expect(notAModel.status != 0 && notAModel.stderr.contains("not a model folder"), "\(notAModel.stderr)")
     }
 
+    /// `--grounding-weight` trains with the token-grounding loss (logged per step, recorded in
+    /// the recipe) on the synthetic benchmark, and refuses an image folder, which has no boxes.
+    @Test func groundingLossTrainsAndNeedsBoxes() throws {
+        let root = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let run = root.appendingPathComponent("run")
+        let trained = try CLI.run(tinyTrainArguments(run, steps: 3) + ["--grounding-weight", "0.05"])
+        #expect(trained.status == 0, "\(trained.stderr)")
+        #expect(trained.stderr.contains("grounding loss (weight 0.05) on"))
+        let log = try String(contentsOf: run.appendingPathComponent("log.jsonl"), encoding: .utf8)
+        let lines = log.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Double] }
+        #expect(lines.count == 3)
+        for line in lines {
+            let g = try #require(line["grounding"])
+            #expect(g > 0 && g < 1, "grounding loss \(g)")
+        }
+        let recipe = try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("recipe.json"))) as? [String: Any]
+        #expect((recipe?["training"] as? [String: Any])?["grounding_weight"] as? Double == 0.05)
+        let folder = try CLI.run(["train", "-o", root.appendingPathComponent("f").path, "--image-folder", root.path, "--grounding-weight", "1"])
+        #expect(folder.status != 0 && folder.stderr.contains("object boxes"), "\(folder.stderr)")
+        let negative = try CLI.run(tinyTrainArguments(root.appendingPathComponent("n"), steps: 1) + ["--grounding-weight=-1"])
+        #expect(negative.status != 0 && negative.stderr.contains("grounding weight"), "\(negative.stderr)")
+    }
+
     @Test func scheduleAndDoctorRun() throws {
         let schedule = try CLI.run(["schedule", "--steps", "10"])
         #expect(schedule.status == 0)

@@ -39,6 +39,9 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     public var checkpointEvery = 250
     /// Checkpoints kept on disk (oldest deleted first).
     public var keepCheckpoints = 2
+    /// Weight of the token-grounding loss on the cross-attention (``TokenGrounding``); 0 turns
+    /// it off. Needs the training images' object boxes and caption token positions.
+    public var groundingWeight = 0.0
 
     public init() {}
 
@@ -47,6 +50,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         case minLearningRate = "min_learning_rate", weightDecay = "weight_decay", gradientClip = "gradient_clip"
         case emaDecay = "ema_decay", conditionDropout = "condition_dropout", weighting, seed
         case checkpointEvery = "checkpoint_every", keepCheckpoints = "keep_checkpoints"
+        case groundingWeight = "grounding_weight"
     }
 
     /// Missing keys take the defaults, so a recipe may name only what it changes.
@@ -66,6 +70,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
         checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? d.checkpointEvery
         keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? d.keepCheckpoints
+        groundingWeight = try c.decodeIfPresent(Double.self, forKey: .groundingWeight) ?? d.groundingWeight
     }
 
     public func validate() throws {
@@ -79,6 +84,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         guard (0..<1).contains(emaDecay) else { throw fail("EMA decay must be in [0, 1)") }
         guard (0..<1).contains(conditionDropout) else { throw fail("condition dropout must be in [0, 1)") }
         guard checkpointEvery > 0, keepCheckpoints > 0 else { throw fail("checkpoint interval and count must be positive") }
+        guard groundingWeight >= 0, groundingWeight.isFinite else { throw fail("grounding weight must be ≥ 0") }
     }
 }
 
@@ -106,6 +112,8 @@ public final class Trainer {
     public let config: TrainingConfig
     public let data: CaptionedImageSource
     public let captions: CaptionTable
+    /// The objects of each training image (index-aligned with `data`), for the grounding loss.
+    public let groundings: [[GroundedObject]]?
     public let runDirectory: URL
     public let diffusion: ContextualDiffusion
     /// Optional data-parallel group: gradients are averaged over ranks; rank 0 writes files.
@@ -118,16 +126,25 @@ public final class Trainer {
     let schedule: WarmupCosineSchedule
     public private(set) var step = 0
     public private(set) var lastCheckpoint: URL?
+    /// The unweighted grounding loss of the last step (nil when it is off).
+    public private(set) var lastGroundingLoss: Double?
 
     public init(
         model: ContextDiffModel, config: TrainingConfig, data: CaptionedImageSource, captions: CaptionTable,
-        runDirectory: URL, processGroup: ProcessGroup? = nil
+        runDirectory: URL, processGroup: ProcessGroup? = nil, groundings: [[GroundedObject]]? = nil
     ) throws {
         try config.validate()
+        if config.groundingWeight > 0 {
+            guard let groundings, groundings.count == data.count else {
+                throw TrainingError.invalidData(
+                    "the grounding loss needs every training image's object boxes and caption tokens (\(groundings?.count ?? 0) for \(data.count) images)")
+            }
+        }
         self.model = model
         self.config = config
         self.data = data
         self.captions = captions
+        self.groundings = groundings
         self.runDirectory = runDirectory
         self.processGroup = processGroup
         diffusion = ContextualDiffusion(schedule: model.schedule)
@@ -173,10 +190,21 @@ public final class Trainer {
         }
         let denoiserCondition = try captions.rows(rows)
         let adapter = model.adapter
-        let loss = try diffusion.trainingLoss(
+        // The grounding loss reads the cross-attention of this call: a one-frame, per-frame
+        // layout with a recorder computes exactly the 2-D model.
+        let recorder = config.groundingWeight > 0 && groundings != nil ? CrossAttentionRecorder() : nil
+        let layout = recorder.map { VideoLayout(frames: 1, selfAttention: .perFrame, control: $0) }
+        var loss = try diffusion.trainingLoss(
             x0: x0, timesteps: t, noise: noise, weighting: config.weighting, prediction: model.unet.config.prediction,
-            denoiser: { xt, t in try self.model.unet(xt, timesteps: t, condition: denoiserCondition) },
+            denoiser: { xt, t in try self.model.unet(xt, timesteps: t, condition: denoiserCondition, video: layout) },
             context: adapter.map { a in { x, t in try a(x, timesteps: t, condition: trueCondition) } })
+        if let recorder, let groundings {
+            // Rows whose caption was dropped have no words to ground.
+            let objects = zip(indices, rows).map { index, row in row == captions.nullRow ? [] : groundings[index] }
+            let grounding = try TokenGrounding.loss(maps: recorder.maps, objects: objects)
+            lastGroundingLoss = try grounding.item()
+            loss = try loss + grounding * config.groundingWeight
+        }
         var value = try loss.item()
         try optimizer.zeroGrad()
         try loss.backward()
@@ -252,7 +280,9 @@ public final class Trainer {
             let elapsed = started.duration(to: clock.now)
             recent.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
             if recent.count > 20 { recent.removeFirst() }
-            try appendLog(["step": Double(step), "loss": loss, "lr": optimizer.learningRate])
+            var fields = ["step": Double(step), "loss": loss, "lr": optimizer.learningRate]
+            if let g = lastGroundingLoss { fields["grounding"] = g }
+            try appendLog(fields)
             let finished = step == config.steps
             if finished || step % config.checkpointEvery == 0 { try saveCheckpoint() }
             let keepGoing = progress(TrainingProgress(
