@@ -101,6 +101,10 @@ struct TrainCommand: ParsableCommand {
         "Weight of the token-grounding loss on the cross-attention (recipe: training.grounding_weight); 0 turns it off.",
         discussion: "Synthetic benchmark only: each object's caption words are pulled towards its box (TokenCompose's token loss; docs/TRAINING.md)."))
     var groundingWeight: Double?
+    @Option(help: ArgumentHelp(
+        "Draw training timesteps from LO..<HI only, e.g. 400..<1000 (recipe: training.timestep_range).",
+        discussion: "For fine-tuning on the noisy end of the process, where a sample's layout is decided."))
+    var timestepRange: String?
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Start from scratch even if the run folder has checkpoints.") var noResume = false
     @Option(help: ArgumentHelp(
@@ -147,6 +151,14 @@ struct TrainCommand: ParsableCommand {
             }
         }
         if let groundingWeight { r.training.groundingWeight = groundingWeight }
+        if let timestepRange {
+            let parts = timestepRange.components(separatedBy: "..<").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard parts.count == 2 else { throw ValidationError("--timestep-range must look like 400..<1000, got '\(timestepRange)'") }
+            r.training.timestepRange = parts
+        }
+        if let range = r.training.timestepRange, range.count == 2, range[1] > r.schedule.trainTimesteps {
+            throw ValidationError("--timestep-range \(range[0])..<\(range[1]) goes past the schedule's \(r.schedule.trainTimesteps) timesteps")
+        }
         if r.training.groundingWeight > 0, r.imageFolder != nil {
             throw ValidationError("the grounding loss needs the synthetic benchmark's object boxes; an image folder has none")
         }

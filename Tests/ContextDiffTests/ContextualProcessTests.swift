@@ -24,6 +24,26 @@ struct ContextualProcessTests {
     /// The bias network used by these tests: depends on x0 and on t.
     static func r(_ x0: Double, _ t: Int) -> Double { Foundation.sin(3 * x0) * (1 + Double(t) / 1000) + 0.5 }
 
+    /// Timesteps drawn from a range stay in it and cover it; the full range is the default and
+    /// draws exactly what the call without a range draws; an empty or outside range is an error.
+    @Test func timestepRange() throws {
+        let diffusion = ContextualDiffusion(schedule: try Self.schedule.get())
+        let high = try diffusion.sampleTimesteps(count: 4000, generator: Generator(seed: 1), range: 400..<1000)
+        #expect(high.min()! >= 400 && high.max()! <= 999)
+        #expect(high.min()! < 410 && high.max()! > 990)
+        #expect(try diffusion.sampleTimesteps(count: 64, generator: Generator(seed: 2))
+            == diffusion.sampleTimesteps(count: 64, generator: Generator(seed: 2), range: 0..<1000))
+        #expect(throws: TorchError.self) { try diffusion.sampleTimesteps(count: 1, generator: Generator(seed: 3), range: 900..<1001) }
+        #expect(throws: TorchError.self) { try diffusion.sampleTimesteps(count: 1, generator: Generator(seed: 3), range: 5..<5) }
+        var config = TrainingConfig()
+        config.timestepRange = [600, 300]
+        #expect(throws: TrainingError.self) { try config.validate() }
+        config.timestepRange = [300, 600]
+        try config.validate()
+        let decoded = try JSONDecoder().decode(TrainingConfig.self, from: JSONEncoder().encode(config))
+        #expect(decoded.timestepRange == [300, 600])
+    }
+
     @Test func contextCoefficient() throws {
         let schedule = try Self.schedule.get()
         #expect(schedule.contextCoefficient(-1) == 0)  // b_0 = 0: the clean image has no bias

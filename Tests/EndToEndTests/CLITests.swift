@@ -226,6 +226,16 @@ struct CLITests {
         #expect(folder.status != 0 && folder.stderr.contains("object boxes"), "\(folder.stderr)")
         let negative = try CLI.run(tinyTrainArguments(root.appendingPathComponent("n"), steps: 1) + ["--grounding-weight=-1"])
         #expect(negative.status != 0 && negative.stderr.contains("grounding weight"), "\(negative.stderr)")
+        // --timestep-range: parsed, checked against the schedule and recorded in the recipe.
+        for (range, message) in [("abc", "must look like"), ("600..<300", "timestep range"), ("900..<1200", "goes past")] {
+            let bad = try CLI.run(tinyTrainArguments(root.appendingPathComponent("r"), steps: 1) + ["--timestep-range", range])
+            #expect(bad.status != 0 && bad.stderr.contains(message), "\(range): \(bad.stderr)")
+        }
+        let ranged = root.appendingPathComponent("ranged")
+        let high = try CLI.run(tinyTrainArguments(ranged, steps: 1) + ["--timestep-range", "500..<1000"])
+        #expect(high.status == 0, "\(high.stderr)")
+        let saved = try JSONSerialization.jsonObject(with: Data(contentsOf: ranged.appendingPathComponent("recipe.json"))) as? [String: Any]
+        #expect((saved?["training"] as? [String: Any])?["timestep_range"] as? [Int] == [500, 1000])
     }
 
     @Test func scheduleAndDoctorRun() throws {

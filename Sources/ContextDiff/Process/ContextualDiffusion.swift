@@ -112,8 +112,12 @@ public struct ContextualDiffusion: Sendable {
     // MARK: Eq. 8
 
     /// Uniform training timesteps in `0..<T`, one per batch element, from `generator`.
-    public func sampleTimesteps(count: Int, generator: Generator) throws -> [Int] {
-        try Tensor.randint(0, trainTimesteps, shape: [count], generator: generator).scalars(as: Int64.self).map {
+    public func sampleTimesteps(count: Int, generator: Generator, range: Range<Int>? = nil) throws -> [Int] {
+        let r = range ?? 0..<trainTimesteps
+        guard r.lowerBound >= 0, r.upperBound <= trainTimesteps, !r.isEmpty else {
+            throw TorchError.invalidArgument("timestep range \(r) is not inside 0..<\(trainTimesteps)")
+        }
+        return try Tensor.randint(r.lowerBound, r.upperBound, shape: [count], generator: generator).scalars(as: Int64.self).map {
             Int($0)
         }
     }

@@ -42,6 +42,9 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     /// Weight of the token-grounding loss on the cross-attention (``TokenGrounding``); 0 turns
     /// it off. Needs the training images' object boxes and caption token positions.
     public var groundingWeight = 0.0
+    /// Training timesteps are drawn uniformly from `[lo, hi)` (nil: every timestep). Fine-tuning
+    /// on the noisy end trains where a sample's layout is decided.
+    public var timestepRange: [Int]?
 
     public init() {}
 
@@ -51,6 +54,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         case emaDecay = "ema_decay", conditionDropout = "condition_dropout", weighting, seed
         case checkpointEvery = "checkpoint_every", keepCheckpoints = "keep_checkpoints"
         case groundingWeight = "grounding_weight"
+        case timestepRange = "timestep_range"
     }
 
     /// Missing keys take the defaults, so a recipe may name only what it changes.
@@ -71,6 +75,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? d.checkpointEvery
         keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? d.keepCheckpoints
         groundingWeight = try c.decodeIfPresent(Double.self, forKey: .groundingWeight) ?? d.groundingWeight
+        timestepRange = try c.decodeIfPresent([Int].self, forKey: .timestepRange)
     }
 
     public func validate() throws {
@@ -85,6 +90,9 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         guard (0..<1).contains(conditionDropout) else { throw fail("condition dropout must be in [0, 1)") }
         guard checkpointEvery > 0, keepCheckpoints > 0 else { throw fail("checkpoint interval and count must be positive") }
         guard groundingWeight >= 0, groundingWeight.isFinite else { throw fail("grounding weight must be ≥ 0") }
+        if let r = timestepRange {
+            guard r.count == 2, r[0] >= 0, r[0] < r[1] else { throw fail("timestep range must be [lo, hi) with 0 ≤ lo < hi") }
+        }
     }
 }
 
@@ -178,7 +186,8 @@ public final class Trainer {
         let global = config.batchSize
         let mine = sampler.positions
         let keepAll = try Tensor.rand([global], generator: generator).scalars(as: Float.self)
-        let timestepsAll = try diffusion.sampleTimesteps(count: global, generator: generator)
+        let timestepsAll = try diffusion.sampleTimesteps(
+            count: global, generator: generator, range: config.timestepRange.map { $0[0]..<$0[1] })
         let noiseAll = try Tensor.randn([global] + x0.shape.dropFirst(), generator: generator)
         let noise = mine.count == global
             ? noiseAll : try noiseAll.indexSelect(dim: 0, Tensor(mine.map(Int64.init), shape: [mine.count]))
