@@ -45,18 +45,6 @@ struct BenchmarkSpec: Codable {
 
     /// One-shot video edit (``VideoEditPipeline/edit(video:sourcePrompt:targetPrompt:options:progress:)``).
     struct Edit: Codable {
-        struct Fusion: Codable {
-            var fraction: Double
-            var selfAttentionMaxResolution: Int
-            var crossAttentionMaxResolution: Int
-
-            enum CodingKeys: String, CodingKey {
-                case fraction
-                case selfAttentionMaxResolution = "self_attention_max_resolution"
-                case crossAttentionMaxResolution = "cross_attention_max_resolution"
-            }
-        }
-
         var frames: Int
         var tuneSteps: Int
         var tuneLearningRate: Double
@@ -65,7 +53,7 @@ struct BenchmarkSpec: Codable {
         var seed: UInt64
         var method: VideoEditMethod
         var frameAttention: FrameAttention
-        var fusion: Fusion
+        var fusion: AttentionFusionConfig
         var inversionEvaluation: InversionEvaluation
         var repeats: Int
 
@@ -85,9 +73,7 @@ struct BenchmarkSpec: Codable {
             seed = o.seed
             method = .contextdiff
             frameAttention = o.frameAttention
-            fusion = Fusion(
-                fraction: o.fusion.fraction, selfAttentionMaxResolution: o.fusion.selfAttentionMaxResolution,
-                crossAttentionMaxResolution: o.fusion.crossAttentionMaxResolution)
+            fusion = o.fusion
             inversionEvaluation = o.inversionEvaluation
         }
 
@@ -100,9 +86,7 @@ struct BenchmarkSpec: Codable {
             o.guidance = guidance
             o.seed = seed
             o.frameAttention = frameAttention
-            o.fusion.fraction = fusion.fraction
-            o.fusion.selfAttentionMaxResolution = fusion.selfAttentionMaxResolution
-            o.fusion.crossAttentionMaxResolution = fusion.crossAttentionMaxResolution
+            o.fusion = fusion
             o.inversionEvaluation = inversionEvaluation
             return o
         }
