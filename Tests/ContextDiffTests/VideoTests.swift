@@ -304,6 +304,18 @@ struct VideoTests {
             _ = try pipeline.invert(video: video, frames: 4, condition: cond, options: tight, store: small)
         }
         #expect(small.bytes <= bound / 2)
+        // A whole edit over budget fails before tuning: no tuning step runs, no weight changes.
+        let before = try pipeline.model.unet.stateDict().mapValues { try $0 * 1.0 }
+        var phases: [VideoEditProgress.Phase] = []
+        #expect(throws: VideoEditError.fusionBudgetExceeded(needed: bound, budget: bound / 2)) {
+            _ = try pipeline.edit(
+                video: video, sourcePrompt: TinyVideo.caption, targetPrompt: TinyVideo.caption, options: tight,
+                progress: { phases.append($0.phase); return true })
+        }
+        #expect(phases.isEmpty)
+        for (key, value) in pipeline.model.unet.stateDict() {
+            #expect(try (value - before[key]!).abs().max().item() == 0, "\(key) changed")
+        }
 
         // Injection: substituting the maps recorded on the same input changes nothing (the
         // substitution is exact); on another input it changes the output.

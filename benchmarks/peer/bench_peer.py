@@ -870,8 +870,7 @@ class VideoEdit:
         null = repeat_condition(self.conds["null"], F_)
         phases = {}
         started = time.perf_counter()
-        losses = self.tune(unet, adapter, source)
-        store = None
+        store = None  # the budget is checked before tuning, which changes the weights in place
         if self.uses_fusion and self.fusion["fraction"] > 0:
             ratio = self.sched.T // self.steps
             timesteps = [i * ratio for i in range(self.steps)][::-1]
@@ -880,9 +879,11 @@ class VideoEdit:
             store.bound = store.storage_bytes(unet, F_, source[0].shape[1], self.frame_attention, self.steps)
             if store.bound > store.budget:
                 raise RuntimeError(f"attention fusion needs more than its budget ({store.bound} > {store.budget} bytes)")
+        tuning_start = time.perf_counter()
+        losses = self.tune(unet, adapter, source)
         inversion_start = time.perf_counter()
         if self.tune_steps > 0:  # Swift reports a phase only once its first progress call happened
-            phases["tuning"] = inversion_start - started
+            phases["tuning"] = inversion_start - tuning_start
         with torch.inference_mode():
             context = VideoAdapterContext(adapter, source, F_) if adapter is not None else None
             latent = self.invert(unet, context, source, store)

@@ -214,9 +214,8 @@ public final class VideoEditPipeline {
         let (source, sourceIDs) = try encode(sourcePrompt)
         let (target, targetIDs) = try encode(targetPrompt)
         let (null, _) = try encode("")
-        let losses = try tune(
-            video: video, frames: frames, condition: source.repeated(frames), options: options, progress: progress)
 
+        // The fusion budget is checked before tuning, which changes the model in place.
         let store: AttentionFusionStore?
         var bound = 0
         if options.method.usesFusion, options.fusion.fraction > 0 {
@@ -232,6 +231,8 @@ public final class VideoEditPipeline {
         } else {
             store = nil
         }
+        let losses = try tune(
+            video: video, frames: frames, condition: source.repeated(frames), options: options, progress: progress)
         let latent = try invert(
             video: video, frames: frames, condition: source.repeated(frames), options: options, store: store,
             progress: progress)
