@@ -304,6 +304,13 @@ struct VideoTests {
             _ = try pipeline.invert(video: video, frames: 4, condition: cond, options: tight, store: small)
         }
         #expect(small.bytes <= bound / 2)
+        // Recording the same maps again at exactly the budget replaces them: no spurious error.
+        var exact = options
+        exact.fusion.budgetBytes = bound
+        let full = AttentionFusionStore(config: exact.fusion, fusedTimesteps: fused)
+        _ = try pipeline.invert(video: video, frames: 4, condition: cond, options: exact, store: full)
+        _ = try pipeline.invert(video: video, frames: 4, condition: cond, options: exact, store: full)
+        #expect(full.bytes == bound)
         // A whole edit over budget fails before tuning: no tuning step runs, no weight changes.
         let before = try pipeline.model.unet.stateDict().mapValues { try $0 * 1.0 }
         var phases: [VideoEditProgress.Phase] = []

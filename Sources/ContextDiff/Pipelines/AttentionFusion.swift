@@ -122,12 +122,13 @@ public final class AttentionFusionStore: AttentionController {
             guard fusedTimesteps.contains(t), config.stores(site) else { return weights }
             let kept = try weights.detached().to(.float32).contiguous()
             let size = kept.count * MemoryLayout<Float>.size
-            guard bytes + size <= config.budgetBytes else {
-                throw VideoEditError.fusionBudgetExceeded(needed: bytes + size, budget: config.budgetBytes)
+            // A map recorded again replaces the old one, whose bytes are freed first.
+            let replaced = maps[Key(timestep: t, site: site)].map { $0.count * MemoryLayout<Float>.size } ?? 0
+            guard bytes - replaced + size <= config.budgetBytes else {
+                throw VideoEditError.fusionBudgetExceeded(needed: bytes - replaced + size, budget: config.budgetBytes)
             }
-            if let old = maps[Key(timestep: t, site: site)] { bytes -= old.count * MemoryLayout<Float>.size }
             maps[Key(timestep: t, site: site)] = kept
-            bytes += size
+            bytes += size - replaced
             return weights
         case .inject(let t):
             guard let stored = maps[Key(timestep: t, site: site)] else { return weights }

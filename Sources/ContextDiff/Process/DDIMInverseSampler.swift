@@ -2,8 +2,10 @@ import Torch
 
 /// DDIM inversion as diffusers 0.27.2 `DDIMInverseScheduler.step`, and ContextDiff's contextual
 /// DDIM inversion (DESIGN §3, used for editing): the deterministic DDIM map run from a level `s`
-/// up to the next level `t`, with x̂0 predicted at the current latent (the usual inversion
-/// approximation: the model is evaluated at the *target* timestep `t` on the latent at `s`):
+/// up to the next level `t`, with x̂0 predicted from the latent at `s`. Where the model is
+/// evaluated is the caller's choice: diffusers' usual approximation evaluates it at the *target*
+/// timestep `t` on the latent at `s`; the video pipeline evaluates it at `s` by default
+/// (``InversionEvaluation/source``). The step itself is the same:
 ///
 ///     x̂0  = processed(x̂0_raw(x_s))                at ᾱ_s
 ///     ε̂   = (x_s − b_s − sqrt(ᾱ_s)·x̂0_raw) / sqrt(1 − ᾱ_s)      (ε̂ = 0 when ᾱ_s = 1)
