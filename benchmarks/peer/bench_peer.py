@@ -348,7 +348,7 @@ def profile(s, swift_kernels=False):
 # A line-by-line port of VideoEditPipeline.edit (Sources/ContextDiff/Pipelines/VideoEdit.swift)
 # with the samplers it uses (Process/DDIMSampler.swift, DDIMInverseSampler.swift,
 # ContextBias.swift, PredictionConversions.swift: same float32 scalars), AttentionFusionStore
-# (Pipelines/AttentionFusion.swift) and Swift's AdamW / clipGradNorm (NN/Optimizers.swift).
+# (Pipelines/AttentionFusion.swift); tuning uses torch.optim.AdamW and clip_grad_norm_, as train().
 def f32(x):
     """x rounded to float32, as a Python float (Swift's `Float`)."""
     return struct.unpack("f", struct.pack("f", x))[0]
@@ -593,50 +593,6 @@ class AttentionFusionStore:
         return fused if total == rows else torch.cat([weights[:total - rows], fused])
 
 
-class SwiftAdamW:
-    """NN/Optimizers.swift AdamW, op for op (torch 1.13's AdamW updates the first moment with
-    mul_ + add_, Swift with lerp_; the rest is the same)."""
-
-    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        self.params, self.lr, self.betas, self.eps, self.weight_decay = list(params), lr, betas, eps, weight_decay
-        self.step_count, self.m, self.v = 0, [], []
-
-    @torch.no_grad()
-    def step(self):
-        if not self.m:
-            self.m = [torch.zeros_like(p.detach()) for p in self.params]
-            self.v = [torch.zeros_like(p.detach()) for p in self.params]
-        self.step_count += 1
-        b1, b2 = self.betas
-        step_size = self.lr / (1 - b1 ** self.step_count)
-        c2_root = math.sqrt(1 - b2 ** self.step_count)
-        for p, m, v in zip(self.params, self.m, self.v):
-            g = p.grad
-            if g is None:
-                continue
-            param = p.detach()
-            if self.weight_decay != 0:
-                param.mul_(1 - self.lr * self.weight_decay)
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2)
-            v.addcmul_(g, g, value=1 - b2)
-            denom = v.sqrt() / c2_root + self.eps
-            param.addcdiv_(m, denom, value=-step_size)
-
-
-def swift_clip_grad_norm(params, max_norm):
-    """NN/Optimizers.swift clipGradNorm: scale = max/(‖g‖ + 1e-6) in Double, applied only when < 1."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return 0.0
-    with torch.no_grad():
-        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, 2) for g in grads]), 2).item()
-        scale = max_norm / (total + 1e-6)
-        if scale < 1:
-            torch._foreach_mul_(grads, scale)
-    return total
-
-
 def is_temporal_key(key):
     return ".temporal." in key or key.startswith("temporal.")
 
@@ -754,7 +710,9 @@ class VideoEdit:
             p.requires_grad_(False)
         for p in trainable:
             p.requires_grad_(True)
-        optimizer = SwiftAdamW(trainable, self.lr, weight_decay=0.01)
+        # The optimiser and clipping a PyTorch user runs, as train() does (the Swift side's AdamW
+        # updates the first moment with lerp_ instead of mul_ + add_: equal up to rounding).
+        optimizer = torch.optim.AdamW(trainable, lr=self.lr, weight_decay=0.01)
         g = torch.Generator().manual_seed((self.seed + 0x70E) % (1 << 64))
         unet.train()
         if adapter is not None:
@@ -788,10 +746,9 @@ class VideoEdit:
                 value = loss.item()
                 if not math.isfinite(value):
                     raise ValueError(f"tuning diverged (loss {value}); lower the learning rate")
-                for p in trainable:
-                    p.grad = None
+                optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                swift_clip_grad_norm(trainable, 1.0)
+                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
                 optimizer.step()
                 losses.append(value)
         finally:
