@@ -35,31 +35,28 @@ struct DoctorCommand: ParsableCommand {
     }
 }
 
-/// Times `repeats` float32 matmuls of `size`×`size` and returns the best GFLOP/s.
-/// The same `size`³ product as a oneDNN 1×1 convolution (the kernel Swift's linear layers use,
-/// ``Kernels/linearAsConvolution``), best of `repeats`, in GFLOP/s.
-func measureOneDNNGemm(size: Int, repeats: Int = 5) throws -> Double {
+/// Times `repeats` float32 products of two `size`×`size` matrices computed by `product`, after
+/// one untimed call, and returns the best rate in GFLOP/s (2·size³ per product).
+func measureGemm(size: Int, repeats: Int = 5, _ product: (Tensor, Tensor) throws -> Tensor) throws -> Double {
     let a = try Tensor.randn([size, size], generator: Generator(seed: 0))
     let b = try Tensor.randn([size, size], generator: Generator(seed: 1))
-    _ = try a.linearViaConvolution(weight: b, bias: nil)
+    _ = try product(a, b)
     var best = Double.infinity
     let clock = ContinuousClock()
     for _ in 0..<repeats {
-        let elapsed = try clock.measure { _ = try a.linearViaConvolution(weight: b, bias: nil) }
+        let elapsed = try clock.measure { _ = try product(a, b) }
         best = min(best, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
     }
     return 2 * pow(Double(size), 3) / best / 1e9
 }
 
+/// The matmul through libtorch (OpenBLAS sgemm on this build), in GFLOP/s.
 func measureSgemm(size: Int, repeats: Int = 5) throws -> Double {
-    let a = try Tensor.randn([size, size], generator: Generator(seed: 0))
-    let b = try Tensor.randn([size, size], generator: Generator(seed: 1))
-    _ = try a.matmul(b)
-    var best = Double.infinity
-    let clock = ContinuousClock()
-    for _ in 0..<repeats {
-        let elapsed = try clock.measure { _ = try a.matmul(b) }
-        best = min(best, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
-    }
-    return 2 * pow(Double(size), 3) / best / 1e9
+    try measureGemm(size: size, repeats: repeats) { try $0.matmul($1) }
+}
+
+/// The same product as a oneDNN 1×1 convolution (the kernel Swift's linear layers use,
+/// ``Kernels/linearAsConvolution``), in GFLOP/s.
+func measureOneDNNGemm(size: Int, repeats: Int = 5) throws -> Double {
+    try measureGemm(size: size, repeats: repeats) { try $0.linearViaConvolution(weight: $1, bias: nil) }
 }

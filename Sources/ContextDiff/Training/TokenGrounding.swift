@@ -67,7 +67,7 @@ public enum TokenGrounding {
         let k = Swift.max(1, objects.map(\.count).max() ?? 0)
         var total: Tensor?
         var layers = 0
-        var selections: [Int: (Tensor, Tensor)] = [:]  // by token count M: (S [B, M, K], valid [B, K])
+        var selections: [Int: (Tensor, Tensor, Double)] = [:]  // by token count M: (S [B, M, K], valid [B, K], Σ valid)
         var masks: [Int: Tensor] = [:]  // by resolution: [B, N, K]
         for (_, weights) in maps {
             let s = weights.shape
@@ -87,7 +87,7 @@ public enum TokenGrounding {
                         for t in tokens { select[(row * m + t) * k + j] = 1 }
                     }
                 }
-                selections[m] = (try Tensor(select, shape: [b, m, k]), try Tensor(valid, shape: [b, k]))
+                selections[m] = (try Tensor(select, shape: [b, m, k]), try Tensor(valid, shape: [b, k]), Double(valid.reduce(0, +)))
             }
             if masks[r] == nil {
                 var cells = [Float](repeating: 0, count: b * n * k)
@@ -98,12 +98,11 @@ public enum TokenGrounding {
                 }
                 masks[r] = try Tensor(cells, shape: [b, n, k])
             }
-            let (select, valid) = selections[m]!
+            let (select, valid, count) = selections[m]!
             let attention = try weights.to(.float32).reshaped([b, heads, n, m]).mean(dims: [1]).bmm(select)  // [B, N, K]
             let inside = try (attention * masks[r]!).sum(dims: [1])
             let all = try attention.sum(dims: [1]).clamped(min: 1e-8)
             let perObject = try (1 - inside / all).square() * valid
-            let count: Double = try valid.sum().item()
             let layerLoss = try perObject.sum() / Swift.max(1, count)
             total = try total.map { try $0 + layerLoss } ?? layerLoss
             layers += 1
