@@ -97,6 +97,10 @@ struct TrainCommand: ParsableCommand {
         "Layers of a trainable transformer over the text-token states (recipe: unet.text_refiner); 0 turns it off.",
         discussion: "Width 128, 4 heads; its output projections start at zero, so a model fine-tuned with a new refiner starts out computing what its source did."))
     var textRefinerLayers: Int?
+    @Flag(help: ArgumentHelp(
+        "Add a text-side layout prior (recipe: unet.layout_prior): boxes predicted from the caption, painted into the U-Net's input.",
+        discussion: "Synthetic benchmark only: it learns from the dataset's object boxes (docs/TRAINING.md). Its canvas convolution starts at zero, so a model fine-tuned with a new prior starts out computing what its source did."))
+    var layoutPrior = false
     @Option(help: ArgumentHelp(
         "Weight of the token-grounding loss on the cross-attention (recipe: training.grounding_weight); 0 turns it off.",
         discussion: "Synthetic benchmark only: each object's caption words are pulled towards its box (TokenCompose's token loss; docs/TRAINING.md)."))
@@ -109,7 +113,7 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Start from scratch even if the run folder has checkpoints.") var noResume = false
     @Option(help: ArgumentHelp(
         "Start from a model folder's weights instead of a random initialisation (fine-tuning).",
-        discussion: "The U-Net's and, when both have one, the adapter's. Every tensor must match the recipe's networks, except position-embedding tables and a text refiner the source lacks, which keep their initialisation (the identity). Ignored when resuming from a checkpoint."))
+        discussion: "The U-Net's and, when both have one, the adapter's. Every tensor must match the recipe's networks, except position-embedding tables, a text refiner and a layout prior the source lacks, which keep their initialisation (the identity). Ignored when resuming from a checkpoint."))
     var initFrom: String?
     @Flag(help: "Skip the validation sample grid at checkpoints.") var noSamples = false
     @OptionGroup(title: "Data-parallel training") var distributed: DistributedOptions
@@ -150,6 +154,7 @@ struct TrainCommand: ParsableCommand {
                 r.unet.textRefiner = refiner
             }
         }
+        if layoutPrior, r.unet.layoutPrior == nil { r.unet.layoutPrior = LayoutPriorConfig(maxTokens: r.maxTokens) }
         if let groundingWeight { r.training.groundingWeight = groundingWeight }
         if let timestepRange {
             let parts = timestepRange.components(separatedBy: "..<").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
@@ -161,6 +166,12 @@ struct TrainCommand: ParsableCommand {
         }
         if r.training.groundingWeight > 0, r.imageFolder != nil {
             throw ValidationError("the grounding loss needs the synthetic benchmark's object boxes; an image folder has none")
+        }
+        if r.unet.layoutPrior != nil, r.imageFolder != nil {
+            throw ValidationError("a layout prior learns from the synthetic benchmark's object boxes; an image folder has none")
+        }
+        if let prior = r.unet.layoutPrior, prior.maxTokens < r.maxTokens {
+            throw ValidationError("unet.layout_prior.max_tokens \(prior.maxTokens) is below the recipe's max_tokens \(r.maxTokens)")
         }
         if let refiner = r.unet.textRefiner, refiner.maxTokens < r.maxTokens {
             throw ValidationError("unet.text_refiner.max_tokens \(refiner.maxTokens) is below the recipe's max_tokens \(r.maxTokens)")
@@ -209,9 +220,10 @@ struct TrainCommand: ParsableCommand {
     }
 
     /// Copies a model folder's weights into freshly built networks (`--init-from`). Position
-    /// tables and a text refiner the source lacks keep their initialisation (zero tables, a
-    /// refiner with zero output projections), so the network starts out computing exactly what
-    /// the source did; anything else that does not match is an error naming it.
+    /// tables, a text refiner and a layout prior the source lacks keep their initialisation
+    /// (zero tables, a refiner with zero output projections, a prior with a zero canvas
+    /// convolution), so the network starts out computing exactly what the source did; anything
+    /// else that does not match is an error naming it.
     func initialize(unet: UNet, adapter: ContextAdapter?, from folder: URL) throws {
         guard FileManager.default.fileExists(atPath: folder.appendingPathComponent("unet").path) else {
             throw ValidationError("--init-from \(folder.path): not a model folder (no unet/ inside)")
@@ -227,9 +239,11 @@ struct TrainCommand: ParsableCommand {
             throw CheckpointError.missingFile(folder.appendingPathComponent("unet/\(ModelFolder.weightsName)").path)
         }
         let sourceHasRefiner = state.keys.contains { $0.hasPrefix("text_refiner.") }
+        let sourceHasPrior = state.keys.contains { $0.hasPrefix("layout_prior.") }
         for (key, value) in unet.namedParameters() where state[key] == nil {
-            if key.hasSuffix(".pos_embed") && !key.hasPrefix("text_refiner.") { state[key] = value }
+            if key.hasSuffix(".pos_embed") && !key.hasPrefix("text_refiner.") && !key.hasPrefix("layout_prior.") { state[key] = value }
             if key.hasPrefix("text_refiner.") && !sourceHasRefiner { state[key] = value }
+            if key.hasPrefix("layout_prior.") && !sourceHasPrior { state[key] = value }
         }
         try unet.load(state)
         if let adapter, let adapterState = try weights("adapter") { try adapter.load(adapterState) }
@@ -289,11 +303,16 @@ struct TrainCommand: ParsableCommand {
             unet: unet, adapter: adapter, schedule: NoiseSchedule(recipe.schedule),
             textEncoder: TextEncoderSpec(kind: "minilm", maxTokens: recipe.maxTokens))
         model.index.notes["command"] = CommandLine.arguments.joined(separator: " ")
-        let groundings = recipe.training.groundingWeight > 0
+        let groundings = recipe.training.groundingWeight > 0 || recipe.unet.layoutPrior != nil
             ? try Self.groundings(annotations, tokenizer: textEncoder.tokenizer) : nil
         if let groundings {
             let grounded = groundings.filter { !$0.isEmpty }.count
-            note("grounding loss (weight \(recipe.training.groundingWeight)) on \(grounded) of \(groundings.count) images")
+            if recipe.training.groundingWeight > 0 {
+                note("grounding loss (weight \(recipe.training.groundingWeight)) on \(grounded) of \(groundings.count) images")
+            }
+            if recipe.unet.layoutPrior != nil {
+                note("layout prior (loss weight \(recipe.training.layoutWeight)) learns from \(grounded) of \(groundings.count) images")
+            }
         }
         let trainer = try Trainer(
             model: model, config: recipe.training, data: data, captions: captions, runDirectory: runDirectory, processGroup: group,

@@ -174,22 +174,25 @@ struct CLITests {
         #expect(missing.status != 0 && missing.stderr.contains("no checkpoint at step 7"), "\(missing.stderr)")
         #expect(missing.stderr.contains("4, 8, 12"))
 
-        // Fine-tuning from that model with position embeddings and a text refiner added: at a
-        // vanishing learning rate the new run's weights are the source's, plus zero position
-        // tables and a refiner whose output projections are zero (the identity).
+        // Fine-tuning from that model with position embeddings, a text refiner and a layout prior
+        // added: at a vanishing learning rate the new run's weights are the source's, plus zero
+        // position tables, a refiner whose output projections are zero (the identity) and a
+        // prior whose canvas convolution is zero.
         let tuned = root.appendingPathComponent("tuned")
         let source = run.appendingPathComponent("model")
         let fineTuned = try CLI.run(tinyTrainArguments(tuned, steps: 4) + [
             "--config", config.path, "--init-from", source.path, "--positional-embedding", "--text-refiner-layers", "1",
-            "--learning-rate", "1e-12"])
+            "--layout-prior", "--learning-rate", "1e-12"])
         #expect(fineTuned.status == 0, "\(fineTuned.stderr)")
         let before = try loadSafeTensors(source.appendingPathComponent("unet/model.safetensors"))
         let after = try loadSafeTensors(tuned.appendingPathComponent("model/unet/model.safetensors"))
-        let tables = after.keys.filter { $0.hasSuffix(".pos_embed") && !$0.hasPrefix("text_refiner.") }
+        let tables = after.keys.filter { $0.hasSuffix(".pos_embed") && !$0.hasPrefix("text_refiner.") && !$0.hasPrefix("layout_prior.") }
         let refiner = after.keys.filter { $0.hasPrefix("text_refiner.") }
+        let prior = after.keys.filter { $0.hasPrefix("layout_prior.") }
         #expect(!tables.isEmpty && refiner.contains("text_refiner.layers.0.fc1.weight"))
-        #expect(Set(after.keys).subtracting(tables).subtracting(refiner) == Set(before.keys))
-        for key in ["text_refiner.tokens_out.weight", "text_refiner.pooled_out.weight"] {
+        #expect(prior.contains("layout_prior.head.weight"))
+        #expect(Set(after.keys).subtracting(tables).subtracting(refiner).subtracting(prior) == Set(before.keys))
+        for key in ["text_refiner.tokens_out.weight", "text_refiner.pooled_out.weight", "layout_prior.canvas_in.weight", "layout_prior.canvas_in.bias"] {
             #expect(try after[key]!.abs().max().item() < 1e-9, "\(key) does not start at zero")
         }
         for key in tables { #expect(try after[key]!.abs().max().item() < 1e-9, "\(key) does not start at zero") }
@@ -205,7 +208,8 @@ struct CLITests {
     }
 
     /// `--grounding-weight` trains with the token-grounding loss (logged per step, recorded in
-    /// the recipe) on the synthetic benchmark, and refuses an image folder, which has no boxes.
+    /// the recipe) on the synthetic benchmark, and refuses an image folder, which has no boxes;
+    /// so does `--layout-prior`.
     @Test func groundingLossTrainsAndNeedsBoxes() throws {
         let root = try scratchDirectory()
         defer { try? FileManager.default.removeItem(at: root) }
@@ -224,6 +228,8 @@ struct CLITests {
         #expect((recipe?["training"] as? [String: Any])?["grounding_weight"] as? Double == 0.05)
         let folder = try CLI.run(["train", "-o", root.appendingPathComponent("f").path, "--image-folder", root.path, "--grounding-weight", "1"])
         #expect(folder.status != 0 && folder.stderr.contains("object boxes"), "\(folder.stderr)")
+        let priorOnFolder = try CLI.run(["train", "-o", root.appendingPathComponent("f").path, "--image-folder", root.path, "--layout-prior"])
+        #expect(priorOnFolder.status != 0 && priorOnFolder.stderr.contains("object boxes"), "\(priorOnFolder.stderr)")
         let negative = try CLI.run(tinyTrainArguments(root.appendingPathComponent("n"), steps: 1) + ["--grounding-weight=-1"])
         #expect(negative.status != 0 && negative.stderr.contains("grounding weight"), "\(negative.stderr)")
         // --timestep-range: parsed, checked against the schedule and recorded in the recipe.
@@ -236,6 +242,30 @@ struct CLITests {
         #expect(high.status == 0, "\(high.stderr)")
         let saved = try JSONSerialization.jsonObject(with: Data(contentsOf: ranged.appendingPathComponent("recipe.json"))) as? [String: Any]
         #expect((saved?["training"] as? [String: Any])?["timestep_range"] as? [Int] == [500, 1000])
+    }
+
+    /// `--layout-prior` adds the prior to the recipe's U-Net, trains its box loss alongside the
+    /// diffusion loss (logged per step, falling), and the model it writes generates from its
+    /// predicted layout.
+    @Test func layoutPriorTrainsAndGenerates() throws {
+        let root = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let run = root.appendingPathComponent("run")
+        let trained = try CLI.run(tinyTrainArguments(run, steps: 12) + ["--layout-prior", "--learning-rate", "3e-3"])
+        #expect(trained.status == 0, "\(trained.stderr)")
+        #expect(trained.stderr.contains("layout prior (loss weight 1.0) learns from"))
+        let log = try String(contentsOf: run.appendingPathComponent("log.jsonl"), encoding: .utf8)
+        let layout = log.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Double] }
+            .compactMap { $0["layout"] }
+        #expect(layout.count == 12)
+        #expect((layout.last ?? 1) < (layout.first ?? 0) * 0.75, "layout loss \(layout)")
+        let recipe = try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("recipe.json"))) as? [String: Any]
+        #expect((recipe?["unet"] as? [String: Any])?["layout_prior"] is [String: Any])
+        let out = root.appendingPathComponent("out/x.png")
+        let generated = try CLI.run(["generate", "a red circle to the left of a blue square", "--model", run.appendingPathComponent("model").path,
+                                     "--steps", "3", "--num-images", "1", "-o", out.path, "--threads", "1"])
+        #expect(generated.status == 0, "\(generated.stderr)")
+        #expect(try Data(contentsOf: out).starts(with: [0x89, 0x50, 0x4E, 0x47]))
     }
 
     @Test func scheduleAndDoctorRun() throws {

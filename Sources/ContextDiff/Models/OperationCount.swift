@@ -57,10 +57,36 @@ extension SpatialTransformer {
     }
 }
 
+extension TransformerEncoderLayer {
+    func macs(batch: Int, tokens: Int) -> Int {
+        attention.macs(batch: batch, queries: tokens, keys: tokens) + fc1.macs(rows: batch * tokens) + fc2.macs(rows: batch * tokens)
+    }
+}
+
+extension TextRefiner {
+    public func macs(batch: Int, textTokens: Int) -> Int {
+        let rows = batch * textTokens
+        return projIn.macs(rows: rows) + layers.reduce(0) { $0 + $1.macs(batch: batch, tokens: textTokens) }
+            + tokensOut.macs(rows: rows) + pooledOut.macs(rows: batch)
+    }
+}
+
+extension LayoutPrior {
+    /// With the canvas (`value`, one batched product over tokens and pixels, the convolution).
+    public func macs(batch: Int, textTokens: Int, size: Int) -> Int {
+        let rows = batch * textTokens
+        return projIn.macs(rows: rows) + layers.reduce(0) { $0 + $1.macs(batch: batch, tokens: textTokens) }
+            + head.macs(rows: rows) + value.macs(rows: rows) + batch * config.channels * textTokens * size * size
+            + canvasIn.macs(batch: batch, size: size)
+    }
+}
+
 extension UNet {
     /// MACs of one forward pass on `batch` images with `textTokens` text tokens per image.
     public func forwardMACs(batch: Int, textTokens: Int) -> Int {
         var total = timeEmbedding.macs(batch: batch) + pooledProj.macs(rows: batch)
+        total += textRefiner?.macs(batch: batch, textTokens: textTokens) ?? 0
+        total += layoutPrior?.macs(batch: batch, textTokens: textTokens, size: config.sampleSize) ?? 0
         var size = config.sampleSize
         total += convIn.macs(batch: batch, size: size)
         for level in down {

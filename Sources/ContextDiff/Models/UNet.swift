@@ -40,6 +40,9 @@ public struct UNetConfig: Codable, Sendable, Equatable {
     /// A small trainable transformer over the text-token states before the U-Net uses them
     /// (``TextRefiner``); nil (absent in older configs) uses the encoder's states as they are.
     public var textRefiner: TextRefinerConfig?
+    /// A text-side layout prior whose canvas is added to the first feature map
+    /// (``LayoutPrior``); nil (absent in older configs) is the plain U-Net.
+    public var layoutPrior: LayoutPriorConfig?
 
     public init() {}
 
@@ -51,6 +54,7 @@ public struct UNetConfig: Codable, Sendable, Equatable {
         case pooledDim = "pooled_dim", dropout, normGroups = "norm_groups", prediction
         case positionalEmbedding = "positional_embedding"
         case textRefiner = "text_refiner"
+        case layoutPrior = "layout_prior"
     }
 
     public init(from decoder: Decoder) throws {
@@ -72,6 +76,7 @@ public struct UNetConfig: Codable, Sendable, Equatable {
         // Added after the first models were shipped: absent means off.
         positionalEmbedding = try c.decodeIfPresent(Bool.self, forKey: .positionalEmbedding) ?? false
         textRefiner = try c.decodeIfPresent(TextRefinerConfig.self, forKey: .textRefiner)
+        layoutPrior = try c.decodeIfPresent(LayoutPriorConfig.self, forKey: .layoutPrior)
     }
 
     /// Checks the configuration and throws a message naming the offending field.
@@ -92,6 +97,7 @@ public struct UNetConfig: Codable, Sendable, Equatable {
         }
         guard (0..<1).contains(dropout) else { throw fail("dropout must be in [0, 1)") }
         try textRefiner?.validate()
+        try layoutPrior?.validate()
     }
 }
 
@@ -260,6 +266,8 @@ public final class UNet: Module {
     public let convOut: Conv2d
     /// The trainable text refiner (``UNetConfig/textRefiner``), or nil.
     public let textRefiner: TextRefiner?
+    /// The text-side layout prior (``UNetConfig/layoutPrior``), or nil.
+    public let layoutPrior: LayoutPrior?
 
     public init(_ config: UNetConfig) throws {
         try config.validate()
@@ -332,6 +340,9 @@ public final class UNet: Module {
         textRefiner = try config.textRefiner.map {
             try TextRefiner($0, contextDim: config.contextDim, pooledDim: config.pooledDim)
         }
+        layoutPrior = try config.layoutPrior.map {
+            try LayoutPrior($0, contextDim: config.contextDim, outputChannels: config.baseChannels)
+        }
         super.init()
     }
 
@@ -346,6 +357,7 @@ public final class UNet: Module {
         case "normOut": "norm_out"
         case "convOut": "conv_out"
         case "textRefiner": "text_refiner"
+        case "layoutPrior": "layout_prior"
         default: name
         }
     }
@@ -383,8 +395,10 @@ public final class UNet: Module {
 
     /// Predicts ``UNetConfig/prediction`` for noisy images `x` `[B, C, H, W]` at `timesteps` `[B]`
     /// (for a video: `[B·F, C, H, W]`, frames of each video adjacent, with `video` set).
+    /// `layout` gives a ``LayoutPrior`` the true layout (training); without it the prior
+    /// predicts one from the text. It is ignored by a U-Net without a prior.
     public func callAsFunction(
-        _ x: Tensor, timesteps: Tensor, condition: TextCondition, video: VideoLayout? = nil
+        _ x: Tensor, timesteps: Tensor, condition: TextCondition, video: VideoLayout? = nil, layout: LayoutTarget? = nil
     ) throws -> Tensor {
         let s = x.shape
         if let video {
@@ -400,9 +414,12 @@ public final class UNet: Module {
             throw TorchError.invalidArgument(
                 "UNet: batch \(s[0]) but timesteps \(timesteps.shape) and condition batch \(condition.batchSize)")
         }
+        let encoded = condition
         let condition = try textRefiner.map { try $0(condition) } ?? condition
         let time = try timeEmbedding(timesteps) + pooledProj(condition.pooled)
         var h = try convIn(x)
+        // The prior reads the encoder's own states: its boxes are supervised against them.
+        if let layoutPrior { h = try h + layoutPrior(encoded, target: layout, size: config.sampleSize) }
         var skips = [h]
         for level in down {
             var attentions = level.attentions.makeIterator()

@@ -45,6 +45,8 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     /// Training timesteps are drawn uniformly from `[lo, hi)` (nil: every timestep). Fine-tuning
     /// on the noisy end trains where a sample's layout is decided.
     public var timestepRange: [Int]?
+    /// Weight of a ``LayoutPrior``'s supervised box loss (used only when the U-Net has one).
+    public var layoutWeight = 1.0
 
     public init() {}
 
@@ -55,6 +57,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         case checkpointEvery = "checkpoint_every", keepCheckpoints = "keep_checkpoints"
         case groundingWeight = "grounding_weight"
         case timestepRange = "timestep_range"
+        case layoutWeight = "layout_weight"
     }
 
     /// Missing keys take the defaults, so a recipe may name only what it changes.
@@ -76,6 +79,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? d.keepCheckpoints
         groundingWeight = try c.decodeIfPresent(Double.self, forKey: .groundingWeight) ?? d.groundingWeight
         timestepRange = try c.decodeIfPresent([Int].self, forKey: .timestepRange)
+        layoutWeight = try c.decodeIfPresent(Double.self, forKey: .layoutWeight) ?? d.layoutWeight
     }
 
     public func validate() throws {
@@ -90,6 +94,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         guard (0..<1).contains(conditionDropout) else { throw fail("condition dropout must be in [0, 1)") }
         guard checkpointEvery > 0, keepCheckpoints > 0 else { throw fail("checkpoint interval and count must be positive") }
         guard groundingWeight >= 0, groundingWeight.isFinite else { throw fail("grounding weight must be ≥ 0") }
+        guard layoutWeight >= 0, layoutWeight.isFinite else { throw fail("layout weight must be ≥ 0") }
         if let r = timestepRange {
             guard r.count == 2, r[0] >= 0, r[0] < r[1] else { throw fail("timestep range must be [lo, hi) with 0 ≤ lo < hi") }
         }
@@ -120,7 +125,8 @@ public final class Trainer {
     public let config: TrainingConfig
     public let data: CaptionedImageSource
     public let captions: CaptionTable
-    /// The objects of each training image (index-aligned with `data`), for the grounding loss.
+    /// The objects of each training image (index-aligned with `data`), for the grounding loss
+    /// and a layout prior; an empty entry is an image whose objects are not known.
     public let groundings: [[GroundedObject]]?
     public let runDirectory: URL
     public let diffusion: ContextualDiffusion
@@ -136,6 +142,8 @@ public final class Trainer {
     public private(set) var lastCheckpoint: URL?
     /// The unweighted grounding loss of the last step (nil when it is off).
     public private(set) var lastGroundingLoss: Double?
+    /// The unweighted layout-prior loss of the last step (nil without a prior).
+    public private(set) var lastLayoutLoss: Double?
 
     public init(
         model: ContextDiffModel, config: TrainingConfig, data: CaptionedImageSource, captions: CaptionTable,
@@ -146,6 +154,12 @@ public final class Trainer {
             guard let groundings, groundings.count == data.count else {
                 throw TrainingError.invalidData(
                     "the grounding loss needs every training image's object boxes and caption tokens (\(groundings?.count ?? 0) for \(data.count) images)")
+            }
+        }
+        if model.unet.layoutPrior != nil {
+            guard let groundings, groundings.count == data.count else {
+                throw TrainingError.invalidData(
+                    "a layout prior learns from every training image's object boxes and caption tokens (\(groundings?.count ?? 0) for \(data.count) images)")
             }
         }
         self.model = model
@@ -203,10 +217,23 @@ public final class Trainer {
         // layout with a recorder computes exactly the 2-D model.
         let recorder = config.groundingWeight > 0 && groundings != nil ? CrossAttentionRecorder() : nil
         let layout = recorder.map { VideoLayout(frames: 1, selfAttention: .perFrame, control: $0) }
+        // A layout prior draws from the true boxes (dropped captions: none) and learns to predict them.
+        var target: LayoutTarget?
+        if model.unet.layoutPrior != nil, let groundings {
+            let objects = zip(indices, rows).map { index, row -> [GroundedObject]? in
+                row == captions.nullRow ? [] : groundings[index].isEmpty ? nil : groundings[index]
+            }
+            target = try LayoutTarget(objects: objects, tokens: denoiserCondition.tokens.shape[1])
+        }
         var loss = try diffusion.trainingLoss(
             x0: x0, timesteps: t, noise: noise, weighting: config.weighting, prediction: model.unet.config.prediction,
-            denoiser: { xt, t in try self.model.unet(xt, timesteps: t, condition: denoiserCondition, video: layout) },
+            denoiser: { xt, t in try self.model.unet(xt, timesteps: t, condition: denoiserCondition, video: layout, layout: target) },
             context: adapter.map { a in { x, t in try a(x, timesteps: t, condition: trueCondition) } })
+        if let prior = model.unet.layoutPrior, let target {
+            let layoutLoss = try prior.loss(denoiserCondition, target: target)
+            lastLayoutLoss = try layoutLoss.item()
+            loss = try loss + layoutLoss * config.layoutWeight
+        }
         if let recorder, let groundings {
             // Rows whose caption was dropped have no words to ground.
             let objects = zip(indices, rows).map { index, row in row == captions.nullRow ? [] : groundings[index] }
@@ -291,6 +318,7 @@ public final class Trainer {
             if recent.count > 20 { recent.removeFirst() }
             var fields = ["step": Double(step), "loss": loss, "lr": optimizer.learningRate]
             if let g = lastGroundingLoss { fields["grounding"] = g }
+            if let l = lastLayoutLoss { fields["layout"] = l }
             try appendLog(fields)
             let finished = step == config.steps
             if finished || step % config.checkpointEvery == 0 { try saveCheckpoint() }
