@@ -102,6 +102,10 @@ struct TrainCommand: ParsableCommand {
         discussion: "Synthetic benchmark only: it learns from the dataset's object boxes (docs/TRAINING.md). Its canvas convolution starts at zero, so a model fine-tuned with a new prior starts out computing what its source did."))
     var layoutPrior = false
     @Option(help: ArgumentHelp(
+        "Steps of fitting a new layout prior's box predictor alone before the first training step (recipe: training.layout_fit_steps; default 1500).",
+        discussion: "Batches of 256 captions with their boxes at learning rate 1e-3 (training.layout_fit_learning_rate); 0 leaves the predictor to the joint steps."))
+    var layoutFitSteps: Int?
+    @Option(help: ArgumentHelp(
         "Weight of the token-grounding loss on the cross-attention (recipe: training.grounding_weight); 0 turns it off.",
         discussion: "Synthetic benchmark only: each object's caption words are pulled towards its box (TokenCompose's token loss; docs/TRAINING.md)."))
     var groundingWeight: Double?
@@ -155,6 +159,7 @@ struct TrainCommand: ParsableCommand {
             }
         }
         if layoutPrior, r.unet.layoutPrior == nil { r.unet.layoutPrior = LayoutPriorConfig(maxTokens: r.maxTokens) }
+        if let layoutFitSteps { r.training.layoutFitSteps = layoutFitSteps }
         if let groundingWeight { r.training.groundingWeight = groundingWeight }
         if let timestepRange {
             let parts = timestepRange.components(separatedBy: "..<").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
@@ -319,6 +324,11 @@ struct TrainCommand: ParsableCommand {
             groundings: groundings)
         if resume, try trainer.resumeFromLatest() {
             note("resumed from step \(trainer.step)")
+        }
+        if trainer.step == 0, unet.layoutPrior != nil, recipe.training.layoutFitSteps > 0 {
+            let fitBar = isRankZero ? ProgressBar(total: recipe.training.layoutFitSteps, label: "layout") : nil
+            let loss = try trainer.fitLayoutPrior { i, loss in fitBar?.update(i, status: String(format: "loss %.4f", loss)) }
+            note(String(format: "layout prior fitted: box and gate loss %.4f after %d steps", loss ?? .nan, recipe.training.layoutFitSteps))
         }
         let ranks = group.map { " on \($0.worldSize) ranks" } ?? ""
         note("training \(adapter == nil ? "the baseline (r_φ ≡ 0)" : "ContextDiff"): U-Net \(unet.parameterCount) parameters, adapter \(adapter?.parameterCount ?? 0); \(recipe.training.steps) steps of batch \(recipe.training.batchSize)\(ranks)")

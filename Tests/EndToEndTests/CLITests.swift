@@ -182,7 +182,7 @@ struct CLITests {
         let source = run.appendingPathComponent("model")
         let fineTuned = try CLI.run(tinyTrainArguments(tuned, steps: 4) + [
             "--config", config.path, "--init-from", source.path, "--positional-embedding", "--text-refiner-layers", "1",
-            "--layout-prior", "--learning-rate", "1e-12"])
+            "--layout-prior", "--layout-fit-steps", "5", "--learning-rate", "1e-12"])
         #expect(fineTuned.status == 0, "\(fineTuned.stderr)")
         let before = try loadSafeTensors(source.appendingPathComponent("unet/model.safetensors"))
         let after = try loadSafeTensors(tuned.appendingPathComponent("model/unet/model.safetensors"))
@@ -244,23 +244,33 @@ struct CLITests {
         #expect((saved?["training"] as? [String: Any])?["timestep_range"] as? [Int] == [500, 1000])
     }
 
-    /// `--layout-prior` adds the prior to the recipe's U-Net, trains its box loss alongside the
-    /// diffusion loss (logged per step, falling), and the model it writes generates from its
-    /// predicted layout.
+    /// `--layout-prior` adds the prior to the recipe's U-Net; its box predictor is fitted alone
+    /// before the first step (the fitted run starts from a far lower box loss than one without
+    /// the fit), then trains alongside the diffusion loss (logged per step); the model it writes
+    /// generates from its predicted layout.
     @Test func layoutPriorTrainsAndGenerates() throws {
         let root = try scratchDirectory()
         defer { try? FileManager.default.removeItem(at: root) }
+        func firstLayoutLosses(_ run: URL) throws -> [Double] {
+            let log = try String(contentsOf: run.appendingPathComponent("log.jsonl"), encoding: .utf8)
+            return log.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Double] }
+                .compactMap { $0["layout"] }
+        }
+        let unfitted = root.appendingPathComponent("unfitted")
+        let plain = try CLI.run(tinyTrainArguments(unfitted, steps: 2) + ["--layout-prior", "--layout-fit-steps", "0"])
+        #expect(plain.status == 0, "\(plain.stderr)")
+        #expect(!plain.stderr.contains("layout prior fitted"))
         let run = root.appendingPathComponent("run")
-        let trained = try CLI.run(tinyTrainArguments(run, steps: 12) + ["--layout-prior", "--learning-rate", "3e-3"])
+        let trained = try CLI.run(tinyTrainArguments(run, steps: 2) + ["--layout-prior", "--layout-fit-steps", "60"])
         #expect(trained.status == 0, "\(trained.stderr)")
         #expect(trained.stderr.contains("layout prior (loss weight 1.0) learns from"))
-        let log = try String(contentsOf: run.appendingPathComponent("log.jsonl"), encoding: .utf8)
-        let layout = log.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Double] }
-            .compactMap { $0["layout"] }
-        #expect(layout.count == 12)
-        #expect((layout.last ?? 1) < (layout.first ?? 0) * 0.75, "layout loss \(layout)")
+        #expect(trained.stderr.contains("layout prior fitted"))
+        let (before, after) = (try firstLayoutLosses(unfitted), try firstLayoutLosses(run))
+        #expect(before.count == 2 && after.count == 2)
+        #expect(after[0] < before[0] / 2, "first logged layout loss: \(after[0]) with the fit, \(before[0]) without")
         let recipe = try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("recipe.json"))) as? [String: Any]
         #expect((recipe?["unet"] as? [String: Any])?["layout_prior"] is [String: Any])
+        #expect((recipe?["training"] as? [String: Any])?["layout_fit_steps"] as? Int == 60)
         let out = root.appendingPathComponent("out/x.png")
         let generated = try CLI.run(["generate", "a red circle to the left of a blue square", "--model", run.appendingPathComponent("model").path,
                                      "--steps", "3", "--num-images", "1", "-o", out.path, "--threads", "1"])

@@ -127,6 +127,12 @@ public final class LayoutPrior: Module {
         }
     }
 
+    /// The parameters of the box predictor (everything but the canvas's `value` and
+    /// `canvasIn`, which only the diffusion loss trains).
+    public var predictorParameters: [Tensor] {
+        [posEmbed] + projIn.parameters() + layers.flatMap { $0.parameters() } + norm.parameters() + head.parameters()
+    }
+
     /// The predicted layout of `condition`'s tokens: boxes in (0, 1) and gate *logits*
     /// (``LayoutTarget/gates`` holds them; ``canvas(_:layout:size:)`` takes probabilities).
     public func predict(_ condition: TextCondition) throws -> (boxes: Tensor, gateLogits: Tensor) {

@@ -47,6 +47,10 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     public var timestepRange: [Int]?
     /// Weight of a ``LayoutPrior``'s supervised box loss (used only when the U-Net has one).
     public var layoutWeight = 1.0
+    /// Steps of ``Trainer/fitLayoutPrior(progress:)`` before the first diffusion step: the box
+    /// predictor alone, on the cached caption states, at ``layoutFitLearningRate``, batch 256.
+    public var layoutFitSteps = 1500
+    public var layoutFitLearningRate = 1e-3
 
     public init() {}
 
@@ -58,6 +62,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         case groundingWeight = "grounding_weight"
         case timestepRange = "timestep_range"
         case layoutWeight = "layout_weight"
+        case layoutFitSteps = "layout_fit_steps", layoutFitLearningRate = "layout_fit_learning_rate"
     }
 
     /// Missing keys take the defaults, so a recipe may name only what it changes.
@@ -80,6 +85,8 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         groundingWeight = try c.decodeIfPresent(Double.self, forKey: .groundingWeight) ?? d.groundingWeight
         timestepRange = try c.decodeIfPresent([Int].self, forKey: .timestepRange)
         layoutWeight = try c.decodeIfPresent(Double.self, forKey: .layoutWeight) ?? d.layoutWeight
+        layoutFitSteps = try c.decodeIfPresent(Int.self, forKey: .layoutFitSteps) ?? d.layoutFitSteps
+        layoutFitLearningRate = try c.decodeIfPresent(Double.self, forKey: .layoutFitLearningRate) ?? d.layoutFitLearningRate
     }
 
     public func validate() throws {
@@ -95,6 +102,9 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         guard checkpointEvery > 0, keepCheckpoints > 0 else { throw fail("checkpoint interval and count must be positive") }
         guard groundingWeight >= 0, groundingWeight.isFinite else { throw fail("grounding weight must be ≥ 0") }
         guard layoutWeight >= 0, layoutWeight.isFinite else { throw fail("layout weight must be ≥ 0") }
+        guard layoutFitSteps >= 0, layoutFitLearningRate > 0, layoutFitLearningRate.isFinite else {
+            throw fail("layout fit steps must be ≥ 0 and its learning rate positive")
+        }
         if let r = timestepRange {
             guard r.count == 2, r[0] >= 0, r[0] < r[1] else { throw fail("timestep range must be [lo, hi) with 0 ≤ lo < hi") }
         }
@@ -254,6 +264,51 @@ public final class Trainer {
         try ema.update(from: model.parameters)
         step += 1
         return value
+    }
+
+    /// Fits a new ``LayoutPrior``'s box predictor alone before diffusion training starts
+    /// (`layoutFitSteps` AdamW steps at `layoutFitLearningRate` on batches of 256 training
+    /// images' captions and boxes, a tenth of them the empty caption), then restarts the EMA
+    /// from the fitted weights. The predictor learns from a direct, dense signal here, which
+    /// the diffusion steps (its loss at `layoutWeight`, the U-Net's learning rate) only refine;
+    /// the U-Net draws from the true boxes either way. Deterministic from the seed; every rank
+    /// computes the same. Call it at step 0 (it throws later, when the weights are a checkpoint's).
+    /// Returns the last batch's loss (nil without a prior or with 0 steps).
+    @discardableResult
+    public func fitLayoutPrior(progress: (Int, Double) -> Void = { _, _ in }) throws -> Double? {
+        guard let prior = model.unet.layoutPrior, let groundings, config.layoutFitSteps > 0 else { return nil }
+        guard step == 0 else { throw TrainingError.invalidConfig("the layout prior is fitted before the first step, not at step \(step)") }
+        let parameters = prior.predictorParameters
+        let optimizer = try AdamW(parameters: parameters, learningRate: config.layoutFitLearningRate, weightDecay: config.weightDecay)
+        let generator = Generator(seed: config.seed &+ 0x1A_7007)
+        let known = (0..<data.count).filter { !groundings[$0].isEmpty }
+        guard !known.isEmpty else { throw TrainingError.invalidData("no training image has known object boxes for the layout prior") }
+        let batch = 256
+        var last = 0.0
+        for i in 0..<config.layoutFitSteps {
+            optimizer.learningRate = config.layoutFitLearningRate * 0.5 * (1 + Foundation.cos(Double.pi * Double(i) / Double(config.layoutFitSteps)))
+            let picks = try Tensor.randint(0, known.count, shape: [batch], generator: generator).scalars(as: Int64.self)
+            let drop = try Tensor.rand([batch], generator: generator).scalars(as: Float.self)
+            var rows: [Int] = [], objects: [[GroundedObject]?] = []
+            for (pick, d) in zip(picks, drop) {
+                let index = known[Int(pick)]
+                let dropped = d < 0.1
+                rows.append(dropped ? captions.nullRow : captions.index[data.caption(at: index)] ?? captions.nullRow)
+                objects.append(dropped ? [] : groundings[index])
+            }
+            let condition = try captions.rows(rows)
+            let loss = try prior.loss(condition, target: LayoutTarget(objects: objects, tokens: condition.tokens.shape[1]))
+            last = try loss.item()
+            guard last.isFinite else { throw TrainingError.nonFiniteLoss(step: 0, lastCheckpoint: nil) }
+            try optimizer.zeroGrad()
+            try loss.backward()
+            try clipGradNorm(parameters, maxNorm: config.gradientClip)
+            try optimizer.step()
+            progress(i + 1, last)
+        }
+        try Torch.withNoGrad { try ema.copy(from: model.parameters) }
+        try optimizer.zeroGrad()
+        return last
     }
 
     /// Averages gradients over ranks in flat buckets (one all-reduce per ~1M elements); the
