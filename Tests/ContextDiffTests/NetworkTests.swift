@@ -235,9 +235,8 @@ struct NetworkTests {
     }
 
     /// Configs without `text_refiner` load as before (none); a new refiner is the identity (its
-    /// output projections are zero), draws nothing from the generator before the U-Net's own
-    /// weights, and once its outputs are non-zero it changes the U-Net's output through both
-    /// the tokens and the pooled vector. Too many tokens is a clear error.
+    /// output projections are zero), and once its outputs are non-zero it changes the U-Net's
+    /// output through both the tokens and the pooled vector. Too many tokens is a clear error.
     @Test func textRefinerIsOptionalAndStartsAsTheIdentity() throws {
         var json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(TinyConfigs.unet)) as! [String: Any]
         #expect(json["text_refiner"] == nil)
@@ -251,15 +250,15 @@ struct NetworkTests {
         #expect(throws: TorchError.self) { try config.validate() }
         config.textRefiner?.heads = 2
 
-        Torch.manualSeed(6)
+        // Same weights apart from the refiner (copied, not seeded: other tests draw from the
+        // global generator concurrently).
         let with = try UNet(config)
-        Torch.manualSeed(6)
         let without = try UNet(TinyConfigs.unet)
         let refinerKeys = with.namedParameters().map(\.0).filter { $0.hasPrefix("text_refiner.") }
         #expect(refinerKeys.contains("text_refiner.layers.0.attention.to_q.bias"))
         var state = with.stateDict()
         for key in refinerKeys { state[key] = nil }
-        for (key, value) in without.stateDict() { #expect(try (value - state[key]!).abs().max().item() == 0, "\(key)") }
+        try without.load(state)
 
         let x = try Tensor.randn([2, 3, 16, 16], generator: Generator(seed: 1))
         let t = try Tensor([Int64(10), 700], shape: [2])

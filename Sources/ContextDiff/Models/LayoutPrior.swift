@@ -136,13 +136,7 @@ public final class LayoutPrior: Module {
     /// The predicted layout of `condition`'s tokens: boxes in (0, 1) and gate *logits*
     /// (``LayoutTarget/gates`` holds them; ``canvas(_:layout:size:)`` takes probabilities).
     public func predict(_ condition: TextCondition) throws -> (boxes: Tensor, gateLogits: Tensor) {
-        let length = condition.tokens.shape[1]
-        guard length <= config.maxTokens else {
-            throw TorchError.invalidArgument("layout prior: \(length) tokens exceed its \(config.maxTokens) positions")
-        }
-        let mask = try condition.mask.to(.bool)
-        var h = try projIn(condition.tokens) + posEmbed.slice(dim: 1, 0, length)
-        for layer in layers { h = try layer(h, keyMask: mask) }
+        let h = try encodeTokens(condition, projIn: projIn, positions: posEmbed, layers: layers, owner: "layout prior")
         let out = try head(norm(h))  // [B, T, 5]
         return (try out.slice(dim: 2, 0, 4).sigmoid(), try out.select(dim: 2, 4))
     }

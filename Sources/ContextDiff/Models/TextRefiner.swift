@@ -81,14 +81,8 @@ public final class TextRefiner: Module {
     /// The refined condition; an attention cache on `condition` carries over (with fixed weights
     /// the refined tokens are the same at every sampling step).
     public func callAsFunction(_ condition: TextCondition) throws -> TextCondition {
-        let length = condition.tokens.shape[1]
-        guard length <= config.maxTokens else {
-            throw TorchError.invalidArgument("text refiner: \(length) tokens exceed its \(config.maxTokens) positions")
-        }
         let mask = try condition.mask.to(.bool)
-        var h = try projIn(condition.tokens) + posEmbed.slice(dim: 1, 0, length)
-        for layer in layers { h = try layer(h, keyMask: mask) }
-        h = try norm(h)
+        let h = try norm(encodeTokens(condition, projIn: projIn, positions: posEmbed, layers: layers, owner: "text refiner"))
         var refined = try TextCondition(
             tokens: condition.tokens + tokensOut(h),
             mask: condition.mask,
@@ -96,4 +90,20 @@ public final class TextRefiner: Module {
         refined.attentionCache = condition.attentionCache
         return refined
     }
+}
+
+/// The shared trunk of ``TextRefiner`` and ``LayoutPrior``: `condition`'s token states projected
+/// by `projIn`, plus the first positions of the learned table `positions` `[1, maxTokens, width]`,
+/// through `layers` with the padding mask. Too many tokens is an error naming `owner`.
+func encodeTokens(
+    _ condition: TextCondition, projIn: Linear, positions: Tensor, layers: [TransformerEncoderLayer], owner: String
+) throws -> Tensor {
+    let length = condition.tokens.shape[1], available = positions.shape[1]
+    guard length <= available else {
+        throw TorchError.invalidArgument("\(owner): \(length) tokens exceed its \(available) positions")
+    }
+    let mask = try condition.mask.to(.bool)
+    var h = try projIn(condition.tokens) + positions.slice(dim: 1, 0, length)
+    for layer in layers { h = try layer(h, keyMask: mask) }
+    return h
 }
