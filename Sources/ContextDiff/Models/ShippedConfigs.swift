@@ -1,10 +1,11 @@
 import NN
 
-// The shipped model's networks (models/default, docs/TRAINING.md): the default recipe of
-// `contextdiff train`, and what the benchmark and the operation-count tests build.
+// The default recipe's networks (docs/TRAINING.md): what `contextdiff train` builds, what the
+// benchmark and the operation-count tests build, and the shipped model's (models/default) minus
+// the position tables and the layout prior its later fine-tuning stages added.
 
 extension UNetConfig {
-    /// The shipped model's denoiser: 32×32, widths 32/64/64, attention at 8×8, cross-attention at 16 and 8.
+    /// The default denoiser: 32×32, widths 32/64/64, attention at 8×8, cross-attention at 16 and 8.
     public static var shapesDefault: UNetConfig {
         var c = UNetConfig()
         c.sampleSize = 32
