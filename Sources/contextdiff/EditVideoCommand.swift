@@ -67,6 +67,10 @@ struct EditVideoCommand: ParsableCommand {
     var fusionFraction = 0.5
     @Option(help: "Self-attention across frames: sparse-causal or per-frame.") var frameAttention: FrameAttention = .sparseCausal
     @Option(help: "Enlarge the written mp4/gif this many times (nearest neighbour).") var scale = 4
+    @Flag(help: ArgumentHelp(
+        "With a model that has a layout prior (the shipped one): paint the boxes it predicts from the prompts.",
+        discussion: "Off by default: the edit keeps the source video's layout, and a predicted box stays in one place while the source's objects move (docs/VIDEO.md)."))
+    var paintLayout = false
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
 
     func validate() throws {
@@ -101,6 +105,10 @@ struct EditVideoCommand: ParsableCommand {
         }
         Torch.manualSeed(seed)
         let videoModel = try VideoDiffusionModel(inflating: base)
+        if paintLayout {
+            guard videoModel.unet.layoutPrior != nil else { throw ValidationError("--paint-layout: the model has no layout prior") }
+            videoModel.unet.paintsPredictedLayout = true
+        }
         let pipeline = try VideoEditPipeline(model: videoModel, textEncoder: MiniLMTextEncoder())
         var options = VideoEditOptions()
         options.method = method

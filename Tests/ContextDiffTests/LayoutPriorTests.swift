@@ -49,7 +49,7 @@ struct LayoutPriorTests {
     }
 
     /// A new prior adds nothing (its canvas convolution is zero); once it is non-zero the output
-    /// depends on the layout, predicted or given. The config round-trips and is absent from
+    /// depends on the layout, predicted or given, unless painting the predicted one is off. The config round-trips and is absent from
     /// older configs; too many tokens is a clear error.
     @Test func isOptionalAndStartsAsTheIdentity() throws {
         var json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(TinyConfigs.unet)) as! [String: Any]
@@ -89,6 +89,15 @@ struct LayoutPriorTests {
         #expect(try (moved - b).abs().max().item() > 1e-3)
         #expect(try (given - moved).abs().max().item() > 1e-3)
         #expect(try (none - b).abs().max().item() < 1e-5, "an empty layout paints nothing")
+        // Not painting the predicted layout (a video edit's setting) is the U-Net without the prior;
+        // a given layout is still painted. Inflating for video turns painting off.
+        with.paintsPredictedLayout = false
+        let unpainted = try Torch.withNoGrad { try with(x, timesteps: t, condition: c) }
+        let stillGiven = try Torch.withNoGrad { try with(x, timesteps: t, condition: c, layout: target) }
+        #expect(try (unpainted - b).abs().max().item() == 0)
+        #expect(try (stillGiven - given).abs().max().item() == 0)
+        with.paintsPredictedLayout = true
+        #expect(try VideoDiffusionModel.inflated(with).paintsPredictedLayout == false)
         let long = try TinyConfigs.condition(batch: 2, length: 7)
         #expect(throws: TorchError.self) { try with(x, timesteps: t, condition: long) }
     }

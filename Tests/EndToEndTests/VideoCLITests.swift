@@ -65,5 +65,6 @@ struct VideoCLITests {
         try failure(base + prompts + ["--video", input.path],
                     environment: ["CONTEXTDIFF_FFMPEG": root.appendingPathComponent("no-ffmpeg").path], mentions: "ffmpeg")
         try failure(base + prompts + ["--video", input.path, "--model", root.appendingPathComponent("none").path], mentions: "not found")
+        try failure(base + prompts + ["--video", input.path, "--paint-layout"], mentions: "no layout prior")
     }
 }

@@ -268,6 +268,10 @@ public final class UNet: Module {
     public let textRefiner: TextRefiner?
     /// The text-side layout prior (``UNetConfig/layoutPrior``), or nil.
     public let layoutPrior: LayoutPrior?
+    /// Whether the prior paints the layout it predicts when no `layout` is given (true for
+    /// text-to-image). A video edit turns it off: the layout is the source video's, carried by
+    /// its inversion, and a text-side box would pin a moving object to one place.
+    public var paintsPredictedLayout = true
 
     public init(_ config: UNetConfig) throws {
         try config.validate()
@@ -419,7 +423,9 @@ public final class UNet: Module {
         let time = try timeEmbedding(timesteps) + pooledProj(condition.pooled)
         var h = try convIn(x)
         // The prior reads the encoder's own states: its boxes are supervised against them.
-        if let layoutPrior { h = try h + layoutPrior(encoded, target: layout, size: config.sampleSize) }
+        if let layoutPrior, layout != nil || paintsPredictedLayout {
+            h = try h + layoutPrior(encoded, target: layout, size: config.sampleSize)
+        }
         var skips = [h]
         for level in down {
             var attentions = level.attentions.makeIterator()

@@ -23,11 +23,13 @@ public final class VideoDiffusionModel {
         index = base.index
     }
 
-    /// A fresh inflated copy of a 2-D U-Net with its weights.
+    /// A fresh inflated copy of a 2-D U-Net with its weights. A layout prior's predicted boxes
+    /// are not painted (``UNet/paintsPredictedLayout``): an edit keeps the source's layout.
     public static func inflated(_ unet2D: UNet) throws -> UNet {
         let unet = try UNet(unet2D.config)
         try unet.inflate()
         try loadInflating(unet, from: unet2D.stateDict())
+        unet.paintsPredictedLayout = false
         return unet
     }
 
