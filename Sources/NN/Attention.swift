@@ -186,8 +186,19 @@ public final class MultiHeadAttention: Module {
 /// The projected keys and values of one fixed context (e.g. the text tokens of a sampling run),
 /// per attention layer, reused across calls instead of recomputed at every denoising step.
 /// Valid only while the weights and the context do not change; ``MultiHeadAttention`` uses it
-/// only with ``Kernels/fusedAttention``.
+/// only with ``Kernels/fusedAttention``. Other modules keep what they derive from the context
+/// alone here too (``derived(by:_:)``).
 public final class AttentionContextCache: @unchecked Sendable {
     var entries: [ObjectIdentifier: (Tensor, Tensor)] = [:]
+    var derivedEntries: [ObjectIdentifier: Tensor] = [:]
     public init() {}
+
+    /// What `owner` derives from the context alone: `compute()` the first time, then the same tensor.
+    public func derived(by owner: AnyObject, _ compute: () throws -> Tensor) rethrows -> Tensor {
+        let key = ObjectIdentifier(owner)
+        if let cached = derivedEntries[key] { return cached }
+        let value = try compute()
+        derivedEntries[key] = value
+        return value
+    }
 }

@@ -98,6 +98,16 @@ struct LayoutPriorTests {
         #expect(try (stillGiven - given).abs().max().item() == 0)
         with.paintsPredictedLayout = true
         #expect(try VideoDiffusionModel.inflated(with).paintsPredictedLayout == false)
+        // A sampling run's condition (with an attention cache) paints the predicted layout once:
+        // the same output as without the cache, and the first call's canvas is reused afterwards.
+        let cached = c.cachingAttention()
+        let first = try Torch.withNoGrad { try with(x, timesteps: t, condition: cached) }
+        #expect(try (first - moved).abs().max().item() < 1e-5)
+        try Torch.withNoGrad { try prior.canvasIn.weight.zero() }
+        let reused = try Torch.withNoGrad { try with(x, timesteps: t, condition: cached) }
+        let fresh = try Torch.withNoGrad { try with(x, timesteps: t, condition: c) }
+        #expect(try (reused - first).abs().max().item() < 1e-5)
+        #expect(try (fresh - b).abs().max().item() == 0)
         let long = try TinyConfigs.condition(batch: 2, length: 7)
         #expect(throws: TorchError.self) { try with(x, timesteps: t, condition: long) }
     }

@@ -177,17 +177,17 @@ public final class LayoutPrior: Module {
     }
 
     /// The U-Net's added input features `[B, outputChannels, size, size]`: from `target` when
-    /// given (training, teacher-forced), else from the layout predicted for `condition`.
+    /// given (training, teacher-forced), else from the layout predicted for `condition` — which
+    /// depends on the text alone, so a condition with an ``TextCondition/attentionCache`` (a
+    /// sampling run) computes it once, not at every denoising step.
     public func callAsFunction(_ condition: TextCondition, target: LayoutTarget?, size: Int) throws -> Tensor {
-        let boxes: Tensor, gates: Tensor
         if let target {
-            boxes = target.boxes
-            gates = try target.gates * target.known.unsqueezed(1)
-        } else {
-            let predicted = try predict(condition)
-            boxes = predicted.boxes
-            gates = try predicted.gateLogits.sigmoid()
+            return try canvasIn(canvas(condition, boxes: target.boxes, gates: target.gates * target.known.unsqueezed(1), size: size))
         }
-        return try canvasIn(canvas(condition, boxes: boxes, gates: gates, size: size))
+        func painted() throws -> Tensor {
+            let predicted = try predict(condition)
+            return try canvasIn(canvas(condition, boxes: predicted.boxes, gates: predicted.gateLogits.sigmoid(), size: size))
+        }
+        return try condition.attentionCache.map { try $0.derived(by: self, painted) } ?? painted()
     }
 }
