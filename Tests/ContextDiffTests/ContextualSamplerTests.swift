@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 import Torch
 
 @testable import ContextDiff
@@ -51,7 +52,7 @@ struct ContextualSamplerTests {
             #expect(try bitwiseEqual(plain, contextual), "\(label) with \(name) differs from the plain sampler")
         }
         let biased = try run(sampler, context: Self.nonZeroContext, seed: 7)
-        #expect(try TestSupportBridge.maxAbsDiff(plain, biased) > 1e-4, "\(label): the bias had no effect")
+        #expect(try TestSupport.relativeDiff(plain, biased) > 1e-4, "\(label): the bias had no effect")
     }
 
     @Test(arguments: PredictionTarget.allCases)
@@ -123,13 +124,13 @@ struct ContextualSamplerTests {
             while let step = try iterator.next() {
                 let expected = try process.marginal(
                     x0: x0, timestep: step.timestep, noise: eps, context: r(step.timestep))
-                distance = max(distance, try TestSupportBridge.maxAbsDiff(step.sample, expected))
+                distance = max(distance, try TestSupport.relativeDiff(step.sample, expected))
             }
             return (iterator.sample, distance)
         }
         let (latent, manifoldError) = try inversionDistanceToMarginals(context: Self.nonZeroContext)
         let reconstructed = try forward.run(from: latent, context: Self.nonZeroContext, denoiser: oracle)
-        let error = try TestSupportBridge.maxAbsDiff(reconstructed, start)
+        let error = try TestSupport.relativeDiff(reconstructed, start)
         print(
             "[contextual inversion] reconstruction max |Δ| \(error), max distance to the Eq. 3 marginal \(manifoldError)"
         )
@@ -160,7 +161,7 @@ struct ContextualSamplerTests {
             // The sampler keeps diffusers' float32 scalar arithmetic, whose 1 − ᾱ_t/ᾱ_prev loses
             // digits at small t; the process computes in Double.
             let scale = try expected.mean.abs().max().item()
-            #expect(try TestSupportBridge.maxAbsDiff(out.sample, expected.mean) <= 1e-4 * scale, "t=\(t)")
+            #expect(try TestSupport.relativeDiff(out.sample, expected.mean) <= 1e-4 * scale, "t=\(t)")
             if t > 0 {
                 #expect(abs(Double(sampler.variance(at: t)) - expected.variance) <= 1e-4 * expected.variance, "t=\(t)")
             }
@@ -183,7 +184,7 @@ struct ContextualSamplerTests {
         for t in [980, 500, 20] {
             let a = try ddim.step(modelOutput: x0, timestep: t, sample: xt, context: Self.nonZeroContext, noise: z)
             let b = try ddpm.step(modelOutput: x0, timestep: t, sample: xt, context: Self.nonZeroContext, noise: z)
-            #expect(try TestSupportBridge.maxAbsDiff(a.sample, b.sample) <= 1e-5, "t=\(t)")
+            #expect(try TestSupport.relativeDiff(a.sample, b.sample) <= 1e-5, "t=\(t)")
         }
     }
 
@@ -221,9 +222,3 @@ struct ContextualSamplerTests {
     }
 }
 
-/// Thin wrappers over TestSupport for this file.
-enum TestSupportBridge {
-    static func maxAbsDiff(_ a: Tensor, _ b: Tensor) throws -> Double {
-        try (a.to(.float64) - b.to(.float64)).abs().max().item()
-    }
-}

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 import Torch
 
 @testable import ContextDiff
@@ -174,15 +175,15 @@ struct SamplerOptionsTests {
         let c = try model(x, cond)
         let u = try model(x, null.expanded([2, 5, 8]))
         let manual = try u + (c - u) * 4
-        #expect(try TestSupportBridge.maxAbsDiff(batched, manual) <= 1e-6)
-        #expect(try TestSupportBridge.maxAbsDiff(guidance.combine(conditional: c, unconditional: u), manual) == 0)
+        #expect(try TestSupport.relativeDiff(batched, manual) <= 1e-6)
+        #expect(try TestSupport.relativeDiff(guidance.combine(conditional: c, unconditional: u), manual) == 0)
 
         // Negative prompt of the full batch.
         let negative = try Tensor.randn([2, 5, 8], generator: g)
         let withNegative = try guidance.output(
             sample: x, conditions: .negativePrompt(conditional: cond, negative: negative), model: model)
         let un = try model(x, negative)
-        #expect(try TestSupportBridge.maxAbsDiff(withNegative, un + (c - un) * 4) <= 1e-6)
+        #expect(try TestSupport.relativeDiff(withNegative, un + (c - un) * 4) <= 1e-6)
 
         // w = 1 and w = 0 evaluate one branch only, on the original batch.
         calls = []
@@ -247,18 +248,18 @@ struct SamplerOptionsTests {
                 // x0 from ε amplifies rounding by d/c near ᾱ = 0.
                 let tolerance = 1e-5 * max(1, d / c)
                 #expect(
-                    try TestSupportBridge.maxAbsDiff(
+                    try TestSupport.relativeDiff(
                         p.originalSample(modelOutput: output, sample: x, alphaBar: alphaBar), x0) <= tolerance,
                     "\(p) x0 at \(alphaBar)")
                 let epsTolerance = 1e-5 * max(1, c / d)
                 #expect(
-                    try TestSupportBridge.maxAbsDiff(p.noise(modelOutput: output, sample: x, alphaBar: alphaBar), eps)
+                    try TestSupport.relativeDiff(p.noise(modelOutput: output, sample: x, alphaBar: alphaBar), eps)
                         <= epsTolerance, "\(p) eps at \(alphaBar)")
                 for q in PredictionTarget.allCases {
                     let converted = try p.converted(output, to: q, sample: x, alphaBar: alphaBar)
                     let expected = try q.target(originalSample: x0, noise: eps, alphaBar: alphaBar)
                     #expect(
-                        try TestSupportBridge.maxAbsDiff(converted, expected) <= max(tolerance, epsTolerance),
+                        try TestSupport.relativeDiff(converted, expected) <= max(tolerance, epsTolerance),
                         "\(p)→\(q) at \(alphaBar)")
                 }
             }
@@ -354,6 +355,6 @@ struct SamplerOptionsTests {
             concatenate: { a, b in (try Tensor.cat([a.scale, b.scale]), try Tensor.cat([a.shift, b.shift])) },
             model: model)
         let expected = try guidance.combine(conditional: model(x, c), unconditional: model(x, u))
-        #expect(try TestSupportBridge.maxAbsDiff(out, expected) == 0)
+        #expect(try TestSupport.relativeDiff(out, expected) == 0)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import NN
 import Testing
+import TestSupport
 import Torch
 
 import ContextDiff
@@ -88,10 +89,6 @@ private func rows(_ t: Tensor) throws -> [[Double]] {
     let s = t.shape
     let flat = try t.to(.float64).contiguous().scalars(as: Double.self)
     return (0..<s[0]).map { Array(flat[($0 * s[1])..<(($0 + 1) * s[1])]) }
-}
-
-private func maxAbsDiff(_ a: Tensor, _ b: Tensor) throws -> Double {
-    try (a.to(.float64) - b.to(.float64)).abs().max().item()
 }
 
 // MARK: - Tokenizer
@@ -249,8 +246,8 @@ struct MiniLMTextTests {
         #expect(norms.allSatisfy { Swift.abs($0 - 1) < 1e-5 })
         // The same caption alone (no padding) gives the same values.
         let alone = try encoder.encode(["a cat"])
-        #expect(try maxAbsDiff(alone.tokenStates.select(dim: 0, 0), e.tokenStates.select(dim: 0, 0).slice(dim: 0, 0, 4)) < 1e-5)
-        #expect(try maxAbsDiff(alone.pooled.select(dim: 0, 0), e.pooled.select(dim: 0, 0)) < 1e-6)
+        #expect(try TestSupport.relativeDiff(alone.tokenStates.select(dim: 0, 0), e.tokenStates.select(dim: 0, 0).slice(dim: 0, 0, 4)) < 1e-5)
+        #expect(try TestSupport.relativeDiff(alone.pooled.select(dim: 0, 0), e.pooled.select(dim: 0, 0)) < 1e-6)
         #expect(throws: TextEncoderError.emptyBatch) { try encoder.encode([]) }
     }
 
@@ -260,8 +257,8 @@ struct MiniLMTextTests {
         #expect(a.tokenIDs == [[101, 102]])
         #expect(a.tokenStates.shape == [1, 2, 384])
         #expect(try a.pooled.isFinite().all().item() == 1)
-        #expect(try maxAbsDiff(a.pooled, b.pooled) == 0)
-        #expect(try maxAbsDiff(a.tokenStates, b.tokenStates) == 0)
+        #expect(try TestSupport.relativeDiff(a.pooled, b.pooled) == 0)
+        #expect(try TestSupport.relativeDiff(a.tokenStates, b.tokenStates) == 0)
     }
 
     @Test func everyCheckpointTensorIsLoadedOrExplicitlyIgnored() throws {
@@ -302,8 +299,8 @@ struct MiniLMTextTests {
         _ = try cache.encode([texts[1]])
         let cached = try cache.encode(texts)
         #expect(cache.statistics.baseCalls == 2)
-        #expect(try maxAbsDiff(cached.tokenStates, direct.tokenStates) < 1e-5)
-        #expect(try maxAbsDiff(cached.pooled, direct.pooled) < 1e-6)
+        #expect(try TestSupport.relativeDiff(cached.tokenStates, direct.tokenStates) < 1e-5)
+        #expect(try TestSupport.relativeDiff(cached.pooled, direct.pooled) < 1e-6)
         #expect(cached.tokenIDs == direct.tokenIDs)
     }
 }
@@ -343,8 +340,8 @@ struct TextEmbeddingCacheTextTests {
         let second = try cache.encode(["two green triangles", "a red circle"])
         #expect(base.calls.count == 1)
         #expect(cache.statistics.hits == 3)
-        #expect(try maxAbsDiff(second.pooled.select(dim: 0, 1), first.pooled.select(dim: 0, 0)) == 0)
-        #expect(try maxAbsDiff(second.tokenStates.select(dim: 0, 0).slice(dim: 0, 0, 5),
+        #expect(try TestSupport.relativeDiff(second.pooled.select(dim: 0, 1), first.pooled.select(dim: 0, 0)) == 0)
+        #expect(try TestSupport.relativeDiff(second.tokenStates.select(dim: 0, 0).slice(dim: 0, 0, 5),
                                first.tokenStates.select(dim: 0, 1)) == 0)
 
         // The per-caption entry is the same tensors on every hit.
@@ -355,8 +352,8 @@ struct TextEmbeddingCacheTextTests {
 
         // Values equal a direct encoding, padding zeroed.
         let direct = try base.encode(["a red circle", "two green triangles", "a red circle"])
-        #expect(try maxAbsDiff(first.tokenStates, direct.tokenStates) < 1e-6)
-        #expect(try maxAbsDiff(first.pooled, direct.pooled) < 1e-6)
+        #expect(try TestSupport.relativeDiff(first.tokenStates, direct.tokenStates) < 1e-6)
+        #expect(try TestSupport.relativeDiff(first.pooled, direct.pooled) < 1e-6)
         #expect(first.tokenIDs == direct.tokenIDs)
     }
 
@@ -394,8 +391,8 @@ struct LearnedTextEncoderTextTests {
         #expect(e.pooled.shape == [3, 32])
         #expect(try e.tokenStates.select(dim: 0, 2).slice(dim: 0, 2, 5).abs().max().item() == 0)
         let alone = try encoder.encode(["circle"])
-        #expect(try maxAbsDiff(alone.tokenStates.select(dim: 0, 0), e.tokenStates.select(dim: 0, 1).slice(dim: 0, 0, 3)) < 1e-5)
-        #expect(try maxAbsDiff(alone.pooled.select(dim: 0, 0), e.pooled.select(dim: 0, 1)) < 1e-5)
+        #expect(try TestSupport.relativeDiff(alone.tokenStates.select(dim: 0, 0), e.tokenStates.select(dim: 0, 1).slice(dim: 0, 0, 3)) < 1e-5)
+        #expect(try TestSupport.relativeDiff(alone.pooled.select(dim: 0, 0), e.pooled.select(dim: 0, 1)) < 1e-5)
     }
 
     @Test func learnsToSeparateColors() throws {

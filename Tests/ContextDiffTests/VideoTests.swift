@@ -78,16 +78,16 @@ struct VideoTests {
             let (x, t, cond) = try randomBatch(videos: 2, frames: 3, seed: 2)
             let expected = try unet2D(x, timesteps: t, condition: cond)
             let perFrame = try video(x, timesteps: t, condition: cond, video: VideoLayout(frames: 3, selfAttention: .perFrame))
-            #expect(try TestSupport.maxAbsDiff(perFrame, expected) < 1e-5)
+            #expect(try TestSupport.relativeDiff(perFrame, expected) < 1e-5)
             // Sparse-causal self-attention on a still video (every frame the same) equals the 2-D model too:
             // the keys are the frame's own tokens twice, which softmax weighs exactly as once.
             let still = try x.slice(dim: 0, 0, 1).expanded([4, 3, 16, 16]).contiguous()
             let t4 = try t.slice(dim: 0, 0, 4), c4 = try TinyConfigs.condition(batch: 1).repeated(4)
             let stillExpected = try unet2D(still, timesteps: t4, condition: c4)
             let sparse = try video(still, timesteps: t4, condition: c4, video: VideoLayout(frames: 4, selfAttention: .sparseCausal))
-            #expect(try TestSupport.maxAbsDiff(sparse, stillExpected) < 1e-5)
+            #expect(try TestSupport.relativeDiff(sparse, stillExpected) < 1e-5)
             // Without a layout the inflated model is the 2-D one.
-            #expect(try TestSupport.maxAbsDiff(video(x, timesteps: t, condition: cond), expected) < 1e-6)
+            #expect(try TestSupport.relativeDiff(video(x, timesteps: t, condition: cond), expected) < 1e-6)
         }
 
         // The adapter: per frame equal at initialisation as well.
@@ -96,7 +96,7 @@ struct VideoTests {
         let adapter = try VideoDiffusionModel.inflated(adapter2D)
         try Torch.withNoGrad {
             let (x, t, cond) = try randomBatch(videos: 2, frames: 3, seed: 4)
-            let d = try TestSupport.maxAbsDiff(
+            let d = try TestSupport.relativeDiff(
                 adapter(x, timesteps: t, condition: cond, frames: 3), adapter2D(x, timesteps: t, condition: cond))
             #expect(d < 1e-6)
         }
@@ -108,7 +108,7 @@ struct VideoTests {
         #expect(try layer.attention.toOut.weight.abs().max().item() == 0)
         #expect(try layer.attention.toOut.bias!.abs().max().item() == 0)
         let h = try Tensor.randn([6, 5, 8])  // 2 videos × 3 frames, 5 tokens
-        #expect(try TestSupport.maxAbsDiff(layer(h, frames: 3), h) == 0)
+        #expect(try TestSupport.relativeDiff(layer(h, frames: 3), h) == 0)
         // Every inflated layer of a U-Net and an adapter starts at zero.
         let unet = try VideoDiffusionModel.inflated(UNet(TinyConfigs.unet))
         let adapter = try VideoDiffusionModel.inflated(ContextAdapter(TinyConfigs.adapter))
@@ -123,7 +123,7 @@ struct VideoTests {
         #expect(try layer.attention.toOut.weight.grad!.abs().max().item() > 0)
         let optimizer = try AdamW(parameters: layer.parameters(), learningRate: 1e-2)
         try optimizer.step()
-        #expect(try TestSupport.maxAbsDiff(layer(h, frames: 3), h) > 0)
+        #expect(try TestSupport.relativeDiff(layer(h, frames: 3), h) > 0)
     }
 
     @Test func sparseCausalFramesSeeOnlyTheFirstAndPreviousFrame() throws {
@@ -146,10 +146,10 @@ struct VideoTests {
             // Through the whole U-Net (temporal layers at zero) the video is causal: later frames leave
             // frame k unchanged. Earlier frames reach it through frame k−1's features of earlier layers.
             for j in [k + 1, frames - 1] {
-                #expect(try TestSupport.maxAbsDiff(frameK(perturbing: j), base) < 1e-5, "frame \(j) leaked into frame \(k)")
+                #expect(try TestSupport.relativeDiff(frameK(perturbing: j), base) < 1e-5, "frame \(j) leaked into frame \(k)")
             }
             for j in 0...k {
-                #expect(try TestSupport.maxAbsDiff(frameK(perturbing: j), base) > 1e-4, "frame \(j) ignored by frame \(k)")
+                #expect(try TestSupport.relativeDiff(frameK(perturbing: j), base) > 1e-4, "frame \(j) ignored by frame \(k)")
             }
             // One sparse-causal transformer: frame k sees exactly frames 0, k−1 and itself.
             let (_, resolution, block) = unet.transformers.first { $0.name == "mid.attention" }!
@@ -163,17 +163,17 @@ struct VideoTests {
                 return try block(y, context: cond, video: layout).select(dim: 0, k)
             }
             for j in 0..<frames where ![0, k - 1, k].contains(j) {
-                #expect(try TestSupport.maxAbsDiff(blockFrameK(perturbing: j), one) < 1e-5, "frame \(j) leaked into frame \(k)")
+                #expect(try TestSupport.relativeDiff(blockFrameK(perturbing: j), one) < 1e-5, "frame \(j) leaked into frame \(k)")
             }
             for j in [0, k - 1, k] {
-                #expect(try TestSupport.maxAbsDiff(blockFrameK(perturbing: j), one) > 1e-4, "frame \(j) ignored by frame \(k)")
+                #expect(try TestSupport.relativeDiff(blockFrameK(perturbing: j), one) > 1e-4, "frame \(j) ignored by frame \(k)")
             }
             // The keys themselves: row k is [frame 0 | frame k−1].
             let tokens = try Tensor.randn([frames, 4, 2])
             let keys = try sparseCausalKeys(tokens, frames: frames)
             #expect(keys.shape == [frames, 8, 2])
             let expectedRow = try Tensor.cat([tokens.select(dim: 0, 0), tokens.select(dim: 0, k - 1)], dim: 0)
-            #expect(try TestSupport.maxAbsDiff(keys.select(dim: 0, k), expectedRow) == 0)
+            #expect(try TestSupport.relativeDiff(keys.select(dim: 0, k), expectedRow) == 0)
         }
         // The adapter's temporal attention is causal: with trained (non-zero) temporal weights,
         // frame k of r_φ does not depend on later frames.
@@ -184,8 +184,8 @@ struct VideoTests {
             let later = try Tensor.cat([x.slice(dim: 0, 0, k + 1), Tensor.randn([frames - k - 1, 3, 16, 16])])
             let a = try adapter(x, timesteps: t, condition: cond, frames: frames)
             let b = try adapter(later, timesteps: t, condition: cond, frames: frames)
-            #expect(try TestSupport.maxAbsDiff(a.slice(dim: 0, 0, k + 1), b.slice(dim: 0, 0, k + 1)) < 1e-5)
-            #expect(try TestSupport.maxAbsDiff(a, b) > 1e-4)
+            #expect(try TestSupport.relativeDiff(a.slice(dim: 0, 0, k + 1), b.slice(dim: 0, 0, k + 1)) < 1e-5)
+            #expect(try TestSupport.relativeDiff(a, b) > 1e-4)
         }
     }
 
@@ -340,17 +340,17 @@ struct VideoTests {
             let recorded = try unet(x, timesteps: tt, condition: cond, video: layout)
             probe.mode = .inject(timestep: t)
             let replayed = try unet(x, timesteps: tt, condition: cond, video: layout)
-            #expect(try TestSupport.maxAbsDiff(recorded, replayed) < 1e-6)
+            #expect(try TestSupport.relativeDiff(recorded, replayed) < 1e-6)
             let injected = try unet(other, timesteps: tt, condition: cond, video: layout)
             probe.mode = .idle
             let plain = try unet(other, timesteps: tt, condition: cond, video: layout)
-            #expect(try TestSupport.maxAbsDiff(injected, plain) > 1e-4)
+            #expect(try TestSupport.relativeDiff(injected, plain) > 1e-4)
             // With classifier-free guidance (a doubled batch) injection also applies.
             probe.mode = .inject(timestep: t)
             let doubled = try unet(
                 Tensor.cat([x, x]), timesteps: Tensor.cat([tt, tt]), condition: TextCondition.concatenate(cond, cond),
                 video: layout)
-            #expect(try TestSupport.maxAbsDiff(doubled.slice(dim: 0, 4, 8), recorded) < 1e-6)
+            #expect(try TestSupport.relativeDiff(doubled.slice(dim: 0, 4, 8), recorded) < 1e-6)
         }
         #expect(probe.injections > 0)
     }

@@ -37,9 +37,10 @@ struct BenchmarkCLITests {
         let edit = try #require(report["video_edit"] as? [String: Any])
         let equivalence = try #require(edit["equivalence"] as? [String: Double])
         // The check edit agrees, and is not vacuous: the output is an image, not zeros.
-        #expect(try #require(equivalence["edited_max_abs_diff"]) <= 1e-3)
-        #expect(try #require(equivalence["inverted_max_abs_diff"]) <= 1e-3)
-        #expect(try #require(equivalence["tuning_losses_max_abs_diff"]) <= 1e-4)
+        // Relative to each output's size (kernels, and their rounding, differ between CPUs).
+        #expect(try #require(equivalence["edited_relative_diff"]) <= 1e-3)
+        #expect(try #require(equivalence["inverted_relative_diff"]) <= 1e-3)
+        #expect(try #require(equivalence["tuning_losses_relative_diff"]) <= 1e-4)
         #expect(try #require(equivalence["edited_scale"]) > 0.1)
         let sides = try #require(edit["sides"] as? [String: [String: Any]])
         for side in ["swift", "twin"] {

@@ -12,8 +12,8 @@ struct KernelTests {
         let w = try Tensor.randn([48, 64], generator: g), b = try Tensor.randn([48], generator: g)
         let fast = try x.linearViaConvolution(weight: w, bias: b)
         #expect(fast.shape == Array(shape.dropLast()) + [48])
-        #expect(try TestSupport.maxAbsDiff(fast, x.linear(weight: w, bias: b)) < 1e-4)
-        #expect(try TestSupport.maxAbsDiff(x.linearViaConvolution(weight: w, bias: nil), x.linear(weight: w, bias: nil)) < 1e-4)
+        #expect(try TestSupport.relativeDiff(fast, x.linear(weight: w, bias: b)) < 1e-4)
+        #expect(try TestSupport.relativeDiff(x.linearViaConvolution(weight: w, bias: nil), x.linear(weight: w, bias: nil)) < 1e-4)
     }
 
     @Test func linearViaConvolutionGradientsEqualLinear() throws {
@@ -27,7 +27,7 @@ struct KernelTests {
             try (y * y).sum().backward()
             return [x.grad!, w.grad!, b.grad!]
         }
-        for (a, b) in zip(try grads(true), try grads(false)) { #expect(try TestSupport.maxAbsDiff(a, b) < 1e-3) }
+        for (a, b) in zip(try grads(true), try grads(false)) { #expect(try TestSupport.relativeDiff(a, b) < 1e-3) }
     }
 
     @Test(arguments: [false, true])
@@ -41,18 +41,18 @@ struct KernelTests {
         let mask = try Tensor((0..<(3 * m)).map { $0 % m < 2 + $0 / m * 2 }, shape: [3, m])
         for keyMask in [nil, mask] {
             let reference = try attention.attend(x, context: context, keyMask: keyMask, fused: false)
-            #expect(try TestSupport.maxAbsDiff(attention.attend(x, context: context, keyMask: keyMask, fused: true), reference) < 1e-5)
+            #expect(try TestSupport.relativeDiff(attention.attend(x, context: context, keyMask: keyMask, fused: true), reference) < 1e-5)
         }
         if !cross {
             let reference = try attention.attend(x, causal: true, fused: false)
-            #expect(try TestSupport.maxAbsDiff(attention.attend(x, causal: true, fused: true), reference) < 1e-5)
+            #expect(try TestSupport.relativeDiff(attention.attend(x, causal: true, fused: true), reference) < 1e-5)
         } else {
             // The cache returns the keys and values of the first call for the same context.
             let cache = AttentionContextCache()
             let first = try attention.attend(x, context: context, keyMask: mask, cache: cache, fused: true)
             let second = try attention.attend(x * 0.5, context: context, keyMask: mask, cache: cache, fused: true)
-            #expect(try TestSupport.maxAbsDiff(first, attention.attend(x, context: context, keyMask: mask, fused: false)) < 1e-5)
-            #expect(try TestSupport.maxAbsDiff(second, attention.attend(x * 0.5, context: context, keyMask: mask, fused: false)) < 1e-5)
+            #expect(try TestSupport.relativeDiff(first, attention.attend(x, context: context, keyMask: mask, fused: false)) < 1e-5)
+            #expect(try TestSupport.relativeDiff(second, attention.attend(x * 0.5, context: context, keyMask: mask, fused: false)) < 1e-5)
         }
     }
 
@@ -68,6 +68,6 @@ struct KernelTests {
             try attention.attend(x, context: c, keyMask: mask, fused: fused).square().sum().backward()
             return try attention.parameters().map { try $0.grad! * 1.0 }
         }
-        for (a, b) in zip(try grads(true), try grads(false)) { #expect(try TestSupport.maxAbsDiff(a, b) < 1e-4) }
+        for (a, b) in zip(try grads(true), try grads(false)) { #expect(try TestSupport.relativeDiff(a, b) < 1e-4) }
     }
 }

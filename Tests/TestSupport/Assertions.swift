@@ -14,6 +14,26 @@ public enum TestSupport {
         return try (a.to(.float64) - b.to(.float64)).abs().max().item()
     }
 
+    /// The largest absolute difference divided by the reference's largest magnitude,
+    /// `max|a − b| / max|b|` (0 when both are all zeros).
+    ///
+    /// Use it to compare two float32 computations of the same value by different kernels
+    /// (a fused and a reference path, a batched and a single call, Swift and its PyTorch twin):
+    /// oneDNN and OpenBLAS pick different kernels on Intel and AMD, whose rounding differs by a
+    /// few ulps of the values' size, so a bound on the absolute difference is a bound tuned to
+    /// one machine's magnitudes.
+    public static func relativeDiff(_ a: Tensor, _ b: Tensor) throws -> Double {
+        let diff = try maxAbsDiff(a, b)
+        guard diff > 0 else { return 0 }
+        let scale = try b.to(.float64).abs().max().item() as Double
+        return scale > 0 ? diff / scale : .infinity
+    }
+
+    /// `difference / scale`, for comparisons made outside Swift (the PyTorch twin reports both).
+    public static func relative(_ difference: Double, scale: Double) -> Double {
+        difference == 0 ? 0 : (scale > 0 ? difference / scale : .infinity)
+    }
+
     /// Whether `|a - b| <= atol + rtol * |b|` holds elementwise.
     public static func allClose(_ a: Tensor, _ b: Tensor, rtol: Double = 1e-5, atol: Double = 1e-6) throws -> Bool {
         guard a.shape == b.shape else { return false }

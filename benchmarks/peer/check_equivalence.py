@@ -50,6 +50,7 @@ def main(d):
                 out = unet(inputs["x"], inputs["timesteps"], inputs["tokens"], mask, inputs["pooled"],
                            frames=frames, frame_attention="per-frame")
                 result["unet_per_frame"] = (out - swift["unet_per_frame"]).abs().max().item()
+                result["unet_per_frame_scale"] = out.abs().max().item()
         if os.path.isdir(os.path.join(d, "adapter")):
             adapter = load(ContextAdapter, os.path.join(d, "adapter"), video)
             out = adapter(inputs["x"], inputs["timesteps"], inputs["tokens"], mask, frames=frames)
