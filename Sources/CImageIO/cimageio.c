@@ -16,8 +16,23 @@
 #include <jpeglib.h>
 #include <jerror.h>
 
-/// The largest image we agree to decode (pixels), so a hostile header cannot exhaust memory.
-#define CIO_MAX_PIXELS ((size_t)1 << 28)
+/// The largest image we agree to decode (pixels: 8192 × 8192), so a hostile header cannot
+/// exhaust memory.
+#define CIO_MAX_PIXELS ((size_t)1 << 26)
+/// A file of S bytes may declare at most CIO_MAX_RATIO · S + CIO_RATIO_SLACK bytes of RGB
+/// pixels. Deflate cannot expand data more than 1032:1, and a JPEG spends at least about one
+/// bit per 8×8 block and component (about 1024:1 for RGB), so no valid file comes near it;
+/// a 100-byte file that declares 60000 × 60000 pixels is refused before anything is allocated.
+#define CIO_MAX_RATIO ((size_t)2048)
+#define CIO_RATIO_SLACK ((size_t)1 << 20)
+
+/// Whether `width × height` RGB pixels are within the limits for a file of `file_size` bytes.
+static int cio_dimensions_allowed(size_t width, size_t height, size_t file_size) {
+    if (width == 0 || height == 0 || width > CIO_MAX_PIXELS || height > CIO_MAX_PIXELS) return 0;
+    size_t pixels = width * height;
+    if (pixels > CIO_MAX_PIXELS) return 0;
+    return pixels * 3 <= CIO_MAX_RATIO * file_size + CIO_RATIO_SLACK;
+}
 
 static int fail(int status, char *message, size_t message_len, const char *format, ...) {
     if (message && message_len > 0) {
@@ -57,7 +72,7 @@ static void cio_png_warning_fn(png_structp png, png_const_charp text) {
     (void)text;  // benign (e.g. an unknown ancillary chunk); fatal problems go through the error fn
 }
 
-static int read_png(FILE *fp, cio_image *out, char *message, size_t message_len) {
+static int read_png(FILE *fp, size_t file_size, cio_image *out, char *message, size_t message_len) {
     cio_png_error error;
     error.message[0] = 0;
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &error, cio_png_error_fn, cio_png_warning_fn);
@@ -84,9 +99,11 @@ static int read_png(FILE *fp, cio_image *out, char *message, size_t message_len)
     png_read_info(png, info);
     png_uint_32 width = png_get_image_width(png, info);
     png_uint_32 height = png_get_image_height(png, info);
-    if (width == 0 || height == 0 || (size_t)width * (size_t)height > CIO_MAX_PIXELS) {
+    if (!cio_dimensions_allowed(width, height, file_size)) {
         status = CIO_ERR_MEMORY;
-        png_error(png, "image too large");
+        snprintf(error.message, sizeof error.message,
+                 "image too large: %u x %u pixels declared by a file of %zu bytes", (unsigned)width, (unsigned)height, file_size);
+        longjmp(error.jump, 1);
     }
     png_set_expand(png);          // palette -> RGB, gray < 8 bit -> 8 bit, tRNS -> alpha
     png_set_strip_16(png);
@@ -198,7 +215,7 @@ static void cio_jpeg_emit_message(j_common_ptr cinfo, int level) {
     }
 }
 
-static int read_jpeg(FILE *fp, cio_image *out, char *message, size_t message_len) {
+static int read_jpeg(FILE *fp, size_t file_size, cio_image *out, char *message, size_t message_len) {
     struct jpeg_decompress_struct cinfo;
     cio_jpeg_error error;
     error.message[0] = 0;
@@ -216,16 +233,21 @@ static int read_jpeg(FILE *fp, cio_image *out, char *message, size_t message_len
     jpeg_create_decompress(&cinfo);
     jpeg_stdio_src(&cinfo, fp);
     jpeg_read_header(&cinfo, TRUE);
+    // Refuse enormous declared sizes before libjpeg allocates anything for the image (a
+    // progressive file's coefficient buffer covers the whole image).
+    if (!cio_dimensions_allowed(cinfo.image_width, cinfo.image_height, file_size)) {
+        status = CIO_ERR_MEMORY;
+        snprintf(error.message, sizeof error.message, "image too large: %u x %u pixels declared by a file of %zu bytes",
+                 (unsigned)cinfo.image_width, (unsigned)cinfo.image_height, file_size);
+        longjmp(error.jump, 1);
+    }
+    // And bound libjpeg's own working memory (coefficient buffers, tables) by the same budget.
+    cinfo.mem->max_memory_to_use = (long)(8 * (size_t)cinfo.image_width * cinfo.image_height + CIO_RATIO_SLACK);
     cinfo.out_color_space = JCS_RGB;
     jpeg_start_decompress(&cinfo);
     size_t width = cinfo.output_width, height = cinfo.output_height;
     if (cinfo.output_components != 3) {
         snprintf(error.message, sizeof error.message, "unsupported JPEG color space");
-        longjmp(error.jump, 1);
-    }
-    if (width == 0 || height == 0 || width * height > CIO_MAX_PIXELS) {
-        status = CIO_ERR_MEMORY;
-        snprintf(error.message, sizeof error.message, "image too large");
         longjmp(error.jump, 1);
     }
     pixels = malloc(width * height * 3);
@@ -299,19 +321,25 @@ int cio_read_image(const char *path, cio_image *out, char *message, size_t messa
         return fail(open_status(error), message, message_len, "%s", strerror(error));
     }
     struct stat info;
-    if (fstat(fileno(fp), &info) == 0 && S_ISDIR(info.st_mode)) {
+    if (fstat(fileno(fp), &info) != 0) {
+        int error = errno;
+        fclose(fp);
+        return fail(CIO_ERR_OPEN, message, message_len, "%s", strerror(error));
+    }
+    if (S_ISDIR(info.st_mode)) {
         fclose(fp);
         return fail(CIO_ERR_OPEN, message, message_len, "is a directory");
     }
+    size_t file_size = S_ISREG(info.st_mode) && info.st_size > 0 ? (size_t)info.st_size : 0;
     unsigned char signature[8] = {0};
     size_t got = fread(signature, 1, sizeof signature, fp);
     int status;
     if (got == 8 && png_sig_cmp(signature, 0, 8) == 0) {
         rewind(fp);
-        status = read_png(fp, out, message, message_len);
+        status = read_png(fp, file_size, out, message, message_len);
     } else if (got >= 3 && signature[0] == 0xFF && signature[1] == 0xD8 && signature[2] == 0xFF) {
         rewind(fp);
-        status = read_jpeg(fp, out, message, message_len);
+        status = read_jpeg(fp, file_size, out, message, message_len);
     } else {
         status = fail(CIO_ERR_FORMAT, message, message_len,
                       got == 0 ? "the file is empty" : "not a PNG or JPEG file (unrecognised signature)");

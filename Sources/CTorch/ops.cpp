@@ -62,7 +62,31 @@ int from_scalar_type(at::ScalarType st) {
   }
 }
 
-static at::TensorOptions opts(int dtype) { return at::TensorOptions().dtype(to_scalar_type(dtype)); }
+// The calling thread's device for creation functions (ct_set_default_device).
+static thread_local c10::Device g_default_device(c10::kCPU);
+
+static at::TensorOptions opts(int dtype) {
+  return at::TensorOptions().dtype(to_scalar_type(dtype)).device(g_default_device);
+}
+
+static c10::Device device_of(int type, int64_t index) {
+  switch (type) {
+    case CT_DEVICE_CPU: return c10::Device(c10::kCPU);
+    case CT_DEVICE_META: return c10::Device(c10::kMeta);
+    case CT_DEVICE_CUDA:
+      if (index < 0 || index > 127) throw std::invalid_argument("CUDA device index out of range");
+      return c10::Device(c10::kCUDA, (c10::DeviceIndex)index);
+    default: throw std::invalid_argument("unknown device type " + std::to_string(type));
+  }
+}
+
+static void device_out(const c10::Device &d, int *type, int64_t *index) {
+  if (d.is_cpu()) *type = CT_DEVICE_CPU;
+  else if (d.is_meta()) *type = CT_DEVICE_META;
+  else if (d.is_cuda()) *type = CT_DEVICE_CUDA;
+  else throw std::invalid_argument("unsupported device " + d.str());
+  *index = d.has_index() ? d.index() : 0;
+}
 
 static c10::optional<at::Generator> gen_of(ct_generator g) {
   if (g == nullptr) return c10::nullopt;
@@ -74,6 +98,24 @@ static c10::optional<at::Generator> gen_of(ct_generator g) {
 extern "C" {
 
 const char *ct_last_error(void) { return g_error.c_str(); }
+
+// ---------------------------------------------------------------- devices
+
+int ct_set_default_device(int type, int64_t index) {
+  return guard_status([&] { g_default_device = device_of(type, index); });
+}
+
+int ct_get_default_device(int *type, int64_t *index) {
+  return guard_status([&] { device_out(g_default_device, type, index); });
+}
+
+int ct_tensor_device(ct_tensor t, int *type, int64_t *index) {
+  return guard_status([&] { device_out(T(t).device(), type, index); });
+}
+
+ct_tensor ct_to_device(ct_tensor t, int type, int64_t index) {
+  return guard_tensor([&] { return T(t).to(device_of(type, index)); });
+}
 
 // ---------------------------------------------------------------- lifetime and inspection
 
@@ -114,13 +156,13 @@ bool ct_same_storage(ct_tensor a, ct_tensor b) {
 ct_tensor ct_from_data(const void *data, const int64_t *shape, int64_t ndim, int dtype) {
   return guard_tensor([&] {
     auto sizes = vec(shape, ndim);
-    auto out = at::empty(sizes, opts(dtype));
+    auto out = at::empty(sizes, opts(dtype).device(c10::kCPU));
     size_t nbytes = out.numel() * out.element_size();
     if (nbytes > 0) {
       if (data == nullptr) throw std::invalid_argument("null data pointer");
       std::memcpy(out.data_ptr(), data, nbytes);
     }
-    return out;
+    return g_default_device.is_cpu() ? out : out.to(g_default_device);
   });
 }
 

@@ -138,6 +138,24 @@ public struct SafeTensorsFile: Sendable, Equatable {
         self.init(tensors: tensors, metadata: layout.metadata)
     }
 
+    /// Reads and validates only the header of the safetensors file at `url`: every tensor's
+    /// dtype and shape, without its data. The checks are those of ``init(contentsOf:)`` (the
+    /// spans must tile the data section of the file as it is on disk), so a file that passes
+    /// here fails a full read only by an I/O error.
+    public static func header(contentsOf url: URL) throws(SafeTensorsError) -> (tensors: [String: (dtype: SafeTensorsDType, shape: [Int])], metadata: [String: String]) {
+        let path = url.isFileURL ? url.path : url.absoluteString
+        guard url.isFileURL else { throw .io(path: path, message: "not a file URL") }
+        let file = try ReadableFile(path: path)
+        defer { file.close() }
+        let size = try file.size()
+        let prefix = try file.read(at: 0, count: min(size, 8))
+        let headerLength = try Self.checkedHeaderLength(prefix: prefix, fileSize: size)
+        let layout = try Layout(header: [UInt8](try file.read(at: 8, count: headerLength)), dataSize: size - 8 - headerLength)
+        var tensors: [String: (dtype: SafeTensorsDType, shape: [Int])] = [:]
+        for tensor in layout.tensors { tensors[tensor.name] = (tensor.dtype, tensor.shape) }
+        return (tensors, layout.metadata)
+    }
+
     /// The file's bytes.
     ///
     /// - Throws: ``SafeTensorsError/emptyTensorName``,

@@ -46,6 +46,17 @@ typedef enum {
   CT_VAR_UNBIASED, CT_STD_UNBIASED, CT_ANY, CT_ALL
 } ct_reduce_op;
 
+typedef enum { CT_DEVICE_CPU = 0, CT_DEVICE_META = 1, CT_DEVICE_CUDA = 2 } ct_device_type;
+
+/* devices
+ * The creation functions (zeros, randn, from_data, ...) make their tensors on the calling
+ * thread's default device (CPU unless set). The meta device holds shapes and dtypes but no
+ * data: a model built there allocates nothing. */
+int ct_set_default_device(int type, int64_t index);
+int ct_get_default_device(int *type, int64_t *index);
+int ct_tensor_device(ct_tensor t, int *type, int64_t *index);
+ct_tensor ct_to_device(ct_tensor t, int type, int64_t index);
+
 /* errors */
 const char *ct_last_error(void);
 
