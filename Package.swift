@@ -31,11 +31,13 @@ let package = Package(
         .target(name: "CImageIO", linkerSettings: [.linkedLibrary("png"), .linkedLibrary("jpeg")]),
         .target(name: "Datasets", dependencies: ["Torch", "CImageIO"]),
         .target(name: "Evaluation", dependencies: ["Torch", "NN", "Datasets", "ContextDiff"]),
+        // Seeded fuzzing of every file loader (`contextdiff fuzz`, and a slice in the tests).
+        .target(name: "Fuzzing", dependencies: ["Torch", "NN", "ContextDiff", "Datasets"]),
         .target(name: "TestSupport", dependencies: ["Torch", "NN"], path: "Tests/TestSupport"),
         .executableTarget(
             name: "contextdiff",
             dependencies: [
-                "Torch", "NN", "ContextDiff", "Datasets", "Evaluation",
+                "Torch", "NN", "ContextDiff", "Datasets", "Evaluation", "Fuzzing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -44,6 +46,7 @@ let package = Package(
         .testTarget(name: "EndToEndTests", dependencies: ["contextdiff", "Torch", "TestSupport"]),
         .testTarget(name: "ContextDiffTests", dependencies: ["ContextDiff", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),
+        .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing", "TestSupport"]),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TestSupport"], exclude: ["Fixtures"]),
     ],
     cxxLanguageStandard: .cxx17

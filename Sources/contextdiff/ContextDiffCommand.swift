@@ -6,6 +6,6 @@ struct ContextDiffCommand: AsyncParsableCommand {
         commandName: "contextdiff",
         abstract: "Contextualized diffusion (ContextDiff) for text-to-image and text-to-video on libtorch.",
         version: "0.1.0",
-        subcommands: [GenerateCommand.self, EditVideoCommand.self, TrainCommand.self, LaunchCommand.self, EvaluateCommand.self, EvaluateVideoCommand.self, EvaluatorCommand.self, ClipCommand.self, ExperimentCommand.self, DoctorCommand.self, BenchmarkCommand.self, BenchmarkWorkerCommand.self, DatasetCommand.self, ScheduleCommand.self]
+        subcommands: [GenerateCommand.self, EditVideoCommand.self, TrainCommand.self, LaunchCommand.self, EvaluateCommand.self, EvaluateVideoCommand.self, EvaluatorCommand.self, ClipCommand.self, ExperimentCommand.self, DoctorCommand.self, BenchmarkCommand.self, BenchmarkWorkerCommand.self, DatasetCommand.self, ScheduleCommand.self, FuzzCommand.self]
     )
 }

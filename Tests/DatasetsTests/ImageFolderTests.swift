@@ -44,6 +44,8 @@ struct ImageFolderTests {
         (#"{"text": "no file"}"#, 1, "file_name"),
         ("\n\n" + #"{"file_name": "a.png"}"#, 3, "\"text\""),
         (#"{"file_name": "../a.png", "text": "escape"}"#, 1, "relative path"),
+        (#"{"file_name": "/etc/passwd", "text": "absolute"}"#, 1, "relative path"),
+        (#"{"file_name": "a.png", "text": ""# + String(repeating: "a", count: 1 << 20) + #""}"#, 1, "longer than"),
     ])
     func badLinesNameTheirLineNumber(metadata: String, line: Int, reason: String) throws {
         let dir = try TemporaryFolder()

@@ -23,6 +23,12 @@ public struct ContextAdapterConfig: Codable, Sendable, Equatable {
 
     public func validate() throws {
         func fail(_ m: String) -> Error { TorchError.invalidArgument("adapter config: \(m)") }
+        try ConfigLimits.check([
+            "in_channels": inChannels, "sample_size": sampleSize, "patch_size": patchSize, "width": width, "context_dim": contextDim,
+        ], in: 1...ConfigLimits.size, fail)
+        try ConfigLimits.check(["depth": depth], in: 0...ConfigLimits.count, fail)
+        try ConfigLimits.check(["mlp_ratio": mlpRatio], in: 1...ConfigLimits.count, fail)
+        try ConfigLimits.check(["heads": heads], in: 1...ConfigLimits.heads, fail)
         guard inChannels > 0, width > 0, depth >= 0, heads > 0, contextDim > 0, mlpRatio > 0 else {
             throw fail("sizes must be positive")
         }

@@ -26,6 +26,9 @@ public struct LayoutPriorConfig: Codable, Sendable, Equatable {
 
     public func validate() throws {
         func fail(_ m: String) -> Error { TorchError.invalidArgument("UNet config: layout_prior: \(m)") }
+        try ConfigLimits.check(["width": width, "channels": channels, "max_tokens": maxTokens], in: 1...ConfigLimits.size, fail)
+        try ConfigLimits.check(["layers": layers], in: 1...ConfigLimits.count, fail)
+        try ConfigLimits.check(["heads": heads], in: 1...ConfigLimits.heads, fail)
         guard layers > 0, width > 0, heads > 0, channels > 0, maxTokens > 0 else { throw fail("sizes must be positive") }
         guard width % heads == 0 else { throw fail("width \(width) not divisible by \(heads) heads") }
     }

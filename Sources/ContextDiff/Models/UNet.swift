@@ -82,6 +82,14 @@ public struct UNetConfig: Codable, Sendable, Equatable {
     /// Checks the configuration and throws a message naming the offending field.
     public func validate() throws {
         func fail(_ m: String) -> Error { TorchError.invalidArgument("UNet config: \(m)") }
+        try ConfigLimits.check([
+            "in_channels": inChannels, "out_channels": outChannels, "sample_size": sampleSize, "base_channels": baseChannels,
+            "context_dim": contextDim, "pooled_dim": pooledDim, "norm_groups": normGroups,
+        ], in: 1...ConfigLimits.size, fail)
+        try ConfigLimits.check(["layers_per_block": layersPerBlock, "levels": channelMultipliers.count], in: 1...ConfigLimits.count, fail)
+        try ConfigLimits.check(["heads": heads], in: 1...ConfigLimits.heads, fail)
+        for m in channelMultipliers { try ConfigLimits.check(["channel_multipliers[i]": m], in: 1...ConfigLimits.count, fail) }
+        guard channelMultipliers.count <= 16 else { throw fail("at most 16 levels, got \(channelMultipliers.count)") }
         guard inChannels > 0, outChannels > 0 else { throw fail("channel counts must be positive") }
         guard baseChannels > 0, !channelMultipliers.isEmpty, channelMultipliers.allSatisfy({ $0 > 0 }) else {
             throw fail("base_channels and channel_multipliers must be positive")

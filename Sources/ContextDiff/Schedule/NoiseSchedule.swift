@@ -24,6 +24,8 @@ public enum TimestepSpacing: String, Codable, Sendable, CaseIterable {
 public enum ScheduleError: Error, Equatable, CustomStringConvertible {
     /// `num_train_timesteps` must be at least 1.
     case nonPositiveTrainTimesteps(Int)
+    /// `num_train_timesteps` above ``NoiseSchedule/maxTrainTimesteps`` (a hostile or mistyped config).
+    case tooManyTrainTimesteps(Int, limit: Int)
     /// Inference step counts must be at least 1.
     case nonPositiveInferenceSteps(Int)
     /// More inference steps than training timesteps.
@@ -41,6 +43,8 @@ public enum ScheduleError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .nonPositiveTrainTimesteps(let t):
             return "num_train_timesteps must be >= 1, got \(t)"
+        case .tooManyTrainTimesteps(let t, let limit):
+            return "num_train_timesteps must be <= \(limit), got \(t)"
         case .nonPositiveInferenceSteps(let n):
             return "number of inference steps must be >= 1, got \(n)"
         case .tooManyInferenceSteps(let n, let t):
@@ -109,9 +113,14 @@ public struct NoiseSchedule: Sendable {
     public let alphas: [Float]
     public let alphasCumprod: [Float]
 
+    /// The most training timesteps a schedule may have. Diffusion models use 1000 (some 4000);
+    /// the bound keeps a mistyped or hostile config from allocating gigabytes of tables.
+    public static let maxTrainTimesteps = 100_000
+
     public init(_ config: NoiseScheduleConfig) throws(ScheduleError) {
         let t = config.trainTimesteps
         guard t >= 1 else { throw .nonPositiveTrainTimesteps(t) }
+        guard t <= Self.maxTrainTimesteps else { throw .tooManyTrainTimesteps(t, limit: Self.maxTrainTimesteps) }
 
         var betas: [Float]
         switch config.betaSchedule {

@@ -86,10 +86,15 @@ public struct ImageFolderDataset: Sendable {
         return lines
     }
 
+    /// The longest metadata line read (1 MiB): a caption is a sentence, and a longer line is a
+    /// corrupt or hostile file.
+    public static let maxLineBytes = 1 << 20
+
     static func parse(_ raw: Substring, path: String, line: Int) throws -> (String, String)? {
+        func bad(_ reason: String) -> DatasetError { .badMetadataLine(path: path, line: line, reason: reason) }
+        guard raw.utf8.count <= maxLineBytes else { throw bad("line of \(raw.utf8.count) bytes is longer than \(maxLineBytes)") }
         let trimmed = raw.trimmingCharacters(in: .whitespacesAndNewlines)
         if trimmed.isEmpty { return nil }
-        func bad(_ reason: String) -> DatasetError { .badMetadataLine(path: path, line: line, reason: reason) }
         let object: Any
         do {
             object = try JSONSerialization.jsonObject(with: Data(trimmed.utf8))
