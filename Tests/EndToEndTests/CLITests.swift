@@ -32,8 +32,17 @@ struct CLI {
 
     /// Runs the binary to the end, with `environment` added to this process's.
     static func run(_ arguments: [String], environment extra: [String: String] = [:]) throws -> Result {
+        try run(binary, arguments, environment: extra)
+    }
+
+    /// Runs a shell command line (`/bin/sh -c`) to the end.
+    static func shell(_ command: String) throws -> Result {
+        try run(URL(fileURLWithPath: "/bin/sh"), ["-c", command])
+    }
+
+    static func run(_ executable: URL, _ arguments: [String], environment extra: [String: String] = [:]) throws -> Result {
         let p = Process()
-        p.executableURL = binary
+        p.executableURL = executable
         p.arguments = arguments
         if !extra.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(extra) { $1 } }
         let out = Pipe(), err = Pipe()

@@ -9,6 +9,9 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
     /// The loss became NaN or infinite; the last good checkpoint is kept.
     case nonFiniteLoss(step: Int, lastCheckpoint: String?)
     case corruptCheckpoint(path: String, reason: String)
+    /// A checkpoint or the exported model could not be written (a full disk, say). Nothing
+    /// under a final name was touched: the previous checkpoint and model still load.
+    case checkpointWriteFailed(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -17,6 +20,7 @@ public enum TrainingError: Error, CustomStringConvertible, Equatable {
         case let .nonFiniteLoss(step, last):
             "loss became NaN/Inf at step \(step); stopped. Last good checkpoint: \(last ?? "none")"
         case let .corruptCheckpoint(p, r): "cannot resume from \(p): \(r)"
+        case let .checkpointWriteFailed(p, r): "cannot write checkpoint \(p): \(r) (the previous checkpoint is intact; free space and rerun to resume)"
         }
     }
 }
@@ -418,8 +422,35 @@ public final class Trainer {
         let final = checkpointsDirectory.appendingPathComponent(name)
         let temporary = checkpointsDirectory.appendingPathComponent(".\(name).partial")
         try? fm.removeItem(at: temporary)
-        try fm.createDirectory(at: temporary, withIntermediateDirectories: true)
+        do {
+            try writeCheckpoint(into: temporary, final: final)
+        } catch {
+            // Whatever was half-written goes; the newest complete checkpoint is untouched.
+            try? fm.removeItem(at: temporary)
+            throw TrainingError.checkpointWriteFailed(path: final.path, reason: Self.reason(error))
+        }
+        lastCheckpoint = final
+        do {
+            try exportEMAModel(to: runDirectory.appendingPathComponent("model"))
+        } catch {
+            throw TrainingError.checkpointWriteFailed(path: runDirectory.appendingPathComponent("model").path, reason: Self.reason(error))
+        }
 
+        let existing = try checkpointSteps()
+        for old in existing.dropLast(config.keepCheckpoints) {
+            try? fm.removeItem(at: checkpointsDirectory.appendingPathComponent(String(format: "step-%07d", old)))
+        }
+        try processGroup?.barrier()
+    }
+
+    static func reason(_ error: Error) -> String {
+        if let e = error as? SafeTensorsError, case let .io(_, message) = e { return message }
+        return "\(error)"
+    }
+
+    private func writeCheckpoint(into temporary: URL, final: URL) throws {
+        let fm = FileManager.default
+        try fm.createDirectory(at: temporary, withIntermediateDirectories: true)
         var tensors: [String: Tensor] = [:]
         for (k, v) in model.stateDict() { tensors["model." + k] = v }
         for (i, t) in ema.shadow.enumerated() { tensors["ema.\(i)"] = t }
@@ -433,14 +464,37 @@ public final class Trainer {
         try saveSafeTensors(tensors, metadata: metadata, to: temporary.appendingPathComponent("training_state.safetensors"))
         try? fm.removeItem(at: final)
         try fm.moveItem(at: temporary, to: final)
-        lastCheckpoint = final
-        try exportEMAModel(to: runDirectory.appendingPathComponent("model"))
+    }
 
-        let existing = try checkpointSteps()
-        for old in existing.dropLast(config.keepCheckpoints) {
-            try? fm.removeItem(at: checkpointsDirectory.appendingPathComponent(String(format: "step-%07d", old)))
+    /// After a resume: the leftovers of a killed write go, the exported model is rewritten from
+    /// the restored state when a kill took it away (between moving the old one aside and
+    /// moving the new one in), and the log loses the lines of steps after the checkpoint, which
+    /// the resumed run logs again.
+    func repairAfterResume() throws {
+        guard isWriter else { return }
+        let fm = FileManager.default
+        for name in (try? fm.contentsOfDirectory(atPath: checkpointsDirectory.path)) ?? [] where name.hasSuffix(".partial") {
+            try? fm.removeItem(at: checkpointsDirectory.appendingPathComponent(name))
         }
-        try processGroup?.barrier()
+        let model = runDirectory.appendingPathComponent("model")
+        if !fm.fileExists(atPath: model.appendingPathComponent("model_index.json").path) {
+            try exportEMAModel(to: model)
+        }
+        try trimLog(after: step)
+    }
+
+    /// Keeps the lines of `log.jsonl` whose step is at most `step` (and drops a torn last line).
+    func trimLog(after step: Int) throws {
+        let url = runDirectory.appendingPathComponent("log.jsonl")
+        guard let data = try? Data(contentsOf: url) else { return }
+        var kept = Data()
+        for line in data.split(separator: UInt8(ascii: "\n")) {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+                  let s = object["step"] as? Double, Int(s) <= step else { continue }
+            kept.append(contentsOf: line)
+            kept.append(UInt8(ascii: "\n"))
+        }
+        if kept != data { try kept.write(to: url, options: .atomic) }
     }
 
     /// Saves the EMA weights as a model folder (atomically replaced).
@@ -452,7 +506,12 @@ public final class Trainer {
         model.index.notes["step"] = String(step)
         let temporary = directory.deletingLastPathComponent().appendingPathComponent(".\(directory.lastPathComponent).partial")
         try? fm.removeItem(at: temporary)
-        try model.save(to: temporary)
+        do {
+            try model.save(to: temporary)
+        } catch {
+            try? fm.removeItem(at: temporary)
+            throw error
+        }
         // rename(2) cannot replace a non-empty directory: move the old one aside first. A crash in
         // between leaves the previous model in `.NAME.old` and the checkpoint intact.
         let old = directory.deletingLastPathComponent().appendingPathComponent(".\(directory.lastPathComponent).old")
@@ -476,8 +535,20 @@ public final class Trainer {
     /// With a process group only rank 0 reads the run folder; it then broadcasts the restored
     /// state (weights, EMA, optimizer moments and counters, RNG), so the other ranks need no
     /// access to rank 0's files.
+    /// After a successful resume, the leftovers of a killed run are repaired (``repairAfterResume()``).
     @discardableResult
     public func resumeFromLatest() throws -> Bool {
+        let restored = try restoreLatest()
+        if restored {
+            try repairAfterResume()
+        } else if isWriter {
+            // Steps a killed run logged before its first checkpoint are run (and logged) again.
+            try trimLog(after: 0)
+        }
+        return restored
+    }
+
+    func restoreLatest() throws -> Bool {
         guard let pg = processGroup else { return try loadLatestCheckpoint() }
         var status: Int64 = 0
         var failure: Error?
