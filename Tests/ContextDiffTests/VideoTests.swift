@@ -102,6 +102,38 @@ struct VideoTests {
         }
     }
 
+    /// A video model saved with non-default temporal heads loads inflated, as it was saved.
+    @Test func inflatedModelsSaveTheirTemporalHeads() throws {
+        Torch.manualSeed(14)
+        let unet = try UNet(TinyConfigs.unet), adapter = try ContextAdapter(TinyConfigs.adapter)
+        try unet.inflate(temporalHeads: 1)
+        try adapter.inflate(heads: 2)
+        try randomize(unet, seed: 15)
+        try randomize(adapter, seed: 16)
+        #expect(unet.config.temporalHeads == 1 && adapter.config.temporalHeads == 2)
+        #expect(throws: TorchError.self) { try unet.inflate(temporalHeads: 2) }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cd-inflated-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try ModelFolder.save(unet, to: dir.appendingPathComponent("unet"))
+        try ModelFolder.save(adapter, to: dir.appendingPathComponent("adapter"))
+        let unetBack = try ModelFolder.load(UNet.self, from: dir.appendingPathComponent("unet"))
+        let adapterBack = try ModelFolder.load(ContextAdapter.self, from: dir.appendingPathComponent("adapter"))
+        #expect(unetBack.isInflated && adapterBack.isInflated)
+        #expect(unetBack.config == unet.config && adapterBack.config == adapter.config)
+        #expect(unetBack.midAttention.temporal?.attention.heads == 1)
+        try Torch.withNoGrad {
+            let (x, t, cond) = try randomBatch(videos: 1, frames: 4, seed: 17)
+            let layout = VideoLayout(frames: 4, selfAttention: .sparseCausal)
+            #expect(try TestSupport.maxAbsDiff(unetBack(x, timesteps: t, condition: cond, video: layout),
+                                               unet(x, timesteps: t, condition: cond, video: layout)) == 0)
+            #expect(try TestSupport.maxAbsDiff(adapterBack(x, timesteps: t, condition: cond, frames: 4),
+                                               adapter(x, timesteps: t, condition: cond, frames: 4)) == 0)
+        }
+        // A 2-D config (no temporal_heads key) stays 2-D.
+        let plain = try JSONEncoder().encode(TinyConfigs.unet)
+        #expect(!String(decoding: plain, as: UTF8.self).contains("temporal_heads"))
+    }
+
     @Test func temporalAttentionStartsAtZeroAndLearns() throws {
         Torch.manualSeed(12)
         let layer = try TemporalAttention(channels: 8, heads: 2, causal: false)

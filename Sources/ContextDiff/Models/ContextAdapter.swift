@@ -13,12 +13,15 @@ public struct ContextAdapterConfig: Codable, Sendable, Equatable {
     public var heads = 8
     public var contextDim = 384
     public var mlpRatio = 4
+    /// The heads of the causal temporal attention of a video adapter (``ContextAdapter/inflate(heads:)``);
+    /// nil (absent) is a 2-D adapter. Saved so that an inflated adapter loads as it was saved.
+    public var temporalHeads: Int?
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case inChannels = "in_channels", sampleSize = "sample_size", patchSize = "patch_size", width, depth, heads
-        case contextDim = "context_dim", mlpRatio = "mlp_ratio"
+        case contextDim = "context_dim", mlpRatio = "mlp_ratio", temporalHeads = "temporal_heads"
     }
 
     public func validate() throws {
@@ -29,6 +32,7 @@ public struct ContextAdapterConfig: Codable, Sendable, Equatable {
         try ConfigLimits.check(["depth": depth], in: 0...ConfigLimits.count, fail)
         try ConfigLimits.check(["mlp_ratio": mlpRatio], in: 1...ConfigLimits.count, fail)
         try ConfigLimits.check(["heads": heads], in: 1...ConfigLimits.heads, fail)
+        if let temporalHeads { try ConfigLimits.check(["temporal_heads": temporalHeads], in: 1...ConfigLimits.heads, fail) }
         guard inChannels > 0, width > 0, depth >= 0, heads > 0, contextDim > 0, mlpRatio > 0 else {
             throw fail("sizes must be positive")
         }
@@ -90,7 +94,7 @@ public final class ContextBlock: Module {
 /// zero, so training starts from the plain diffusion model (r_φ ≡ 0). Unlike the official code,
 /// the output depends on the image, the text and the timestep.
 public final class ContextAdapter: Module {
-    public let config: ContextAdapterConfig
+    public private(set) var config: ContextAdapterConfig
     public let patchEmbed: Conv2d
     public let positions: Tensor
     public let timeEmbedding: TimestepEmbedding
@@ -113,6 +117,7 @@ public final class ContextAdapter: Module {
         try projOut.weight.zero()
         try projOut.bias?.zero()
         super.init()
+        if let heads = config.temporalHeads { try inflate(heads: heads) }
     }
 
     override public func key(forProperty name: String) -> String {
@@ -132,8 +137,18 @@ public final class ContextAdapter: Module {
     /// spatial self-attention and temporal causal attention"): each block's self-attention stays
     /// within a frame and a causal temporal attention across frames follows it, its output
     /// projection zero-initialised. Called with `frames: nil` the adapter is the 2-D one.
-    public func inflate() throws {
-        for block in blocks { try block.inflate(heads: config.heads) }
+    /// The heads (default: the cross-attention's) are recorded in
+    /// ``ContextAdapterConfig/temporalHeads``, so a saved video adapter loads inflated.
+    public func inflate(heads: Int? = nil) throws {
+        let heads = heads ?? config.temporalHeads ?? config.heads
+        if isInflated {
+            guard heads == config.temporalHeads else {
+                throw TorchError.invalidArgument("adapter is already inflated with \(config.temporalHeads ?? 0) temporal heads, not \(heads)")
+            }
+            return
+        }
+        for block in blocks { try block.inflate(heads: heads) }
+        config.temporalHeads = heads
     }
 
     /// r_φ(x0, c, t): `x0` `[B, C, H, W]`, `timesteps` `[B]`; returns a tensor shaped like `x0`.

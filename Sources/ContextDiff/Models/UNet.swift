@@ -43,6 +43,9 @@ public struct UNetConfig: Codable, Sendable, Equatable {
     /// A text-side layout prior whose canvas is added to the first feature map
     /// (``LayoutPrior``); nil (absent in older configs) is the plain U-Net.
     public var layoutPrior: LayoutPriorConfig?
+    /// The heads of the temporal attention layers of a video model (``UNet/inflate(temporalHeads:)``);
+    /// nil (absent) is a 2-D model. Saved so that an inflated model loads as it was saved.
+    public var temporalHeads: Int?
 
     public init() {}
 
@@ -52,7 +55,7 @@ public struct UNetConfig: Codable, Sendable, Equatable {
         case layersPerBlock = "layers_per_block", attentionResolutions = "attention_resolutions"
         case crossAttentionResolutions = "cross_attention_resolutions", heads, contextDim = "context_dim"
         case pooledDim = "pooled_dim", dropout, normGroups = "norm_groups", prediction
-        case positionalEmbedding = "positional_embedding"
+        case positionalEmbedding = "positional_embedding", temporalHeads = "temporal_heads"
         case textRefiner = "text_refiner"
         case layoutPrior = "layout_prior"
     }
@@ -77,6 +80,7 @@ public struct UNetConfig: Codable, Sendable, Equatable {
         positionalEmbedding = try c.decodeIfPresent(Bool.self, forKey: .positionalEmbedding) ?? false
         textRefiner = try c.decodeIfPresent(TextRefinerConfig.self, forKey: .textRefiner)
         layoutPrior = try c.decodeIfPresent(LayoutPriorConfig.self, forKey: .layoutPrior)
+        temporalHeads = try c.decodeIfPresent(Int.self, forKey: .temporalHeads)
     }
 
     /// Checks the configuration and throws a message naming the offending field.
@@ -89,6 +93,7 @@ public struct UNetConfig: Codable, Sendable, Equatable {
         try ConfigLimits.check(["layers_per_block": layersPerBlock, "levels": channelMultipliers.count], in: 1...ConfigLimits.count, fail)
         try ConfigLimits.check(["heads": heads], in: 1...ConfigLimits.heads, fail)
         for m in channelMultipliers { try ConfigLimits.check(["channel_multipliers[i]": m], in: 1...ConfigLimits.count, fail) }
+        if let temporalHeads { try ConfigLimits.check(["temporal_heads": temporalHeads], in: 1...ConfigLimits.heads, fail) }
         guard channelMultipliers.count <= 16 else { throw fail("at most 16 levels, got \(channelMultipliers.count)") }
         guard inChannels > 0, outChannels > 0 else { throw fail("channel counts must be positive") }
         guard baseChannels > 0, !channelMultipliers.isEmpty, channelMultipliers.allSatisfy({ $0 > 0 }) else {
@@ -261,7 +266,7 @@ public final class UNetLevel: Module {
 /// a sinusoidal timestep embedding plus the pooled text vector, self-attention at low resolutions,
 /// and cross-attention over the full sequence of text-token states.
 public final class UNet: Module {
-    public let config: UNetConfig
+    public private(set) var config: UNetConfig
     public let timeEmbedding: TimestepEmbedding
     public let pooledProj: Linear
     public let convIn: Conv2d
@@ -356,6 +361,7 @@ public final class UNet: Module {
             try LayoutPrior($0, contextDim: config.contextDim, outputChannels: config.baseChannels)
         }
         super.init()
+        if let heads = config.temporalHeads { try inflate(temporalHeads: heads) }
     }
 
     override public func key(forProperty name: String) -> String {
@@ -398,11 +404,21 @@ public final class UNet: Module {
     /// sparse-causal when called with a ``VideoLayout``, and every transformer gains a temporal
     /// attention layer whose output projection starts at zero. With `video: nil` the model is
     /// exactly the 2-D one; the new parameters live under `<transformer>.temporal.*`.
+    /// The heads are recorded in ``UNetConfig/temporalHeads``, so a saved video model loads
+    /// inflated. Inflating an inflated model with the same heads changes nothing.
     public func inflate(temporalHeads: Int? = nil) throws {
+        let heads = temporalHeads ?? config.temporalHeads ?? config.heads
+        if isInflated {
+            guard heads == config.temporalHeads else {
+                throw TorchError.invalidArgument("UNet is already inflated with \(config.temporalHeads ?? 0) temporal heads, not \(heads)")
+            }
+            return
+        }
         for (name, _, block) in transformers {
-            try block.inflate(temporalHeads: temporalHeads ?? config.heads)
+            try block.inflate(temporalHeads: heads)
             block.siteName = name
         }
+        config.temporalHeads = heads
     }
 
     /// Predicts ``UNetConfig/prediction`` for noisy images `x` `[B, C, H, W]` at `timesteps` `[B]`
