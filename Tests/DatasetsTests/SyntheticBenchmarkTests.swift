@@ -206,6 +206,11 @@ struct SyntheticBenchmarkTests {
         #expect(decoded == SyntheticBenchmarkConfig(seed: 7))
         let config = SyntheticBenchmarkConfig(imageSize: 48, seed: 3, twoObjectFraction: 0.25, shapes: [.circle, .square])
         #expect(try JSONDecoder().decode(SyntheticBenchmarkConfig.self, from: JSONEncoder().encode(config)) == config)
+        // Keys are snake_case like every other config; the camelCase of older recipes still loads.
+        let encoded = String(decoding: try JSONEncoder().encode(config), as: UTF8.self)
+        #expect(encoded.contains("\"image_size\"") && encoded.contains("\"two_object_fraction\"") && !encoded.contains("imageSize"))
+        let legacy = try JSONDecoder().decode(SyntheticBenchmarkConfig.self, from: Data(#"{"imageSize": 48, "twoObjectFraction": 0.25}"#.utf8))
+        #expect(legacy == SyntheticBenchmarkConfig(imageSize: 48, twoObjectFraction: 0.25))
         // Restricting the shapes restricts every split.
         let bench = try SyntheticBenchmark(config)
         for split in Split.allCases {

@@ -42,12 +42,25 @@ public struct SyntheticBenchmarkConfig: Codable, Hashable, Sendable {
         self.supersampling = supersampling
     }
 
+    enum CodingKeys: String, CodingKey {
+        case imageSize = "image_size", seed, twoObjectFraction = "two_object_fraction", shapes, supersampling
+    }
+
+    /// The camelCase keys files written before the snake_case convention used.
+    enum LegacyKeys: String, CodingKey {
+        case imageSize, twoObjectFraction
+    }
+
+    /// Missing keys take the defaults; the older camelCase spellings still load.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        let legacy = try decoder.container(keyedBy: LegacyKeys.self)
         let defaults = SyntheticBenchmarkConfig()
-        imageSize = try c.decodeIfPresent(Int.self, forKey: .imageSize) ?? defaults.imageSize
+        imageSize = try c.decodeIfPresent(Int.self, forKey: .imageSize)
+            ?? legacy.decodeIfPresent(Int.self, forKey: .imageSize) ?? defaults.imageSize
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? defaults.seed
-        twoObjectFraction = try c.decodeIfPresent(Double.self, forKey: .twoObjectFraction) ?? defaults.twoObjectFraction
+        twoObjectFraction = try c.decodeIfPresent(Double.self, forKey: .twoObjectFraction)
+            ?? legacy.decodeIfPresent(Double.self, forKey: .twoObjectFraction) ?? defaults.twoObjectFraction
         shapes = try c.decodeIfPresent([ObjectShape].self, forKey: .shapes) ?? defaults.shapes
         supersampling = try c.decodeIfPresent(Int.self, forKey: .supersampling) ?? defaults.supersampling
     }
@@ -55,10 +68,10 @@ public struct SyntheticBenchmarkConfig: Codable, Hashable, Sendable {
     /// Throws ``DatasetError/invalidConfig(_:)`` naming the first bad setting.
     public func validate() throws {
         guard (8...1024).contains(imageSize) else {
-            throw DatasetError.invalidConfig("imageSize must be in 8...1024, got \(imageSize)")
+            throw DatasetError.invalidConfig("image_size must be in 8...1024, got \(imageSize)")
         }
         guard (0...1).contains(twoObjectFraction) else {
-            throw DatasetError.invalidConfig("twoObjectFraction must be in 0...1, got \(twoObjectFraction)")
+            throw DatasetError.invalidConfig("two_object_fraction must be in 0...1, got \(twoObjectFraction)")
         }
         guard !shapes.isEmpty else { throw DatasetError.invalidConfig("shapes must not be empty") }
         guard (1...16).contains(supersampling) else {
