@@ -307,7 +307,16 @@ struct TrainCommand: ParsableCommand {
         let model = try ContextDiffModel(
             unet: unet, adapter: adapter, schedule: NoiseSchedule(recipe.schedule),
             textEncoder: TextEncoderSpec(kind: "minilm", maxTokens: recipe.maxTokens))
-        model.index.notes["command"] = CommandLine.arguments.joined(separator: " ")
+        // Recipes and portable commands, never this machine's paths.
+        model.index.notes["command"] = Provenance.portableCommand(CommandLine.arguments)
+        var portableRecipe = recipe
+        portableRecipe.imageFolder = recipe.imageFolder.map { URL(fileURLWithPath: $0).lastPathComponent }
+        model.index.notes["recipe"] = String(decoding: try JSONEncoder.sorted.encode(portableRecipe), as: UTF8.self)
+        if let initFrom,
+           let source = try? JSONDecoder().decode(ModelIndex.self, from: Data(contentsOf: URL(fileURLWithPath: initFrom).appendingPathComponent("model_index.json"))),
+           let sourceCommand = source.notes["command"] {
+            model.index.notes["init_from_command"] = sourceCommand
+        }
         let groundings = recipe.training.groundingWeight > 0 || recipe.unet.layoutPrior != nil
             ? try Self.groundings(annotations, tokenizer: textEncoder.tokenizer) : nil
         if let groundings {
@@ -583,4 +592,13 @@ enum DistributedTrainingError: Error, CustomStringConvertible {
 
 private func seconds(_ value: Double) -> String {
     value == value.rounded() ? "\(Int(value)) s" : "\(value) s"
+}
+
+extension JSONEncoder {
+    /// Compact JSON with sorted keys (for notes that are compared or read by eye).
+    static var sorted: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
 }

@@ -121,6 +121,13 @@ struct CLITests {
         // so the weights, EMA and Adam moments are bit-identical.
         #expect(worst == 0, "max difference after resume \(worst)")
 
+        // The model records a portable command and its recipe, not this machine's paths.
+        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: straight.appendingPathComponent("model/model_index.json"))) as? [String: Any]
+        let notes = try #require(index?["notes"] as? [String: String])
+        #expect(notes["command"]?.hasPrefix("contextdiff train -o RUN") == true, "\(notes)")
+        #expect(notes["recipe"]?.contains("\"training\"") == true, "\(notes)")
+        #expect(!notes.values.contains { $0.contains(root.path) }, "\(notes)")
+
         // The trained tiny model generates a PNG.
         let out = root.appendingPathComponent("out/x.png")
         let generated = try CLI.run(["generate", "a red circle", "--model", straight.appendingPathComponent("model").path,
