@@ -141,6 +141,33 @@ struct ContextualSamplerTests {
         #expect(try inversionDistanceToMarginals(context: nil).distance > 0.05)
     }
 
+    /// Where DDIM inversion evaluates the model is one option of the sampler, which every loop
+    /// (the sampling iterator here, the video pipeline) asks: at t, or at s and not at all at the
+    /// clean level.
+    @Test(arguments: InversionEvaluation.allCases)
+    func inversionEvaluationIsOneOptionOfTheSampler(evaluation: InversionEvaluation) throws {
+        let schedule = try Self.schedule.get()
+        let inverse = try DDIMInverseSampler(
+            schedule: schedule, inferenceSteps: 10, configuration: .init(predictionType: .sample, evaluation: evaluation))
+        let start = try Self.start(seed: 4)
+        var calls: [Int] = []
+        let model: Denoiser = { x, t in
+            calls.append(t)
+            return try x * (1 - Double(t) / 2000)
+        }
+        let inverted = try inverse.run(from: start, context: Self.nonZeroContext, denoiser: model)
+        let sources = inverse.timesteps.map { $0 - 100 }
+        #expect(calls == (evaluation == .target ? inverse.timesteps : sources.filter { $0 >= 0 }))
+        // The same steps by hand.
+        var x = start
+        for (t, s) in zip(inverse.timesteps, sources) {
+            let at = evaluation == .target ? t : s
+            let output = at >= 0 ? try x * (1 - Double(at) / 2000) : x
+            x = try inverse.step(modelOutput: output, timestep: t, sample: x, context: Self.nonZeroContext, noise: nil).sample
+        }
+        #expect(try TestSupport.maxAbsDiff(inverted, x) == 0)
+    }
+
     /// The contextual DDPM step's mean is the process's Eq. 5 posterior mean at x̂0.
     @Test func ddpmStepIsTheEquation5Posterior() throws {
         let schedule = try Self.schedule.get()

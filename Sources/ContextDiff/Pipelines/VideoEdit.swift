@@ -49,17 +49,6 @@ public struct VideoEditOptions: Codable, Sendable, Equatable {
     }
 }
 
-/// The timestep at which DDIM inversion evaluates the denoiser for its step from level s up to t.
-public enum InversionEvaluation: String, Codable, Sendable, CaseIterable {
-    /// At t, on the latent at s (diffusers' `DDIMInverseScheduler`, the usual approximation).
-    case target
-    /// At s, where the latent actually is (the clean level needs no model call: x̂0 is the video).
-    /// For x0-predicting models (ContextDiff's Eq. 8) this keeps x̂0 an in-distribution estimate; at
-    /// low noise the target variant's ε̂ = (x_s − √ᾱ_s·x̂0)/√(1−ᾱ_s) amplifies a mismatched x̂0 a
-    /// hundredfold. See docs/VIDEO.md.
-    case source
-}
-
 /// Errors of video editing.
 public enum VideoEditError: Error, CustomStringConvertible, Equatable {
     /// A prompt is missing or blank (`which`: "source" or "target").
@@ -301,30 +290,27 @@ public final class VideoEditPipeline {
     ) throws -> Tensor {
         let sampler = try DDIMInverseSampler(
             schedule: model.schedule, inferenceSteps: options.steps,
-            configuration: .init(predictionType: model.unet.config.prediction, x0Processing: .diffusersDefault))
+            configuration: .init(
+                predictionType: model.unet.config.prediction, x0Processing: .diffusersDefault,
+                evaluation: options.inversionEvaluation))
         model.train(false)
         let unet = model.unet
         let layout = VideoLayout(frames: frames, selfAttention: options.frameAttention, control: store)
         let context: (any ContextBias)? = options.method.usesAdapter
             ? model.adapter.map { VideoAdapterContext(adapter: $0, condition: condition, frames: frames) } : nil
         _ = progress?(VideoEditProgress(phase: .inversion, step: 0, total: options.steps))
-        let ratio = model.schedule.config.trainTimesteps / options.steps
-        let prediction = model.unet.config.prediction
         return try Torch.withInferenceMode {
             var x = video
             for (i, t) in sampler.timesteps.enumerated() {
-                let s = Swift.min(t - ratio, model.schedule.config.trainTimesteps - 1)
-                let at = options.inversionEvaluation == .target ? t : s
                 let output: Tensor
-                if at < 0 {
-                    // The clean level: x̂0 is the sample itself (ᾱ = 1, so ε and v do not matter).
-                    output = prediction == .sample ? x : try x.zerosLike()
-                } else {
+                if let at = sampler.modelTimestep(forStep: t) {
                     store?.mode = .record(timestep: at)
                     defer { store?.mode = .idle }
                     output = try unet(
                         x, timesteps: Tensor.full([frames], value: Double(at), dtype: .int64), condition: condition,
                         video: layout)
+                } else {
+                    output = try sampler.cleanLevelOutput(sample: x)
                 }
                 x = try sampler.step(modelOutput: output, timestep: t, sample: x, context: context, noise: nil).sample
                 if let progress, !progress(VideoEditProgress(phase: .inversion, step: i + 1, total: sampler.timesteps.count)) {

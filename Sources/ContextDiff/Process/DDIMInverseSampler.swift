@@ -3,9 +3,11 @@ import Torch
 /// DDIM inversion as diffusers 0.27.2 `DDIMInverseScheduler.step`, and ContextDiff's contextual
 /// DDIM inversion (DESIGN §3, used for editing): the deterministic DDIM map run from a level `s`
 /// up to the next level `t`, with x̂0 predicted from the latent at `s`. Where the model is
-/// evaluated is the caller's choice: diffusers' usual approximation evaluates it at the *target*
-/// timestep `t` on the latent at `s`; the video pipeline evaluates it at `s` by default
-/// (``InversionEvaluation/source``). The step itself is the same:
+/// evaluated is one option, ``Configuration/evaluation``, which ``modelTimestep(forStep:)``
+/// reports to every loop (``SamplingIterator``, the video pipeline): diffusers' usual
+/// approximation evaluates it at the *target* timestep `t` on the latent at `s`
+/// (``InversionEvaluation/target``, the default); ``InversionEvaluation/source`` evaluates it at
+/// `s`, where the latent is, and not at all at the clean level. The step itself is the same:
 ///
 ///     x̂0  = processed(x̂0_raw(x_s))                at ᾱ_s
 ///     ε̂   = (x_s − b_s − sqrt(ᾱ_s)·x̂0_raw) / sqrt(1 − ᾱ_s)      (ε̂ = 0 when ᾱ_s = 1)
@@ -26,16 +28,20 @@ public struct DDIMInverseSampler: DiffusionSampler, Sendable {
         public var setAlphaToOne: Bool
         public var spacing: TimestepSpacing
         public var stepsOffset: Int
+        /// Where the model is evaluated for the step from s up to t.
+        public var evaluation: InversionEvaluation
 
         public init(
             predictionType: PredictionTarget = .epsilon, x0Processing: X0Processing = .diffusersDefault,
-            setAlphaToOne: Bool = true, spacing: TimestepSpacing = .leading, stepsOffset: Int = 0
+            setAlphaToOne: Bool = true, spacing: TimestepSpacing = .leading, stepsOffset: Int = 0,
+            evaluation: InversionEvaluation = .target
         ) {
             self.predictionType = predictionType
             self.x0Processing = x0Processing
             self.setAlphaToOne = setAlphaToOne
             self.spacing = spacing
             self.stepsOffset = stepsOffset
+            self.evaluation = evaluation
         }
     }
 
@@ -60,6 +66,17 @@ public struct DDIMInverseSampler: DiffusionSampler, Sendable {
     }
 
     public func addsNoise(at timestep: Int) -> Bool { false }
+
+    /// `t` (``InversionEvaluation/target``), or the level `s` the step starts from
+    /// (``InversionEvaluation/source``; nil at the clean level, where x̂0 is the sample itself).
+    public func modelTimestep(forStep t: Int) -> Int? {
+        switch configuration.evaluation {
+        case .target: return t
+        case .source:
+            let s = levels(at: t).source.timestep
+            return s >= 0 ? s : nil
+        }
+    }
 
     func levels(at t: Int) -> (source: NoiseLevel, target: NoiseLevel) {
         let s = min(t - stepRatio(trainTimesteps: trainTimesteps, inferenceSteps: inferenceSteps), trainTimesteps - 1)
@@ -97,4 +114,15 @@ public struct DDIMInverseSampler: DiffusionSampler, Sendable {
                 noiseVariance: 0, posteriorVariance: 0)
         }
     }
+}
+
+/// The timestep at which DDIM inversion evaluates the denoiser for its step from level s up to t.
+public enum InversionEvaluation: String, Codable, Sendable, CaseIterable {
+    /// At t, on the latent at s (diffusers' `DDIMInverseScheduler`, the usual approximation).
+    case target
+    /// At s, where the latent actually is (the clean level needs no model call: x̂0 is the video).
+    /// For x0-predicting models (ContextDiff's Eq. 8) this keeps x̂0 an in-distribution estimate; at
+    /// low noise the target variant's ε̂ = (x_s − √ᾱ_s·x̂0)/√(1−ᾱ_s) amplifies a mismatched x̂0 a
+    /// hundredfold. See docs/VIDEO.md.
+    case source
 }

@@ -64,9 +64,21 @@ public protocol DiffusionSampler {
     ) throws -> SamplerStepOutput
     /// One ``SamplerStepInfo`` per entry of ``timesteps``.
     var stepTable: [SamplerStepInfo] { get }
+    /// The timestep at which the model is evaluated for the step at `timestep` (that timestep,
+    /// for every sampler but an inversion evaluated at its source level); nil when the step needs
+    /// no model call (``cleanLevelOutput(sample:)`` stands in for it).
+    func modelTimestep(forStep timestep: Int) -> Int?
 }
 
 extension DiffusionSampler {
+    public func modelTimestep(forStep timestep: Int) -> Int? { timestep }
+
+    /// The model output at the clean level (ᾱ = 1), which needs no model call: x̂0 is the sample
+    /// itself, and ε or v are multiplied by zero there.
+    public func cleanLevelOutput(sample: Tensor) throws -> Tensor {
+        predictionType == .sample ? sample : try sample.zerosLike()
+    }
+
     /// One step whose noise, when the step adds any, is drawn from `generator` (shape and dtype of
     /// `sample`, as diffusers' `randn_tensor(model_output.shape, ...)`), and only then.
     public func step(

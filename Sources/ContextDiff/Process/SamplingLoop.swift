@@ -11,7 +11,7 @@ public struct SamplingStep {
     public let index: Int
     /// The number of steps of the loop.
     public let total: Int
-    /// The timestep at which the model was evaluated.
+    /// The step's timestep (the model was evaluated at ``DiffusionSampler/modelTimestep(forStep:)``).
     public let timestep: Int
     /// The sample after the step.
     public let sample: Tensor
@@ -54,8 +54,10 @@ public struct SamplingIterator {
         let timesteps = sampler.timesteps
         guard completedSteps < timesteps.count else { return nil }
         let t = timesteps[completedSteps]
+        let modelOutput = try sampler.modelTimestep(forStep: t).map { try denoiser(sample, $0) }
+            ?? sampler.cleanLevelOutput(sample: sample)
         let output = try sampler.step(
-            modelOutput: try denoiser(sample, t), timestep: t, sample: sample, context: context, generator: generator)
+            modelOutput: modelOutput, timestep: t, sample: sample, context: context, generator: generator)
         sample = output.sample
         completedSteps += 1
         return SamplingStep(
