@@ -124,6 +124,7 @@ struct FuzzCommand: ParsableCommand {
         if let jsonOutput {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            encoder.keyEncodingStrategy = .convertToSnakeCase
             try encoder.encode(report).write(to: URL(fileURLWithPath: jsonOutput), options: .atomic)
         }
         if !report.passed { throw ExitCode(1) }
