@@ -173,3 +173,25 @@ struct ReliabilityTests {
         #expect(!leftovers.contains { $0.contains(".tmp-") }, "temporary files remain: \(leftovers)")
     }
 }
+
+@Suite("Fuzzing in a process of its own")
+struct FuzzCommandTests {
+    /// A seeded slice of `contextdiff fuzz` with its peak-memory bound (its own process, so the
+    /// peak is its own); a bad option is a clear error.
+    @Test func fuzzCommandHoldsTheMemoryBound() throws {
+        let root = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let json = root.appendingPathComponent("fuzz.json")
+        let result = try CLI.run([
+            "fuzz", "--cases", "safetensors=60,model-folder=60,png=60,jpeg=60,metadata=60,video=10", "--seed", "3",
+            "--json-output", json.path, "--scratch", root.appendingPathComponent("scratch").path,
+        ])
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("failures: 0"), "\(result.stdout)")
+        let report = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [String: Any])
+        #expect(report["memory_bound_bytes"] as? Int == 64 << 20)
+        #expect((report["failures"] as? [Any])?.isEmpty == true)
+        let bad = try CLI.run(["fuzz", "--only", "gif"])
+        #expect(bad.status != 0 && bad.stderr.contains("unknown format"), "\(bad.stderr)")
+    }
+}

@@ -13,8 +13,12 @@ struct FuzzingTests {
         FileManager.default.temporaryDirectory.appendingPathComponent("cd-fuzz-\(UUID().uuidString)")
     }
 
+    /// In this process other suites run concurrently, so the peak-memory bound is checked where
+    /// the fuzzer has a process of its own (EndToEndTests' `fuzzCommandHoldsTheMemoryBound`).
     @Test func seededSliceOfEveryFormatPasses() throws {
-        let fuzzer = try Fuzzer(seed: 20261203, scratch: Self.scratch())
+        var limits = FuzzLimits()
+        limits.memoryBoundBytes = .max
+        let fuzzer = try Fuzzer(seed: 20261203, scratch: Self.scratch(), limits: limits)
         var plan: [FuzzFormat: Int] = [:]
         for format in FuzzFormat.allCases { plan[format] = format == .video ? 20 : 80 }
         let report = try fuzzer.run(cases: plan)
