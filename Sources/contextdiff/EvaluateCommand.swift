@@ -66,6 +66,7 @@ struct EvaluateCommand: ParsableCommand {
     @Option(help: "Seed of the sampling noise (training used others).") var seed: UInt64 = 1234
     @Option(help: "Prompts generated per batch.") var batch = 16
     @Flag(help: "Sample without the context adapter (as if r_φ ≡ 0).") var noContext = false
+    @Option(help: "Layout of a model with a layout prior: sampled or typical.") var layout: LayoutMode = .sampled
     @Option(help: "Attribute evaluator folder (default: models/evaluator or $CONTEXTDIFF_EVALUATOR).") var evaluator: String?
     @Option(help: "Contrastive model folder (default: models/clip or $CONTEXTDIFF_CLIP).") var clip: String?
     @Option(help: "Held-out renders the evaluator's accuracy is checked on.") var evaluatorCheckImages = 1000
@@ -100,6 +101,7 @@ struct EvaluateCommand: ParsableCommand {
         options.seed = seed
         options.useContext = !noContext
         options.imagesPerPrompt = imagesPerPrompt
+        options.layout = layout
         return options
     }
 

@@ -5,6 +5,7 @@ import Foundation
 import Torch
 
 extension SamplerKind: ExpressibleByArgument {}
+extension LayoutMode: ExpressibleByArgument {}
 
 /// Where the shipped model lives when no `--model` is given: `$CONTEXTDIFF_MODEL`, else
 /// `models/default` under the current folder, else next to the repository the binary was built in.
@@ -46,6 +47,8 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output folder (image-N.png and grid.png) or a .png file.")
     var output = "outputs"
     @Flag(help: "Sample without the context adapter (as if r_φ ≡ 0).") var noContext = false
+    @Option(help: "Layout of a model with a layout prior: sampled (one per image, from the seed) or typical (the same for every seed).")
+    var layout: LayoutMode = .sampled
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
 
     /// The prompts from the arguments and the prompts file.
@@ -103,6 +106,7 @@ struct GenerateCommand: ParsableCommand {
         options.seed = seed
         options.imagesPerPrompt = numImages
         options.useContext = !noContext
+        options.layout = layout
         try options.validate(trainTimesteps: loaded.schedule.config.trainTimesteps)
         let bar = ProgressBar(total: steps, label: "\(sampler.rawValue)")
         let started = Date()

@@ -106,6 +106,10 @@ struct TrainCommand: ParsableCommand {
         discussion: "Batches of 256 captions with their boxes at learning rate 1e-3 (training.layout_fit_learning_rate); 0 leaves the predictor to the joint steps."))
     var layoutFitSteps: Int?
     @Option(help: ArgumentHelp(
+        "Components of a Gaussian mixture over each object's box (recipe: unet.layout_prior.mixture_components): layouts sampled per seed.",
+        discussion: "Needs a layout prior. Learnt by likelihood during the prior's fit; with --init-from a model whose prior has no mixture, --steps 0 fits the prior alone (the U-Net is unchanged)."))
+    var layoutMixture: Int?
+    @Option(help: ArgumentHelp(
         "Weight of the token-grounding loss on the cross-attention (recipe: training.grounding_weight); 0 turns it off.",
         discussion: "Synthetic benchmark only: each object's caption words are pulled towards its box (TokenCompose's token loss; docs/TRAINING.md)."))
     var groundingWeight: Double?
@@ -160,6 +164,11 @@ struct TrainCommand: ParsableCommand {
         }
         if layoutPrior, r.unet.layoutPrior == nil { r.unet.layoutPrior = LayoutPriorConfig(maxTokens: r.maxTokens) }
         if let layoutFitSteps { r.training.layoutFitSteps = layoutFitSteps }
+        if let layoutMixture {
+            guard r.unet.layoutPrior != nil else { throw ValidationError("--layout-mixture needs a layout prior (--layout-prior)") }
+            guard (1...64).contains(layoutMixture) else { throw ValidationError("--layout-mixture must be in 1...64, got \(layoutMixture)") }
+            r.unet.layoutPrior?.mixtureComponents = layoutMixture
+        }
         if let groundingWeight { r.training.groundingWeight = groundingWeight }
         if let timestepRange {
             let parts = timestepRange.components(separatedBy: "..<").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
@@ -245,10 +254,12 @@ struct TrainCommand: ParsableCommand {
         }
         let sourceHasRefiner = state.keys.contains { $0.hasPrefix("text_refiner.") }
         let sourceHasPrior = state.keys.contains { $0.hasPrefix("layout_prior.") }
+        let sourceHasMixture = state.keys.contains { $0.hasPrefix("layout_prior.mixture.") }
         for (key, value) in unet.namedParameters() where state[key] == nil {
             if key.hasSuffix(".pos_embed") && !key.hasPrefix("text_refiner.") && !key.hasPrefix("layout_prior.") { state[key] = value }
             if key.hasPrefix("text_refiner.") && !sourceHasRefiner { state[key] = value }
             if key.hasPrefix("layout_prior.") && !sourceHasPrior { state[key] = value }
+            if key.hasPrefix("layout_prior.mixture.") && !sourceHasMixture { state[key] = value }
         }
         try unet.load(state)
         if let adapter, let adapterState = try weights("adapter") { try adapter.load(adapterState) }
@@ -337,7 +348,13 @@ struct TrainCommand: ParsableCommand {
         if trainer.step == 0, unet.layoutPrior != nil, recipe.training.layoutFitSteps > 0 {
             let fitBar = isRankZero ? ProgressBar(total: recipe.training.layoutFitSteps, label: "layout") : nil
             let loss = try trainer.fitLayoutPrior { i, loss in fitBar?.update(i, status: String(format: "loss %.4f", loss)) }
-            note(String(format: "layout prior fitted: box and gate loss %.4f after %d steps", loss ?? .nan, recipe.training.layoutFitSteps))
+            note(String(format: "layout prior fitted: loss %.4f after %d steps", loss ?? .nan, recipe.training.layoutFitSteps))
+            if recipe.training.steps == 0 {
+                // Fit only: the U-Net and adapter are the source's; save the model with the fitted prior.
+                try trainer.saveCheckpoint()
+                note("done: model at \(runDirectory.appendingPathComponent("model").path)")
+                return
+            }
         }
         let ranks = group.map { " on \($0.worldSize) ranks" } ?? ""
         note("training \(adapter == nil ? "the baseline (r_φ ≡ 0)" : "ContextDiff"): U-Net \(unet.parameterCount) parameters, adapter \(adapter?.parameterCount ?? 0); \(recipe.training.steps) steps of batch \(recipe.training.batchSize)\(ranks)")

@@ -7,6 +7,16 @@ public enum SamplerKind: String, Codable, Sendable, CaseIterable {
     case ddim, ddpm
 }
 
+/// How a model with a layout prior places the objects its prompt names.
+public enum LayoutMode: String, Codable, Sendable, CaseIterable {
+    /// A layout drawn per image from the prior's mixture p(boxes | caption) (seeded by the
+    /// generation seed): positions and unstated sizes vary as in the data. Models whose prior
+    /// has no mixture use the typical layout.
+    case sampled
+    /// The prompt's typical layout, the same for every seed.
+    case typical
+}
+
 /// Options of one generation call; every field has a sensible default.
 public struct GenerationOptions: Codable, Sendable, Equatable {
     public var sampler = SamplerKind.ddim
@@ -25,6 +35,8 @@ public struct GenerationOptions: Codable, Sendable, Equatable {
     public var dynamicThresholding = false
     /// Use the context adapter when the model has one (false: sample as if r_φ ≡ 0).
     public var useContext = true
+    /// Where a layout prior puts the objects (only models with one).
+    public var layout = LayoutMode.sampled
 
     public init() {}
 
@@ -157,12 +169,16 @@ public final class TextToImagePipeline {
             let conditional = conditional.cachingAttention()
             let guidance = options.guidance
             let unet = model.unet
+            let layouts = try layouts(model: model, conditional: conditional, unconditional: unconditional, options: options)
             let denoiser: Denoiser = { x, t in
                 if guidance == 1 {
-                    return try unet(x, timesteps: Tensor.full([batch], value: Double(t), dtype: .int64), condition: conditional)
+                    return try unet(
+                        x, timesteps: Tensor.full([batch], value: Double(t), dtype: .int64), condition: conditional,
+                        layout: layouts?.conditional)
                 }
                 let out = try unet(
-                    Tensor.cat([x, x]), timesteps: Tensor.full([2 * batch], value: Double(t), dtype: .int64), condition: both)
+                    Tensor.cat([x, x]), timesteps: Tensor.full([2 * batch], value: Double(t), dtype: .int64), condition: both,
+                    layout: layouts?.both)
                 let u = try out.slice(dim: 0, 0, batch), c = try out.slice(dim: 0, batch, 2 * batch)
                 return try u + (c - u) * guidance
             }
@@ -174,6 +190,21 @@ public final class TextToImagePipeline {
             let start = try Tensor.randn([batch, c.inChannels, c.sampleSize, c.sampleSize], generator: generator)
             return try sampler.run(from: start, context: context, generator: generator, progress: progress, denoiser: denoiser)
         }
+    }
+
+    /// The layout a sampling run paints, for the conditional rows and (guided) the doubled batch;
+    /// nil when the U-Net paints its typical prediction (or has no prior). The layout has its
+    /// own random stream, so a seed's x_T is the same in either mode.
+    static func layouts(
+        model: ContextDiffModel, conditional: TextCondition, unconditional: TextCondition, options: GenerationOptions
+    ) throws -> (conditional: LayoutTarget, both: LayoutTarget)? {
+        guard options.layout == .sampled, let prior = model.unet.layoutPrior, prior.config.mixtureComponents != nil,
+              model.unet.paintsPredictedLayout
+        else { return nil }
+        let drawn = try prior.sample(conditional, generator: Generator(seed: options.seed ^ 0x1A70_75A3_5EED_0001))
+        let typical = try prior.predict(unconditional)
+        let none = LayoutTarget(boxes: typical.boxes, gates: try typical.gateLogits.sigmoid(), known: try Tensor.ones([unconditional.batchSize]))
+        return (drawn, try LayoutTarget.concatenate(none, drawn))
     }
 }
 

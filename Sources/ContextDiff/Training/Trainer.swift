@@ -95,7 +95,9 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
 
     public func validate() throws {
         func fail(_ m: String) -> Error { TrainingError.invalidConfig(m) }
-        guard steps > 0 else { throw fail("steps must be positive") }
+        guard steps > 0 || (steps == 0 && layoutFitSteps > 0) else {
+            throw fail("steps must be positive (0 only to fit a layout prior alone: layout fit steps > 0)")
+        }
         guard batchSize > 0 else { throw fail("batch size must be positive") }
         guard learningRate > 0, learningRate.isFinite, minLearningRate >= 0, minLearningRate <= learningRate else {
             throw fail("learning rates must satisfy 0 ≤ min ≤ lr, lr > 0")
