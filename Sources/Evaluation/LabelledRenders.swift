@@ -15,6 +15,8 @@ public enum EvaluationSeeds {
     public static let clipCheck: UInt64 = 0x4556_414C_0004
     /// The real images the Fréchet distance compares generated ones with.
     public static let frechetReference: UInt64 = 0x4556_414C_0005
+    /// The real renders of each evaluated prompt that its images' spread is compared with.
+    public static let promptRenders: UInt64 = 0x4556_414C_0006
 }
 
 /// Rendered benchmark images with their canonical labels (see ``DetectedScene``) as tensors.

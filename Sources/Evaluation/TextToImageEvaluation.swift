@@ -61,11 +61,13 @@ public struct PromptSetEvaluation: Codable, Sendable {
     public var referenceImages: Int?
     /// Per prompt (in order): the detected scene of each of its images.
     public var detected: [[DetectedScene]]?
+    /// Precision and recall against the real renders, and the spread of layouts across seeds.
+    public var diversity: DiversitySummary?
 
     enum CodingKeys: String, CodingKey {
         case name, prompts, images, parsedPrompts = "parsed_prompts", alignment, pixel, clipScore = "clip_score"
         case clipScoreStd = "clip_score_std", frechetDistance = "frechet_distance", referenceImages = "reference_images"
-        case detected
+        case detected, diversity
     }
 }
 
@@ -78,6 +80,7 @@ public final class FrechetReference {
     public let perKind: Int
     public let seed: UInt64
     private var statistics: [Split: GaussianStatistics] = [:]
+    private var features: [Split: Tensor] = [:]
 
     public init(evaluator: AttributeEvaluator, perKind: Int = 334, seed: UInt64 = EvaluationSeeds.frechetReference) {
         self.evaluator = evaluator
@@ -101,14 +104,22 @@ public final class FrechetReference {
 
     public func statistics(for split: Split) throws -> GaussianStatistics {
         if let s = statistics[split] { return s }
-        let images = try images(for: split)
-        var features: [Tensor] = []
-        for start in stride(from: 0, to: try images.size(0), by: 256) {
-            features.append(try evaluator.detectWithFeatures(images.slice(dim: 0, start, Swift.min(try images.size(0), start + 256))).features)
-        }
-        let s = try GaussianStatistics(features: Tensor.cat(features))
+        let s = try GaussianStatistics(features: features(for: split))
         statistics[split] = s
         return s
+    }
+
+    /// The evaluator's features of the renders of `split` `[3·perKind, D]` (for precision and recall).
+    public func features(for split: Split) throws -> Tensor {
+        if let f = features[split] { return f }
+        let images = try images(for: split)
+        var chunks: [Tensor] = []
+        for start in stride(from: 0, to: try images.size(0), by: 256) {
+            chunks.append(try evaluator.detectWithFeatures(images.slice(dim: 0, start, Swift.min(try images.size(0), start + 256))).features)
+        }
+        let f = try Tensor.cat(chunks)
+        features[split] = f
+        return f
     }
 }
 
@@ -137,7 +148,7 @@ public final class TextToImageEvaluation {
     /// `progress(imagesDone, imagesTotal)`; `keepImages` returns the images too.
     public func evaluate(
         _ prompts: [EvaluationPrompt], name: String, options: GenerationOptions, batchSize: Int = 16,
-        reference: GaussianStatistics? = nil, keepDetections: Bool = false,
+        reference: GaussianStatistics? = nil, realFeatures: Tensor? = nil, keepDetections: Bool = false,
         progress: (Int, Int) -> Void = { _, _ in }
     ) throws -> (result: PromptSetEvaluation, images: [RGBImage]) {
         guard !prompts.isEmpty else { throw TorchError.invalidArgument("no prompts to evaluate") }
@@ -181,14 +192,39 @@ public final class TextToImageEvaluation {
         if let reference, total >= 2 {
             fd = try FrechetDistance.distance(GaussianStatistics(features: Tensor.cat(features)), reference)
         }
-        let detections: [[DetectedScene]]? = keepDetections
-            ? prompts.indices.map { k in Array(scenes[(k * perPrompt)..<((k + 1) * perPrompt)]) } : nil
+        let perPromptScenes = prompts.indices.map { k in Array(scenes[(k * perPrompt)..<((k + 1) * perPrompt)]) }
+        let diversity = try diversity(
+            prompts: prompts, scenes: perPromptScenes, features: Tensor.cat(features), realFeatures: realFeatures)
         let result = PromptSetEvaluation(
             name: name, prompts: prompts.count, images: total, parsedPrompts: parsed,
             alignment: parsed > 0 ? alignment : nil, pixel: parsed > 0 ? pixel : nil, clipScore: mean,
             clipScoreStd: clip.count > 1 ? std : 0, frechetDistance: fd, referenceImages: reference?.count,
-            detected: detections)
+            detected: keepDetections ? perPromptScenes : nil, diversity: diversity)
         return (result, images)
+    }
+
+    /// Precision and recall against `realFeatures`, and with several images per prompt the
+    /// spread of their layouts beside that of as many real renders of each prompt.
+    func diversity(prompts: [EvaluationPrompt], scenes: [[DetectedScene]], features: Tensor, realFeatures: Tensor?) throws
+        -> DiversitySummary?
+    {
+        var summary = DiversitySummary()
+        if let realFeatures, try features.size(0) > 3, try realFeatures.size(0) > 3 {
+            (summary.precision, summary.recall) = try PrecisionRecall.compute(real: realFeatures, generated: features)
+        }
+        let labelled = zip(prompts, scenes).compactMap { p, s in p.spec.map { ($0, s) } }
+        if let perPrompt = scenes.first?.count, perPrompt >= 2, !labelled.isEmpty {
+            summary.spread = LayoutSpread.measure(prompts: labelled.map(\.0), scenes: labelled.map(\.1))
+            let benchmark = try SyntheticBenchmark(SyntheticBenchmarkConfig(imageSize: evaluator.imageSize))
+            let renders = try benchmark.renders(of: labelled.map(\.0), count: perPrompt, seed: EvaluationSeeds.promptRenders)
+            var real: [DetectedScene] = []
+            for start in stride(from: 0, to: try renders.size(0), by: 256) {
+                real += try evaluator.detectWithFeatures(renders.slice(dim: 0, start, Swift.min(try renders.size(0), start + 256))).scenes
+            }
+            summary.realSpread = LayoutSpread.measure(
+                prompts: labelled.map(\.0), scenes: labelled.indices.map { Array(real[($0 * perPrompt)..<(($0 + 1) * perPrompt)]) })
+        }
+        return summary.precision == nil && summary.spread == nil ? nil : summary
     }
 
     /// The benchmark's evaluation prompts of `split`: `perKind` of each kind (single object,

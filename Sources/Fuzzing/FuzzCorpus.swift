@@ -169,7 +169,7 @@ final class FuzzCorpus {
         }
     }
 
-    func mutatedCase(_ format: FuzzFormat, using rng: inout SplitMix64) throws -> FuzzInput {
+    func mutatedCase(_ format: FuzzFormat, using rng: inout FuzzRNG) throws -> FuzzInput {
         switch format {
         case .safetensors: return SafeTensorsMutation.mutate(safetensors, using: &rng)
         case .png: return ImageMutation.png(png, using: &rng)
@@ -188,7 +188,7 @@ final class FuzzCorpus {
         }
     }
 
-    private func metadataCase(using rng: inout SplitMix64) -> FuzzInput {
+    private func metadataCase(using rng: inout FuzzRNG) -> FuzzInput {
         let count = Int.random(in: 1...6, using: &rng)
         var lines = (0..<count).map { _ in Array(Self.metadataLines.randomElement(using: &rng)!.utf8) }
         var mutation = "lines"
@@ -209,7 +209,7 @@ final class FuzzCorpus {
         return FuzzInput(path: "metadata.jsonl", bytes: Array(lines.joined(separator: [0x0A])) + [0x0A], mutation: mutation)
     }
 
-    private func videoCase(using rng: inout SplitMix64) throws -> FuzzInput {
+    private func videoCase(using rng: inout FuzzRNG) throws -> FuzzInput {
         guard !videos.isEmpty else { throw FuzzSetupError("ffmpeg is not installed: no video cases") }
         switch Int.random(in: 0..<10, using: &rng) {
         case 0: return FuzzInput(path: "case.mp4", bytes: [], mutation: "empty file")
@@ -269,7 +269,7 @@ final class FuzzCorpus {
 
 /// Mutations of a safetensors file: of its bytes, its 8-byte header length, and its JSON header.
 enum SafeTensorsMutation {
-    static func mutate(_ seed: [UInt8], using rng: inout SplitMix64) -> FuzzInput {
+    static func mutate(_ seed: [UInt8], using rng: inout FuzzRNG) -> FuzzInput {
         let path = "case.safetensors"
         let headerLength = Int(seed.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
         let header = (try? JSONSerialization.jsonObject(with: Data(seed[8..<(8 + headerLength)]))) as? [String: Any] ?? [:]
@@ -349,7 +349,7 @@ enum SafeTensorsMutation {
 
 /// Mutations of a JSON configuration file.
 enum JSONMutation {
-    static func mutate(_ seed: [UInt8], path: String, using rng: inout SplitMix64) -> FuzzInput {
+    static func mutate(_ seed: [UInt8], path: String, using rng: inout FuzzRNG) -> FuzzInput {
         if Int.random(in: 0..<4, using: &rng) == 0 {
             return FuzzInput(path: path, bytes: ByteMutation.apply(to: seed, using: &rng), mutation: "bytes")
         }
@@ -365,7 +365,7 @@ enum JSONMutation {
 enum ImageMutation {
     static let hostileDimensions: [UInt32] = [0, 1, 2, 65535, 65536, 100_000, 1 << 24, 0x7FFF_FFFF, 0xFFFF_FFFF]
 
-    static func png(_ seed: [UInt8], using rng: inout SplitMix64) -> FuzzInput {
+    static func png(_ seed: [UInt8], using rng: inout FuzzRNG) -> FuzzInput {
         let path = "case.png"
         var bytes = seed
         // IHDR: length at 8, type at 12, data 16..<29 (width, height, depth, colour type, ...), CRC at 29.
@@ -401,7 +401,7 @@ enum ImageMutation {
         return FuzzInput(path: path, bytes: ByteMutation.apply(to: seed, using: &rng), mutation: "bytes")
     }
 
-    static func jpeg(_ seed: [UInt8], using rng: inout SplitMix64) -> FuzzInput {
+    static func jpeg(_ seed: [UInt8], using rng: inout FuzzRNG) -> FuzzInput {
         let path = "case.jpg"
         var bytes = seed
         switch Int.random(in: 0..<5, using: &rng) {

@@ -140,7 +140,7 @@ public final class Fuzzer {
             let limit = format == .video ? limits.secondsPerVideoCase : limits.secondsPerCase
             for index in start..<(start + cases[format]!) {
                 guard progress(FuzzProgress(format: format, index: index, done: done, total: total)) else { break outer }
-                var rng = SplitMix64.forCase(seed: seed, format: format, index: index)
+                var rng = FuzzRNG.forCase(seed: seed, format: format, index: index)
                 let input = try corpus.mutatedCase(format, using: &rng)
                 watchdog.arm(format: format, index: index, limit: limit)
                 let caseStart = clock.now
@@ -178,7 +178,7 @@ public final class Fuzzer {
 
     /// The bytes of case `index` of `format` (to reproduce or inspect one case).
     public func caseInput(_ format: FuzzFormat, index: Int) throws -> FuzzInput {
-        var rng = SplitMix64.forCase(seed: seed, format: format, index: index)
+        var rng = FuzzRNG.forCase(seed: seed, format: format, index: index)
         return try corpus.mutatedCase(format, using: &rng)
     }
 

@@ -1,8 +1,8 @@
 import Foundation
 
-/// SplitMix64: a small, fast, seedable generator, so that every fuzz case is reproducible
+/// FuzzRNG: a small, fast, seedable generator, so that every fuzz case is reproducible
 /// from `(seed, format, case index)` alone.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
+public struct FuzzRNG: RandomNumberGenerator, Sendable {
     private var state: UInt64
 
     public init(seed: UInt64) { state = seed }
@@ -16,10 +16,10 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
     }
 
     /// The generator of one case: independent streams for every (seed, format, index).
-    static func forCase(seed: UInt64, format: FuzzFormat, index: Int) -> SplitMix64 {
-        var mixer = SplitMix64(seed: seed ^ (UInt64(format.ordinal) &* 0xD6E8_FEB8_6659_FD93))
+    static func forCase(seed: UInt64, format: FuzzFormat, index: Int) -> FuzzRNG {
+        var mixer = FuzzRNG(seed: seed ^ (UInt64(format.ordinal) &* 0xD6E8_FEB8_6659_FD93))
         for _ in 0..<2 { _ = mixer.next() }
-        return SplitMix64(seed: mixer.next() ^ UInt64(index) &* 0xA076_1D64_78BD_642F)
+        return FuzzRNG(seed: mixer.next() ^ UInt64(index) &* 0xA076_1D64_78BD_642F)
     }
 }
 
@@ -27,14 +27,14 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
 enum ByteMutation: CaseIterable {
     case flipBits, truncate, insertRandom, deleteSpan, duplicateSpan, overwriteExtreme, appendGarbage
 
-    static func apply(to input: [UInt8], using rng: inout SplitMix64) -> [UInt8] {
+    static func apply(to input: [UInt8], using rng: inout FuzzRNG) -> [UInt8] {
         var bytes = input
         let rounds = Int.random(in: 1...3, using: &rng)
         for _ in 0..<rounds { bytes = allCases.randomElement(using: &rng)!.mutate(bytes, &rng) }
         return bytes
     }
 
-    func mutate(_ input: [UInt8], _ rng: inout SplitMix64) -> [UInt8] {
+    func mutate(_ input: [UInt8], _ rng: inout FuzzRNG) -> [UInt8] {
         var bytes = input
         guard !bytes.isEmpty else { return [UInt8.random(in: 0...255, using: &rng)] }
         switch self {
@@ -70,7 +70,7 @@ enum ByteMutation: CaseIterable {
 
 /// Values a hostile JSON document puts where a number, string or object was expected.
 enum HostileJSON {
-    static func value(using rng: inout SplitMix64) -> Any {
+    static func value(using rng: inout FuzzRNG) -> Any {
         let choices: [Any] = [
             NSNull(), -1, 0, 1, 2, 3, 7, 1_000_000_000, Int64.max, Int64.min, 1e308, -1e308, 1.5, 0.5,
             "", "x", String(repeating: "a", count: 4096), "../../etc/passwd", "\u{0}",
@@ -81,7 +81,7 @@ enum HostileJSON {
 
     /// A mutation of a JSON object: one field deleted, replaced, added, or the whole document
     /// replaced by another JSON type.
-    static func mutate(_ object: Any, using rng: inout SplitMix64) -> Any {
+    static func mutate(_ object: Any, using rng: inout FuzzRNG) -> Any {
         guard var dictionary = object as? [String: Any], !dictionary.isEmpty else {
             return value(using: &rng)
         }

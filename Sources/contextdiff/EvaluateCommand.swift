@@ -151,8 +151,9 @@ struct EvaluateCommand: ParsableCommand {
         let started = Date()
         for set in sets {
             let statistics = try set.split.map { try reference.statistics(for: $0) }
+            let realFeatures = try set.split.map { try reference.features(for: $0) }
             let (result, images) = try evaluation.evaluate(
-                set.prompts, name: set.name, options: options, batchSize: batch, reference: statistics
+                set.prompts, name: set.name, options: options, batchSize: batch, reference: statistics, realFeatures: realFeatures
             ) { d, _ in bar.update(done + d) }
             done += result.images
             results.append(result)
@@ -320,6 +321,14 @@ struct EvaluationReport: Codable {
         rows.append(("pixel check, single object", sets.map { pct($0.pixel?.kinds[PromptKind.singleObject.rawValue]?.accuracy) }))
         rows.append(("CLIP score", sets.map { num($0.clipScore) }))
         rows.append(("Fréchet distance", sets.map { num($0.frechetDistance) }))
+        rows.append(("precision", sets.map { num($0.diversity?.precision) }))
+        rows.append(("recall", sets.map { num($0.diversity?.recall) }))
+        rows.append(("centre spread px (real)", sets.map { s in
+            s.diversity?.spread.map { String(format: "%.2f (%.2f)", $0.centreSpread, s.diversity?.realSpread?.centreSpread ?? .nan) } ?? "–"
+        }))
+        rows.append(("size CV (real)", sets.map { s in
+            s.diversity?.spread.map { String(format: "%.2f (%.2f)", $0.sizeCV, s.diversity?.realSpread?.sizeCV ?? .nan) } ?? "–"
+        }))
         let width = (rows.map(\.0.count).max() ?? 0) + 2
         var text = "".padding(toLength: width, withPad: " ", startingAt: 0)
             + sets.map { $0.name.padding(toLength: 12, withPad: " ", startingAt: 0) }.joined() + "\n"

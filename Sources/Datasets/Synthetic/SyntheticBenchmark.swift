@@ -286,30 +286,58 @@ public struct SyntheticBenchmark: Sendable {
     }
 
     private func layOutSingle(_ pair: ShapeColor, size: ObjectSize, rng: inout SplitMix64) -> Scene {
-        let s = side(size), n = Double(config.imageSize)
-        let x = quarter(in: margin, n - margin - s, hard: 0, n - s, rng: &rng)
-        let y = quarter(in: margin, n - margin - s, hard: 0, n - s, rng: &rng)
-        let object = SceneObject(
-            shape: pair.shape, color: pair.color, size: size,
-            bbox: BoundingBox(minX: x, minY: y, maxX: x + s, maxY: y + s))
+        let object = SceneObject(shape: pair.shape, color: pair.color, size: size, bbox: singleBox(side(size), rng: &rng))
         return Scene(imageSize: config.imageSize, objects: [object], relation: nil)
     }
 
-    private func layOutPair(_ arrangement: ColorArrangement, converse: Bool, split: Split, rng: inout SplitMix64) -> Scene {
+    /// A single object's box of side `s`, anywhere inside the margins.
+    private func singleBox(_ s: Double, rng: inout SplitMix64) -> BoundingBox {
+        let n = Double(config.imageSize)
+        let x = quarter(in: margin, n - margin - s, hard: 0, n - s, rng: &rng)
+        let y = quarter(in: margin, n - margin - s, hard: 0, n - s, rng: &rng)
+        return BoundingBox(minX: x, minY: y, maxX: x + s, maxY: y + s)
+    }
+
+    /// A pair object's box of side `s`: the lead object (left or top) in the first half along
+    /// the relation's axis, the trailing one in the second, anywhere across it.
+    private func pairBox(_ s: Double, lead: Bool, horizontal: Bool, rng: inout SplitMix64) -> BoundingBox {
         let n = Double(config.imageSize)
         let low = Double(config.imageSize / 2), high = Double((config.imageSize + 1) / 2)
+        let along = lead
+            ? quarter(in: margin, low - midlineGap - s, hard: 0, low - s, rng: &rng)
+            : quarter(in: high + midlineGap, n - margin - s, hard: high, n - s, rng: &rng)
+        let across = quarter(in: margin, n - margin - s, hard: 0, n - s, rng: &rng)
+        let (x, y) = horizontal ? (along, across) : (across, along)
+        return BoundingBox(minX: x, minY: y, maxX: x + s, maxY: y + s)
+    }
+
+    /// A scene that `spec` describes, laid out as the benchmark lays out its own (positions, and
+    /// sizes the prompt leaves open, drawn from `rng`): "real renders of the same prompt", the
+    /// reference for how much a model's images of one prompt should vary.
+    public func scene(for spec: PromptSpec, rng: inout SplitMix64) -> Scene {
+        func size(_ o: PromptObject) -> ObjectSize { o.size ?? rng.choose(ObjectSize.allCases) }
+        guard spec.objects.count == 2, let relation = spec.relation else {
+            let o = spec.objects[0], s = size(o)
+            let object = SceneObject(shape: o.shape, color: o.color, size: s, bbox: singleBox(side(s), rng: &rng))
+            return Scene(imageSize: config.imageSize, objects: [object], relation: nil)
+        }
+        let horizontal = relation == .leftOf || relation == .rightOf
+        let firstLeads = relation == .leftOf || relation == .above
+        let objects = spec.objects.enumerated().map { k, o -> SceneObject in
+            let s = size(o)
+            return SceneObject(shape: o.shape, color: o.color, size: s,
+                               bbox: pairBox(side(s), lead: (k == 0) == firstLeads, horizontal: horizontal, rng: &rng))
+        }
+        return Scene(imageSize: config.imageSize, objects: objects, relation: relation)
+    }
+
+    private func layOutPair(_ arrangement: ColorArrangement, converse: Bool, split: Split, rng: inout SplitMix64) -> Scene {
         // Canonical order: `lead` is left/top, `trail` right/bottom.
         var boxes = [BoundingBox]()
         var objects = [(ObjectShape, ObjectColor, ObjectSize)]()
         for (k, color) in [arrangement.first, arrangement.second].enumerated() {
             let size = rng.choose(ObjectSize.allCases)
-            let s = side(size)
-            let along = k == 0
-                ? quarter(in: margin, low - midlineGap - s, hard: 0, low - s, rng: &rng)
-                : quarter(in: high + midlineGap, n - margin - s, hard: high, n - s, rng: &rng)
-            let across = quarter(in: margin, n - margin - s, hard: 0, n - s, rng: &rng)
-            let (x, y) = arrangement.relation == .leftOf ? (along, across) : (across, along)
-            boxes.append(BoundingBox(minX: x, minY: y, maxX: x + s, maxY: y + s))
+            boxes.append(pairBox(side(size), lead: k == 0, horizontal: arrangement.relation == .leftOf, rng: &rng))
             objects.append((shape(for: color, split: split, rng: &rng), color, size))
         }
         var scene = (0..<2).map { SceneObject(shape: objects[$0].0, color: objects[$0].1, size: objects[$0].2, bbox: boxes[$0]) }
