@@ -294,6 +294,32 @@ struct CLITests {
                                      "--steps", "3", "--num-images", "1", "-o", out.path, "--threads", "1"])
         #expect(generated.status == 0, "\(generated.stderr)")
         #expect(try Data(contentsOf: out).starts(with: [0x89, 0x50, 0x4E, 0x47]))
+
+        // A mixture over the boxes, fitted alone on the trained model (--steps 0): the U-Net's
+        // own weights stay the source's; generation samples a layout per image (with guidance,
+        // whose empty caption is shorter than the prompt), or paints the typical one.
+        let mixture = root.appendingPathComponent("mixture")
+        let fitted = try CLI.run(tinyTrainArguments(mixture, steps: 0) + [
+            "--layout-prior", "--layout-mixture", "4", "--layout-fit-steps", "40", "--init-from", run.appendingPathComponent("model").path,
+        ])
+        #expect(fitted.status == 0, "\(fitted.stderr)")
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: mixture.appendingPathComponent("model/unet/config.json"))) as? [String: Any]
+        #expect((config?["layout_prior"] as? [String: Any])?["mixture_components"] as? Int == 4)
+        let source = try loadSafeTensors(run.appendingPathComponent("model/unet/model.safetensors"))
+        let refit = try loadSafeTensors(mixture.appendingPathComponent("model/unet/model.safetensors"))
+        for (key, t) in source where !key.hasPrefix("layout_prior.") {
+            #expect(try (t - refit[key]!).abs().max().item() == 0, "\(key) changed")
+        }
+        #expect(refit.keys.contains { $0.hasPrefix("layout_prior.mixture.") })
+        for mode in ["sampled", "typical"] {
+            let folder = root.appendingPathComponent("out-\(mode)")
+            let r = try CLI.run(["generate", "a red circle to the left of a blue square", "--model", mixture.appendingPathComponent("model").path,
+                                 "--steps", "3", "--num-images", "2", "--layout", mode, "-o", folder.path, "--threads", "1"])
+            #expect(r.status == 0, "\(mode): \(r.stderr)")
+        }
+        let typicalOnly = try CLI.run(["generate", "a red circle", "--model", run.appendingPathComponent("model").path,
+                                       "--steps", "2", "--num-images", "1", "--layout", "sampled", "-o", root.appendingPathComponent("y.png").path])
+        #expect(typicalOnly.status == 0, "a prior without a mixture paints its typical layout: \(typicalOnly.stderr)")
     }
 
     @Test func scheduleAndDoctorRun() throws {

@@ -59,11 +59,23 @@ public struct LayoutTarget {
         self.known = known
     }
 
-    /// The rows of `a`, then those of `b` (for a guided batch: unconditional, conditional).
+    /// The rows of `a`, then those of `b` (for a guided batch: unconditional, conditional), the
+    /// shorter padded with empty tokens as ``TextCondition/concatenate(_:_:)`` pads its tokens.
     public static func concatenate(_ a: LayoutTarget, _ b: LayoutTarget) throws -> LayoutTarget {
-        LayoutTarget(
-            boxes: try Tensor.cat([a.boxes, b.boxes]), gates: try Tensor.cat([a.gates, b.gates]),
-            known: try Tensor.cat([a.known, b.known]))
+        let length = max(a.gates.shape[1], b.gates.shape[1])
+        let (pa, pb) = (try a.padded(toTokens: length), try b.padded(toTokens: length))
+        return LayoutTarget(
+            boxes: try Tensor.cat([pa.boxes, pb.boxes]), gates: try Tensor.cat([pa.gates, pb.gates]),
+            known: try Tensor.cat([pa.known, pb.known]))
+    }
+
+    /// Pads with tokens that name nothing (gate 0) up to `length`.
+    public func padded(toTokens length: Int) throws -> LayoutTarget {
+        let s = boxes.shape
+        guard length > s[1] else { return self }
+        return LayoutTarget(
+            boxes: try Tensor.cat([boxes, Tensor.zeros([s[0], length - s[1], 4], dtype: boxes.dtype)], dim: 1),
+            gates: try Tensor.cat([gates, Tensor.zeros([s[0], length - s[1]], dtype: gates.dtype)], dim: 1), known: known)
     }
 
     /// The layout of `objects[b]` over `tokens` caption positions; `nil` rows are unknown
