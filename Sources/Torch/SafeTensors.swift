@@ -119,23 +119,16 @@ public struct SafeTensorsFile: Sendable, Equatable {
     /// - Throws: ``SafeTensorsError/io(path:message:)`` when the file cannot be opened or read,
     ///   otherwise the same errors as ``init(data:)``.
     public init(contentsOf url: URL) throws(SafeTensorsError) {
-        let path = url.isFileURL ? url.path : url.absoluteString
-        guard url.isFileURL else { throw .io(path: path, message: "not a file URL") }
-        let file = try ReadableFile(path: path)
-        defer { file.close() }
-
-        let size = try file.size()
-        let prefix = try file.read(at: 0, count: min(size, 8))
-        let headerLength = try Self.checkedHeaderLength(prefix: prefix, fileSize: size)
-        let header = [UInt8](try file.read(at: 8, count: headerLength))
-        let layout = try Layout(header: header, dataSize: size - 8 - headerLength)
-        var tensors: [String: SafeTensorsEntry] = [:]
-        tensors.reserveCapacity(layout.tensors.count)
-        for tensor in layout.tensors {
-            let bytes = try file.read(at: 8 + headerLength + tensor.span.lowerBound, count: tensor.span.count)
-            tensors[tensor.name] = SafeTensorsEntry(dtype: tensor.dtype, shape: tensor.shape, data: bytes)
+        let (tensors, metadata) = try Self.read(url) { file, dataStart, layout throws(SafeTensorsError) in
+            var tensors: [String: SafeTensorsEntry] = [:]
+            tensors.reserveCapacity(layout.tensors.count)
+            for tensor in layout.tensors {
+                let bytes = try file.read(at: dataStart + tensor.span.lowerBound, count: tensor.span.count)
+                tensors[tensor.name] = SafeTensorsEntry(dtype: tensor.dtype, shape: tensor.shape, data: bytes)
+            }
+            return (tensors, layout.metadata)
         }
-        self.init(tensors: tensors, metadata: layout.metadata)
+        self.init(tensors: tensors, metadata: metadata)
     }
 
     /// Reads and validates only the header of the safetensors file at `url`: every tensor's
@@ -143,17 +136,27 @@ public struct SafeTensorsFile: Sendable, Equatable {
     /// spans must tile the data section of the file as it is on disk), so a file that passes
     /// here fails a full read only by an I/O error.
     public static func header(contentsOf url: URL) throws(SafeTensorsError) -> (tensors: [String: (dtype: SafeTensorsDType, shape: [Int])], metadata: [String: String]) {
+        try read(url) { _, _, layout in
+            var tensors: [String: (dtype: SafeTensorsDType, shape: [Int])] = [:]
+            for tensor in layout.tensors { tensors[tensor.name] = (tensor.dtype, tensor.shape) }
+            return (tensors, layout.metadata)
+        }
+    }
+
+    /// Opens `url`, validates its header and passes the open file, the data section's offset and
+    /// the layout to `body`.
+    private static func read<R>(
+        _ url: URL, _ body: (ReadableFile, Int, Layout) throws(SafeTensorsError) -> R
+    ) throws(SafeTensorsError) -> R {
         let path = url.isFileURL ? url.path : url.absoluteString
         guard url.isFileURL else { throw .io(path: path, message: "not a file URL") }
         let file = try ReadableFile(path: path)
         defer { file.close() }
         let size = try file.size()
         let prefix = try file.read(at: 0, count: min(size, 8))
-        let headerLength = try Self.checkedHeaderLength(prefix: prefix, fileSize: size)
+        let headerLength = try checkedHeaderLength(prefix: prefix, fileSize: size)
         let layout = try Layout(header: [UInt8](try file.read(at: 8, count: headerLength)), dataSize: size - 8 - headerLength)
-        var tensors: [String: (dtype: SafeTensorsDType, shape: [Int])] = [:]
-        for tensor in layout.tensors { tensors[tensor.name] = (tensor.dtype, tensor.shape) }
-        return (tensors, layout.metadata)
+        return try body(file, 8 + headerLength, layout)
     }
 
     /// The file's bytes.
