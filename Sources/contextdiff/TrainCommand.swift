@@ -109,6 +109,9 @@ struct TrainCommand: ParsableCommand {
         "Components of a Gaussian mixture over each object's box (recipe: unet.layout_prior.mixture_components): layouts sampled per seed.",
         discussion: "Needs a layout prior. Learnt by likelihood during the prior's fit; with --init-from a model whose prior has no mixture, --steps 0 fits the prior alone (the U-Net is unchanged)."))
     var layoutMixture: Int?
+    @Flag(help: ArgumentHelp(
+        "Fit only the layout prior's mixture head (recipe: training.layout_fit_mixture_only); the typical boxes and gates stay as they were."))
+    var layoutFitMixtureOnly = false
     @Option(help: ArgumentHelp(
         "Weight of the token-grounding loss on the cross-attention (recipe: training.grounding_weight); 0 turns it off.",
         discussion: "Synthetic benchmark only: each object's caption words are pulled towards its box (TokenCompose's token loss; docs/TRAINING.md)."))
@@ -168,6 +171,12 @@ struct TrainCommand: ParsableCommand {
             guard r.unet.layoutPrior != nil else { throw ValidationError("--layout-mixture needs a layout prior (--layout-prior)") }
             guard (1...64).contains(layoutMixture) else { throw ValidationError("--layout-mixture must be in 1...64, got \(layoutMixture)") }
             r.unet.layoutPrior?.mixtureComponents = layoutMixture
+        }
+        if layoutFitMixtureOnly {
+            guard r.unet.layoutPrior?.mixtureComponents != nil else {
+                throw ValidationError("--layout-fit-mixture-only needs a prior with a mixture (--layout-mixture K)")
+            }
+            r.training.layoutFitMixtureOnly = true
         }
         if let groundingWeight { r.training.groundingWeight = groundingWeight }
         if let timestepRange {

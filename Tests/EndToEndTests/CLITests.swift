@@ -295,22 +295,26 @@ struct CLITests {
         #expect(generated.status == 0, "\(generated.stderr)")
         #expect(try Data(contentsOf: out).starts(with: [0x89, 0x50, 0x4E, 0x47]))
 
-        // A mixture over the boxes, fitted alone on the trained model (--steps 0): the U-Net's
-        // own weights stay the source's; generation samples a layout per image (with guidance,
-        // whose empty caption is shorter than the prompt), or paints the typical one.
+        // A mixture over the boxes, fitted alone on the trained model (--steps 0, mixture head
+        // only): every other weight stays the source's, the typical boxes and gates too;
+        // generation samples a layout per image (with guidance, whose empty caption is shorter
+        // than the prompt), or paints the typical one.
         let mixture = root.appendingPathComponent("mixture")
         let fitted = try CLI.run(tinyTrainArguments(mixture, steps: 0) + [
-            "--layout-prior", "--layout-mixture", "4", "--layout-fit-steps", "40", "--init-from", run.appendingPathComponent("model").path,
+            "--layout-prior", "--layout-mixture", "4", "--layout-fit-mixture-only", "--layout-fit-steps", "40",
+            "--init-from", run.appendingPathComponent("model").path,
         ])
         #expect(fitted.status == 0, "\(fitted.stderr)")
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: mixture.appendingPathComponent("model/unet/config.json"))) as? [String: Any]
         #expect((config?["layout_prior"] as? [String: Any])?["mixture_components"] as? Int == 4)
         let source = try loadSafeTensors(run.appendingPathComponent("model/unet/model.safetensors"))
         let refit = try loadSafeTensors(mixture.appendingPathComponent("model/unet/model.safetensors"))
-        for (key, t) in source where !key.hasPrefix("layout_prior.") {
+        for (key, t) in source {
             #expect(try (t - refit[key]!).abs().max().item() == 0, "\(key) changed")
         }
-        #expect(refit.keys.contains { $0.hasPrefix("layout_prior.mixture.") })
+        let added = refit.keys.filter { source[$0] == nil }
+        #expect(!added.isEmpty && added.allSatisfy { $0.hasPrefix("layout_prior.mixture.") }, "\(added)")
+        #expect(try refit.filter { $0.key.hasPrefix("layout_prior.mixture.") }.values.contains { try $0.abs().max().item() > 0 })
         for mode in ["sampled", "typical"] {
             let folder = root.appendingPathComponent("out-\(mode)")
             let r = try CLI.run(["generate", "a red circle to the left of a blue square", "--model", mixture.appendingPathComponent("model").path,

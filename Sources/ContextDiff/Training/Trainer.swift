@@ -55,6 +55,9 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     /// predictor alone, on the cached caption states, at ``layoutFitLearningRate``, batch 256.
     public var layoutFitSteps = 1500
     public var layoutFitLearningRate = 1e-3
+    /// Fit only the prior's mixture head (``LayoutPrior/mixture``) on the frozen predictor: the
+    /// typical boxes and gates stay exactly as they were.
+    public var layoutFitMixtureOnly = false
 
     public init() {}
 
@@ -67,6 +70,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         case timestepRange = "timestep_range"
         case layoutWeight = "layout_weight"
         case layoutFitSteps = "layout_fit_steps", layoutFitLearningRate = "layout_fit_learning_rate"
+        case layoutFitMixtureOnly = "layout_fit_mixture_only"
     }
 
     /// Missing keys take the defaults, so a recipe may name only what it changes.
@@ -91,6 +95,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         layoutWeight = try c.decodeIfPresent(Double.self, forKey: .layoutWeight) ?? d.layoutWeight
         layoutFitSteps = try c.decodeIfPresent(Int.self, forKey: .layoutFitSteps) ?? d.layoutFitSteps
         layoutFitLearningRate = try c.decodeIfPresent(Double.self, forKey: .layoutFitLearningRate) ?? d.layoutFitLearningRate
+        layoutFitMixtureOnly = try c.decodeIfPresent(Bool.self, forKey: .layoutFitMixtureOnly) ?? d.layoutFitMixtureOnly
     }
 
     public func validate() throws {
@@ -284,7 +289,25 @@ public final class Trainer {
     public func fitLayoutPrior(progress: (Int, Double) -> Void = { _, _ in }) throws -> Double? {
         guard let prior = model.unet.layoutPrior, let groundings, config.layoutFitSteps > 0 else { return nil }
         guard step == 0 else { throw TrainingError.invalidConfig("the layout prior is fitted before the first step, not at step \(step)") }
-        let parameters = prior.predictorParameters
+        var parameters = prior.predictorParameters
+        if config.layoutFitMixtureOnly {
+            guard let mixture = prior.mixture else {
+                throw TrainingError.invalidConfig("layout_fit_mixture_only needs a layout prior with mixture_components")
+            }
+            // The rest of the predictor is frozen for the fit (and trainable again afterwards).
+            let trainable = Set(mixture.parameters().map { ObjectIdentifier($0) })
+            let frozen = parameters.filter { !trainable.contains(ObjectIdentifier($0)) && $0.requiresGrad }
+            for p in frozen { try p.requiringGrad(false) }
+            defer { for p in frozen { try? p.requiringGrad(true) } }
+            parameters = mixture.parameters()
+            return try fitLayoutPrior(prior, parameters: parameters, groundings: groundings, progress: progress)
+        }
+        return try fitLayoutPrior(prior, parameters: parameters, groundings: groundings, progress: progress)
+    }
+
+    private func fitLayoutPrior(
+        _ prior: LayoutPrior, parameters: [Tensor], groundings: [[GroundedObject]], progress: (Int, Double) -> Void
+    ) throws -> Double? {
         let optimizer = try AdamW(parameters: parameters, learningRate: config.layoutFitLearningRate, weightDecay: config.weightDecay)
         let generator = Generator(seed: config.seed &+ 0x1A_7007)
         let known = (0..<data.count).filter { !groundings[$0].isEmpty }
