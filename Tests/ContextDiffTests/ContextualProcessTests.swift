@@ -214,11 +214,13 @@ struct ContextualProcessTests {
                     let x = try x0.select(dim: 0, i)
                     let e = try noise.select(dim: 0, i)
                     let xt = try x * a.squareRoot() + x.square() * Self.k(schedule, t) + e * (1 - a).squareRoot()
+                    // ε and v target the whole deviation from √ᾱ·x0, the bias included (as samplers read them).
+                    let deviation = try e + x.square() * (Self.k(schedule, t) / (1 - a).squareRoot())
                     let target: Tensor
                     switch prediction {
                     case .sample: target = x
-                    case .epsilon: target = e
-                    case .vPrediction: target = try e * a.squareRoot() - x * (1 - a).squareRoot()
+                    case .epsilon: target = deviation
+                    case .vPrediction: target = try deviation * a.squareRoot() - x * (1 - a).squareRoot()
                     }
                     let mse = try (xt * 0.5 - target).square().mean().item()
                     expected += weighting.weight(alphaBar: a) * mse / Double(ts.count)

@@ -168,6 +168,54 @@ struct ContextualSamplerTests {
         #expect(try TestSupport.maxAbsDiff(inverted, x) == 0)
     }
 
+    /// ε, v and x0 prediction agree with Eq. 3 when r ≠ 0: the perfect output minimises the
+    /// training loss (to rounding), and a sampler fed the perfect output recovers x0 exactly at
+    /// every step — DDIM at η = 0 and 0 < η < 1, and DDPM. Trained on pure noise, an ε model's x̂0
+    /// would be off by (1 − √ᾱ)·r (≈ 1.4 at t = 700 here).
+    @Test(arguments: PredictionTarget.allCases)
+    func perfectPredictorRecoversX0WithABias(prediction: PredictionTarget) throws {
+        let schedule = try Self.schedule.get()
+        let process = ContextualDiffusion(schedule: schedule)
+        let g = Generator(seed: 11)
+        let x0 = try Tensor.randn([2, 3, 4, 4], generator: g), noise = try Tensor.randn([2, 3, 4, 4], generator: g)
+        let r = Self.nonZeroContext
+        // 1. The training target is the perfect output.
+        for t in [10, 300, 700, 990] {
+            var seen: Tensor?
+            let loss = try process.trainingLoss(
+                x0: x0, timesteps: [t, t], noise: noise, prediction: prediction,
+                denoiser: { xt, _ in seen = xt; return try process.perfectOutput(prediction, x0: x0, xt: xt, timestep: t) },
+                context: { x, ts in try r.context(x0: x, timestep: Int(try ts.select(dim: 0, 0).item())) })
+            let scale = try process.perfectOutput(prediction, x0: x0, xt: #require(seen), timestep: t).square().mean().item()
+            let value = try loss.item()
+            #expect(value <= 1e-10 * max(1, scale), "\(prediction) t=\(t): loss \(value)")
+            if prediction == .epsilon {
+                // Pure noise is not the target when the bias is non-zero.
+                let wrong = try process.trainingLoss(
+                    x0: x0, timesteps: [t, t], noise: noise, prediction: .epsilon, denoiser: { _, _ in noise },
+                    context: { x, ts in try r.context(x0: x, timestep: Int(try ts.select(dim: 0, 0).item())) })
+                #expect(try wrong.item() > 1e-6, "t=\(t)")
+            }
+        }
+        // 2. Samplers read the perfect output back as x0, at every step.
+        let samplers: [(String, any DiffusionSampler)] = [
+            ("DDIM η=0", try DDIMSampler(schedule: schedule, inferenceSteps: 10, configuration: .init(predictionType: prediction, x0Processing: .none, eta: 0))),
+            ("DDIM η=0.5", try DDIMSampler(schedule: schedule, inferenceSteps: 10, configuration: .init(predictionType: prediction, x0Processing: .none, eta: 0.5))),
+            ("DDPM", try DDPMSampler(schedule: schedule, inferenceSteps: 10, configuration: .init(predictionType: prediction, x0Processing: .none))),
+        ]
+        for (label, sampler) in samplers {
+            let first = sampler.timesteps[0]
+            let start = try process.marginal(x0: x0, timestep: first, noise: noise, context: r.context(x0: x0, timestep: first))
+            var iterator = SamplingIterator(
+                sampler: sampler, initialSample: start, context: r, generator: Generator(seed: 12),
+                denoiser: { x, t in try process.perfectOutput(prediction, x0: x0, xt: x, timestep: t) })
+            while let step = try iterator.next() {
+                #expect(try TestSupport.relativeDiff(step.predictedOriginal, x0) <= 1e-4, "\(label) \(prediction) t=\(step.timestep)")
+            }
+            #expect(try TestSupport.relativeDiff(iterator.sample, x0) <= 1e-4, "\(label) \(prediction): final sample")
+        }
+    }
+
     /// The contextual DDPM step's mean is the process's Eq. 5 posterior mean at x̂0.
     @Test func ddpmStepIsTheEquation5Posterior() throws {
         let schedule = try Self.schedule.get()

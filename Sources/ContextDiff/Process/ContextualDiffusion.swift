@@ -131,8 +131,12 @@ public struct ContextualDiffusion: Sendable {
     ///   - timesteps: one diffusers timestep per batch element.
     ///   - noise: ε, the shape of `x0`.
     ///   - weighting: λ_t (``LossWeighting``, shared with the trainer).
-    ///   - prediction: the target; ContextDiff trains x0 (``PredictionTarget/sample``), ε and v are
-    ///     for baselines (v = sqrt(ᾱ)·ε − sqrt(1 − ᾱ)·x0).
+    ///   - prediction: the target; ContextDiff trains x0 (``PredictionTarget/sample``, Eq. 8), ε and
+    ///     v are for baselines. With a context they target the *whole* deviation from √ᾱ·x0 that
+    ///     Eq. 3 adds, ε̃ = ε + b_t/√(1 − ᾱ) (v = √ᾱ·ε̃ − √(1 − ᾱ)·x0), which is how every sampler
+    ///     reads an ε or v output (x̂0 = (x_t − √(1 − ᾱ)·ε̂)/√ᾱ): a perfect denoiser of any type
+    ///     then gives x̂0 = x0 exactly (``perfectOutput(_:x0:xt:timestep:)``). The bias in the
+    ///     target is detached, so r_φ learns through x_t alone, as with the x0 target.
     ///   - denoiser: `f_θ(x_t, t)` with the condition bound, given the int64 timesteps `[B]`.
     ///   - context: `r_φ(x0, t)` with the condition bound, given the int64 timesteps `[B]`;
     ///     nil trains the plain baseline.
@@ -168,13 +172,17 @@ public struct ContextualDiffusion: Sendable {
             throw SamplingError.shapeMismatch("denoiser returned \(output.shape) for x0 of shape \(x0.shape)")
         }
         let a = timesteps.map(alphaBar)
+        var deviation = noise
+        if let r, prediction != .sample {
+            deviation = try noise + r.detached() * perSample(timesteps.map { k($0) / (1 - alphaBar($0)).squareRoot() }, like: x0)
+        }
         let target: Tensor
         switch prediction {
         case .sample: target = x0
-        case .epsilon: target = noise
+        case .epsilon: target = deviation
         case .vPrediction:
             target =
-                try noise * perSample(a.map { $0.squareRoot() }, like: x0)
+                try deviation * perSample(a.map { $0.squareRoot() }, like: x0)
                 - x0 * perSample(a.map { (1 - $0).squareRoot() }, like: x0)
         }
         var perElement = try (output - target).square()
@@ -182,6 +190,21 @@ public struct ContextualDiffusion: Sendable {
         if weighting == .uniform { return try perElement.mean() }
         let lambda = try Tensor(a.map { weighting.weight(alphaBar: $0) }).to(perElement.dtype)
         return try (perElement * lambda).mean()
+    }
+
+    /// The output of a perfect `prediction`-type denoiser for `xt` at timestep `t` whose clean
+    /// sample is `x0` (the minimiser of ``trainingLoss(x0:timesteps:noise:weighting:prediction:denoiser:context:)``):
+    /// x0 itself, or the deviation ε̃ = (x_t − √ᾱ·x0)/√(1 − ᾱ) (Eq. 3's noise and bias together),
+    /// or v = √ᾱ·ε̃ − √(1 − ᾱ)·x0.
+    public func perfectOutput(_ prediction: PredictionTarget, x0: Tensor, xt: Tensor, timestep t: Int) throws -> Tensor {
+        try checkTimestep(t, allowClean: false)
+        let a = alphaBar(t)
+        let deviation = try (xt - x0 * a.squareRoot()) / (1 - a).squareRoot()
+        switch prediction {
+        case .sample: return x0
+        case .epsilon: return deviation
+        case .vPrediction: return try deviation * a.squareRoot() - x0 * (1 - a).squareRoot()
+        }
     }
 
     // MARK: Helpers
