@@ -90,11 +90,11 @@ public struct UNetConfig: Codable, Sendable, Equatable {
             "in_channels": inChannels, "out_channels": outChannels, "sample_size": sampleSize, "base_channels": baseChannels,
             "context_dim": contextDim, "pooled_dim": pooledDim, "norm_groups": normGroups,
         ], in: 1...ConfigLimits.size, fail)
-        try ConfigLimits.check(["layers_per_block": layersPerBlock, "levels": channelMultipliers.count], in: 1...ConfigLimits.count, fail)
+        try ConfigLimits.check(["layers_per_block": layersPerBlock], in: 1...ConfigLimits.count, fail)
+        try ConfigLimits.check(["levels (channel_multipliers.count)": channelMultipliers.count], in: 1...16, fail)
         try ConfigLimits.check(["heads": heads], in: 1...ConfigLimits.heads, fail)
         for m in channelMultipliers { try ConfigLimits.check(["channel_multipliers[i]": m], in: 1...ConfigLimits.count, fail) }
         if let temporalHeads { try ConfigLimits.check(["temporal_heads": temporalHeads], in: 1...ConfigLimits.heads, fail) }
-        guard channelMultipliers.count <= 16 else { throw fail("at most 16 levels, got \(channelMultipliers.count)") }
         guard inChannels > 0, outChannels > 0 else { throw fail("channel counts must be positive") }
         guard baseChannels > 0, !channelMultipliers.isEmpty, channelMultipliers.allSatisfy({ $0 > 0 }) else {
             throw fail("base_channels and channel_multipliers must be positive")

@@ -289,20 +289,18 @@ public final class Trainer {
     public func fitLayoutPrior(progress: (Int, Double) -> Void = { _, _ in }) throws -> Double? {
         guard let prior = model.unet.layoutPrior, let groundings, config.layoutFitSteps > 0 else { return nil }
         guard step == 0 else { throw TrainingError.invalidConfig("the layout prior is fitted before the first step, not at step \(step)") }
-        var parameters = prior.predictorParameters
         if config.layoutFitMixtureOnly {
             guard let mixture = prior.mixture else {
                 throw TrainingError.invalidConfig("layout_fit_mixture_only needs a layout prior with mixture_components")
             }
             // The rest of the predictor is frozen for the fit (and trainable again afterwards).
             let trainable = Set(mixture.parameters().map { ObjectIdentifier($0) })
-            let frozen = parameters.filter { !trainable.contains(ObjectIdentifier($0)) && $0.requiresGrad }
+            let frozen = prior.predictorParameters.filter { !trainable.contains(ObjectIdentifier($0)) && $0.requiresGrad }
             for p in frozen { try p.requiringGrad(false) }
             defer { for p in frozen { try? p.requiringGrad(true) } }
-            parameters = mixture.parameters()
-            return try fitLayoutPrior(prior, parameters: parameters, groundings: groundings, progress: progress)
+            return try fitLayoutPrior(prior, parameters: mixture.parameters(), groundings: groundings, progress: progress)
         }
-        return try fitLayoutPrior(prior, parameters: parameters, groundings: groundings, progress: progress)
+        return try fitLayoutPrior(prior, parameters: prior.predictorParameters, groundings: groundings, progress: progress)
     }
 
     private func fitLayoutPrior(
