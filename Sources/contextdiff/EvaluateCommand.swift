@@ -59,10 +59,7 @@ struct EvaluateCommand: ParsableCommand {
             help: "Benchmark prompts per kind (single object; left/right pair; above/below pair) and split.")
     var numSamples = 64
     @Option(help: "Images generated per prompt.") var imagesPerPrompt = 1
-    @Option(help: "Sampler: ddim or ddpm.") var sampler: SamplerKind = .ddim
-    @Option(help: "Denoising steps.") var steps = 50
-    @Option(help: "Guidance weight.") var guidance = 3.0
-    @Option(help: "DDIM's η.") var eta = 0.0
+    @OptionGroup var sampling: SamplingOptions
     @Option(help: "Seed of the sampling noise (training used others).") var seed: UInt64 = 1234
     @Option(help: "Prompts generated per batch.") var batch = 16
     @Flag(help: "Sample without the context adapter (as if r_φ ≡ 0).") var noContext = false
@@ -94,10 +91,7 @@ struct EvaluateCommand: ParsableCommand {
 
     var generationOptions: GenerationOptions {
         var options = GenerationOptions()
-        options.sampler = sampler
-        options.steps = steps
-        options.guidance = guidance
-        options.eta = eta
+        sampling.apply(to: &options)
         options.seed = seed
         options.useContext = !noContext
         options.imagesPerPrompt = imagesPerPrompt
@@ -161,7 +155,7 @@ struct EvaluateCommand: ParsableCommand {
         }
         for w in Set(pipeline.warnings) { note("warning: \(w)") }
         let report = EvaluationReport(
-            model: modelURL.path, checkpoint: checkpoint, sampler: sampler.rawValue, steps: steps, guidance: guidance, eta: eta,
+            model: modelURL.path, checkpoint: checkpoint, sampler: sampling.sampler.rawValue, steps: sampling.steps, guidance: sampling.guidance, eta: sampling.eta,
             seed: seed, context: !noContext && loaded.adapter != nil, imagesPerPrompt: imagesPerPrompt,
             evaluator: .init(path: evaluatorURL.path, heldOutAccuracy: accuracy), clipModel: clipURL.path,
             sets: results, unparsedPrompts: unparsed, seconds: Date().timeIntervalSince(started))
@@ -248,7 +242,7 @@ struct EvaluateCommand: ParsableCommand {
             }
             let two = results.filter { $0.kind != PromptKind.singleObject.rawValue }
             let report = PixelReport(
-                model: modelURL.path, split: s.rawValue, sampler: sampler.rawValue, steps: steps, guidance: guidance,
+                model: modelURL.path, split: s.rawValue, sampler: sampling.sampler.rawValue, steps: sampling.steps, guidance: sampling.guidance,
                 seed: seed, context: !noContext && loaded.adapter != nil, results: results,
                 twoObjectAccuracy: Double(two.map(\.correct).reduce(0, +)) / Double(max(1, two.map(\.prompts).reduce(0, +))),
                 seconds: Date().timeIntervalSince(started))

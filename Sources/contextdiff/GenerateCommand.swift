@@ -4,7 +4,6 @@ import Datasets
 import Foundation
 import Torch
 
-extension SamplerKind: ExpressibleByArgument {}
 extension LayoutMode: ExpressibleByArgument {}
 
 /// Where the shipped model lives when no `--model` is given: `$CONTEXTDIFF_MODEL`, else
@@ -37,10 +36,7 @@ struct GenerateCommand: ParsableCommand {
     var promptsFile: String?
 
     @Option(help: "Model folder (default: the shipped model, models/default).") var model: String?
-    @Option(help: "Sampler: ddim or ddpm.") var sampler: SamplerKind = .ddim
-    @Option(help: "Denoising steps.") var steps = 50
-    @Option(help: "Classifier-free guidance weight (≥ 0).") var guidance = 3.0
-    @Option(help: "DDIM η in [0, 1].") var eta = 0.0
+    @OptionGroup var sampling: SamplingOptions
     @Option(help: "Push away from this prompt instead of the empty one.") var negativePrompt: String?
     @Option(help: "Seed of the initial noise.") var seed: UInt64 = 0
     @Option(name: .customLong("num-images"), help: "Images to generate.") var numImages = 4
@@ -71,8 +67,6 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("the prompt is empty; describe the image to generate")
         }
         guard (1...256).contains(numImages) else { throw ValidationError("--num-images must be in 1...256") }
-        guard steps > 0 else { throw ValidationError("--steps must be positive") }
-        guard guidance >= 0, guidance.isFinite else { throw ValidationError("--guidance must be ≥ 0") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
     }
 
@@ -98,17 +92,14 @@ struct GenerateCommand: ParsableCommand {
         let loaded = try ContextDiffModel.load(from: modelURL)
         let pipeline = try TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder())
         var options = GenerationOptions()
-        options.sampler = sampler
-        options.steps = steps
-        options.guidance = guidance
-        options.eta = eta
+        sampling.apply(to: &options)
         options.negativePrompt = negativePrompt
         options.seed = seed
         options.imagesPerPrompt = numImages
         options.useContext = !noContext
         options.layout = layout
         try options.validate(trainTimesteps: loaded.schedule.config.trainTimesteps)
-        let bar = ProgressBar(total: steps, label: "\(sampler.rawValue)")
+        let bar = ProgressBar(total: sampling.steps, label: "\(sampling.sampler.rawValue)")
         let started = Date()
         let prompts = try allPrompts()
         let images = try pipeline.generate(prompts: prompts, options: options) { step, _ in

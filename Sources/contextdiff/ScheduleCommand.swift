@@ -6,7 +6,7 @@ import Foundation
 struct ScheduleCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "schedule",
-        abstract: "Print the noise schedule of a DDIM / DDPM sampler as JSON (diffusers 0.27.2 bookkeeping).",
+        abstract: "Print the noise schedule of a sampler as JSON (diffusers 0.27.2 bookkeeping).",
         discussion: """
             For each kept step: the timestep the model sees, the levels the step moves between, \
             alpha_bar, ContextDiff's bias scale k_t = sqrt(alpha_bar)(1 - sqrt(alpha_bar)) (0 at the last \
@@ -30,13 +30,13 @@ struct ScheduleCommand: ParsableCommand {
     @Option(help: "Number of sampling steps.")
     var steps = 50
 
-    @Option(help: "Timestep spacing: leading, trailing or linspace.")
-    var spacing = "leading"
+    @Option(help: "Timestep spacing: leading, trailing or linspace (default: the sampler's diffusers default).")
+    var spacing: String?
 
     @Option(help: "Offset added to leading timesteps (diffusers steps_offset).")
     var stepsOffset = 0
 
-    @Option(help: "Sampler: ddim or ddpm.")
+    @Option(help: "Sampler: \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
     var sampler = "ddim"
 
     @Option(help: "DDIM eta in [0, 1] (ddim only).")
@@ -51,18 +51,26 @@ struct ScheduleCommand: ParsableCommand {
     @Flag(help: "Rescale the betas to zero terminal SNR (arXiv:2305.08891).")
     var zeroSnr = false
 
+    @OptionGroup var solver: SolverOptions
+
     /// The library request these options describe (every error carries a clear message).
     func request() throws -> ScheduleRequest {
         let kind = try SamplerKind(parsing: sampler)
-        if eta != nil && kind != .ddim { throw ValidationError("--eta applies only to --sampler ddim") }
-        if variance != nil && kind != .ddpm { throw ValidationError("--variance applies only to --sampler ddpm") }
+        var options = SamplerOptions(
+            inferenceSteps: steps, spacing: try spacing.map { try TimestepSpacing(parsing: $0) }, stepsOffset: stepsOffset,
+            eta: eta ?? 0, setAlphaToOne: setAlphaToOne,
+            varianceType: try variance.map { try DDPMVarianceType(parsing: $0) } ?? .fixedSmall)
+        try solver.apply(to: &options)
+        let reads = SamplerRegistry.registration(for: kind).reads
+        if eta != nil && !reads.contains(.eta) { throw ValidationError("--eta does not apply to --sampler \(kind)") }
+        if variance != nil && !reads.contains(.varianceType) {
+            throw ValidationError("--variance does not apply to --sampler \(kind)")
+        }
         return ScheduleRequest(
             schedule: NoiseScheduleConfig(
                 trainTimesteps: trainTimesteps, betaSchedule: try BetaSchedule(parsing: schedule),
                 betaStart: betaStart, betaEnd: betaEnd, rescaleZeroTerminalSNR: zeroSnr),
-            sampler: kind, inferenceSteps: steps, spacing: try TimestepSpacing(parsing: spacing),
-            stepsOffset: stepsOffset, eta: eta ?? 0, setAlphaToOne: setAlphaToOne,
-            varianceType: try variance.map { try DDPMVarianceType(parsing: $0) } ?? .fixedSmall)
+            sampler: kind, options: options)
     }
 
     /// Builds the report, turning the library's typed errors into usage errors.
@@ -72,7 +80,7 @@ struct ScheduleCommand: ParsableCommand {
         } catch let error as ValidationError {
             throw error
         } catch {
-            throw ValidationError(String(describing: error))
+            throw ValidationError(CLIMessages.describe(error))
         }
     }
 

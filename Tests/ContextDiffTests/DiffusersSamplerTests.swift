@@ -13,6 +13,7 @@ struct DiffusersSamplerTests {
     static let fixture = Result { try SamplerFixture.load() }
 
     func runLoop(_ loop: SamplerFixture.Loop, sampler: any DiffusionSampler, noise: Tensor?) throws -> Tensor {
+        var sampler = sampler
         var sample = try SamplerFixture.dummySample()
         #expect(sampler.timesteps == loop.timesteps, "\(loop.name): timesteps")
         var worstStep = 0.0

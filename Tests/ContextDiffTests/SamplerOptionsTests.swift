@@ -106,7 +106,7 @@ struct SamplerOptionsTests {
 
     @Test func noiseComesOnlyFromAnExplicitSource() throws {
         let schedule = try Self.schedule.get()
-        let ddpm = try DDPMSampler(schedule: schedule, inferenceSteps: 10)
+        var ddpm = try DDPMSampler(schedule: schedule, inferenceSteps: 10)
         let x = try Tensor.zeros([1, 1, 2, 2])
         #expect(throws: SamplingError.missingNoise(timestep: 900)) {
             try ddpm.step(modelOutput: x, timestep: 900, sample: x, generator: nil)
@@ -310,7 +310,7 @@ struct SamplerOptionsTests {
     }
 
     @Test func scheduleReport() throws {
-        let report = try ScheduleRequest(sampler: .ddim, inferenceSteps: 10, eta: 0.5).makeReport()
+        let report = try ScheduleRequest(sampler: .ddim, options: .init(inferenceSteps: 10, eta: 0.5)).makeReport()
         #expect(report.timesteps == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0])
         let schedule = try Self.schedule.get()
         #expect(report.alphaBar == report.timesteps.map { schedule.alphasCumprod[$0] })
@@ -320,7 +320,7 @@ struct SamplerOptionsTests {
 
         let ddpm = try ScheduleRequest(
             schedule: NoiseScheduleConfig(betaSchedule: .cosine, rescaleZeroTerminalSNR: true), sampler: .ddpm,
-            inferenceSteps: 4, spacing: .trailing, varianceType: .fixedLarge
+            options: .init(inferenceSteps: 4, spacing: .trailing, varianceType: .fixedLarge)
         ).makeReport()
         #expect(ddpm.timesteps == [999, 749, 499, 249])
         #expect(ddpm.alphaBar[0] == 0 && ddpm.k[0] == 0)  // zero terminal SNR; k_T = 0
@@ -334,9 +334,13 @@ struct SamplerOptionsTests {
         #expect(try JSONDecoder().decode(ScheduleReport.self, from: json) == ddpm)
 
         #expect(throws: ScheduleError.nonPositiveInferenceSteps(0)) {
-            try ScheduleRequest(inferenceSteps: 0).makeReport()
+            try ScheduleRequest(options: .init(inferenceSteps: 0)).makeReport()
         }
-        #expect(throws: SamplingError.invalidEta(-1)) { try ScheduleRequest(eta: -1).makeReport() }
+        #expect(throws: SamplingError.invalidEta(-1)) { try ScheduleRequest(options: .init(eta: -1)).makeReport() }
+        // An option the sampler does not read is refused, naming the option.
+        #expect(throws: SamplingError.invalidSolverOption(option: "eta", message: "applies only to samplers that read it, not to ddpm")) {
+            try ScheduleRequest(sampler: .ddpm, options: .init(eta: 0.5)).makeReport()
+        }
         #expect(throws: UnknownOptionError.self) { try SamplerKind(parsing: "plms") }
     }
 

@@ -2,11 +2,6 @@ import Foundation
 import NN
 import Torch
 
-/// The reverse process used to generate.
-public enum SamplerKind: String, Codable, Sendable, CaseIterable {
-    case ddim, ddpm
-}
-
 /// How a model with a layout prior places the objects its prompt names.
 public enum LayoutMode: String, Codable, Sendable, CaseIterable {
     /// A layout drawn per image from the prior's mixture p(boxes | caption) (seeded by the
@@ -19,8 +14,9 @@ public enum LayoutMode: String, Codable, Sendable, CaseIterable {
 
 /// Options of one generation call; every field has a sensible default.
 public struct GenerationOptions: Codable, Sendable, Equatable {
+    /// Any registered sampler (``SamplerRegistry``).
     public var sampler = SamplerKind.ddim
-    /// Denoising steps (DDIM or strided DDPM).
+    /// Denoising steps.
     public var steps = 50
     /// Classifier-free guidance weight w ≥ 0 (1 = conditional only, 0 = unconditional).
     public var guidance = 3.0
@@ -37,8 +33,49 @@ public struct GenerationOptions: Codable, Sendable, Equatable {
     public var useContext = true
     /// Where a layout prior puts the objects (only models with one).
     public var layout = LayoutMode.sampled
+    /// DPM-Solver++'s order (1...3; the SDE variant 1...2).
+    public var solverOrder = 2
+    /// Karras et al.'s σ spacing (DPM-Solver++ only).
+    public var karrasSigmas = false
 
     public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case sampler, steps, guidance, eta, seed, layout
+        case imagesPerPrompt = "images_per_prompt", negativePrompt = "negative_prompt"
+        case dynamicThresholding = "dynamic_thresholding", useContext = "use_context"
+        case solverOrder = "solver_order", karrasSigmas = "karras_sigmas"
+    }
+
+    /// Every key is optional: a missing one keeps its default.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = GenerationOptions()
+        sampler = try c.decodeIfPresent(SamplerKind.self, forKey: .sampler) ?? d.sampler
+        steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? d.steps
+        guidance = try c.decodeIfPresent(Double.self, forKey: .guidance) ?? d.guidance
+        eta = try c.decodeIfPresent(Double.self, forKey: .eta) ?? d.eta
+        imagesPerPrompt = try c.decodeIfPresent(Int.self, forKey: .imagesPerPrompt) ?? d.imagesPerPrompt
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
+        negativePrompt = try c.decodeIfPresent(String.self, forKey: .negativePrompt)
+        dynamicThresholding = try c.decodeIfPresent(Bool.self, forKey: .dynamicThresholding) ?? d.dynamicThresholding
+        useContext = try c.decodeIfPresent(Bool.self, forKey: .useContext) ?? d.useContext
+        layout = try c.decodeIfPresent(LayoutMode.self, forKey: .layout) ?? d.layout
+        solverOrder = try c.decodeIfPresent(Int.self, forKey: .solverOrder) ?? d.solverOrder
+        karrasSigmas = try c.decodeIfPresent(Bool.self, forKey: .karrasSigmas) ?? d.karrasSigmas
+    }
+
+    /// The sampler options these generation options select for a model predicting `prediction`.
+    public func samplerOptions(prediction: PredictionTarget) -> SamplerOptions {
+        let reads = SamplerRegistry.registration(for: sampler).reads
+        var o = SamplerOptions(
+            inferenceSteps: steps, predictionType: prediction,
+            x0Processing: dynamicThresholding ? .imagenThreshold : .diffusersDefault)
+        if reads.contains(.eta) { o.eta = eta }
+        if reads.contains(.solverOrder) { o.solverOrder = solverOrder }
+        if reads.contains(.karrasSigmas) { o.karrasSigmas = karrasSigmas }
+        return o
+    }
 
     /// Throws a message naming the first invalid option.
     public func validate(trainTimesteps: Int) throws {
@@ -50,6 +87,9 @@ public struct GenerationOptions: Codable, Sendable, Equatable {
             throw PipelineError.invalidOption("--guidance must be ≥ 0, got \(guidance)")
         }
         guard eta.isFinite, (0...1).contains(eta) else { throw PipelineError.invalidOption("--eta must be in [0, 1], got \(eta)") }
+        if eta != 0, !SamplerRegistry.registration(for: sampler).reads.contains(.eta) {
+            throw PipelineError.invalidOption("--eta applies to DDIM only, not to --sampler \(sampler)")
+        }
         guard (1...1024).contains(imagesPerPrompt) else {
             throw PipelineError.invalidOption("images per prompt must be in 1...1024, got \(imagesPerPrompt)")
         }
@@ -132,18 +172,8 @@ public final class TextToImagePipeline {
 
     /// The sampler an options value selects for `model`.
     public static func sampler(for options: GenerationOptions, model: ContextDiffModel) throws -> any DiffusionSampler {
-        let processing: X0Processing = options.dynamicThresholding ? .imagenThreshold : .diffusersDefault
-        let prediction = model.unet.config.prediction
-        switch options.sampler {
-        case .ddim:
-            return try DDIMSampler(
-                schedule: model.schedule, inferenceSteps: options.steps,
-                configuration: .init(predictionType: prediction, x0Processing: processing, eta: options.eta))
-        case .ddpm:
-            return try DDPMSampler(
-                schedule: model.schedule, inferenceSteps: options.steps,
-                configuration: .init(predictionType: prediction, x0Processing: processing))
-        }
+        try SamplerRegistry.make(
+            options.sampler, schedule: model.schedule, options: options.samplerOptions(prediction: model.unet.config.prediction))
     }
 
     /// The sampling loop of ``generate(prompts:options:progress:)`` for already encoded conditions

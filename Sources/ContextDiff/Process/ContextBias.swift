@@ -67,7 +67,7 @@ struct NoiseLevel {
         return NoiseLevel(timestep: t, alphaBar: first.alphaBar, biasTimestep: first.biasTimestep, k: first.k)
     }
 
-    private init(timestep: Int, alphaBar: Float, biasTimestep: Int?, k: Double) {
+    init(timestep: Int, alphaBar: Float, biasTimestep: Int?, k: Double) {
         self.timestep = timestep
         self.alphaBar = alphaBar
         self.biasTimestep = biasTimestep

@@ -23,6 +23,8 @@ public struct SamplerStepInfo: Codable, Sendable, Equatable {
     public let kTo: Double
     /// The variance of the noise the step adds (0 when it adds none).
     public let noiseVariance: Float
+    /// The order of a multistep solver's update at this step (nil for single-step samplers).
+    public let order: Int?
     /// The DDPM posterior variance between the two levels, `(1 − ᾱ_to)/(1 − ᾱ_from)·(1 − ᾱ_from/ᾱ_to)`
     /// (DDIM's σ² at η = 1; 0 for inversion, which is deterministic).
     public let posteriorVariance: Float
@@ -37,6 +39,23 @@ public struct SamplerStepInfo: Codable, Sendable, Equatable {
         case kTo = "k_to"
         case noiseVariance = "noise_variance"
         case posteriorVariance = "posterior_variance"
+        case order
+    }
+
+    public init(
+        timestep: Int, fromTimestep: Int, toTimestep: Int, alphaBarFrom: Float, alphaBarTo: Float, kFrom: Double,
+        kTo: Double, noiseVariance: Float, posteriorVariance: Float, order: Int? = nil
+    ) {
+        self.timestep = timestep
+        self.fromTimestep = fromTimestep
+        self.toTimestep = toTimestep
+        self.alphaBarFrom = alphaBarFrom
+        self.alphaBarTo = alphaBarTo
+        self.kFrom = kFrom
+        self.kTo = kTo
+        self.noiseVariance = noiseVariance
+        self.posteriorVariance = posteriorVariance
+        self.order = order
     }
 }
 
@@ -49,7 +68,13 @@ public struct SamplerStepInfo: Codable, Sendable, Equatable {
 /// (x̂0_raw: the unclipped estimate, as diffusers' `use_clipped_model_output=False`); for ε and v
 /// models that is computed as `ε_model − b_t/sqrt(1 − ᾱ_t)`, its exact algebraic equal. Every bias
 /// term is arranged so that a zero `r_φ` (``ZeroContext``) changes no bit of the result.
-public protocol DiffusionSampler {
+///
+/// A sampler is a value. Single-step samplers (DDIM, DDPM) keep no state; multistep solvers
+/// (DPM-Solver++) keep the history of their previous steps in the value itself, so ``step(modelOutput:timestep:sample:context:noise:)``
+/// is `mutating`: each loop works on its own copy (``SamplingIterator`` resets it first), and two
+/// loops never share a history. Adding a sampler: one file with the conforming type and its
+/// ``SamplerRegistration``, one line in ``SamplerRegistry/builtIn``, a test (docs/ARCHITECTURE.md).
+public protocol DiffusionSampler: Sendable {
     var schedule: NoiseSchedule { get }
     var predictionType: PredictionTarget { get }
     /// The timesteps at which the model is evaluated, in the order the loop visits them.
@@ -58,8 +83,9 @@ public protocol DiffusionSampler {
     func addsNoise(at timestep: Int) -> Bool
     /// One step from `sample` at `timestep`, given the model's output there. `noise` is the
     /// standard-normal tensor the step adds (diffusers' `variance_noise`); it is required exactly
-    /// when ``addsNoise(at:)`` is true and ignored otherwise.
-    func step(
+    /// when ``addsNoise(at:)`` is true and ignored otherwise. Steps must come in the order of
+    /// ``timesteps``; a stateful solver throws ``SamplingError/unexpectedTimestep(_:expected:)`` otherwise.
+    mutating func step(
         modelOutput: Tensor, timestep: Int, sample: Tensor, context: (any ContextBias)?, noise: Tensor?
     ) throws -> SamplerStepOutput
     /// One ``SamplerStepInfo`` per entry of ``timesteps``.
@@ -68,10 +94,13 @@ public protocol DiffusionSampler {
     /// for every sampler but an inversion evaluated at its source level); nil when the step needs
     /// no model call (``cleanLevelOutput(sample:)`` stands in for it).
     func modelTimestep(forStep timestep: Int) -> Int?
+    /// Forgets the history of previous steps (a no-op for single-step samplers).
+    mutating func reset()
 }
 
 extension DiffusionSampler {
     public func modelTimestep(forStep timestep: Int) -> Int? { timestep }
+    public mutating func reset() {}
 
     /// The model output at the clean level (ᾱ = 1), which needs no model call: x̂0 is the sample
     /// itself, and ε or v are multiplied by zero there.
@@ -81,7 +110,7 @@ extension DiffusionSampler {
 
     /// One step whose noise, when the step adds any, is drawn from `generator` (shape and dtype of
     /// `sample`, as diffusers' `randn_tensor(model_output.shape, ...)`), and only then.
-    public func step(
+    public mutating func step(
         modelOutput: Tensor, timestep: Int, sample: Tensor, context: (any ContextBias)? = nil, generator: Generator?
     ) throws -> SamplerStepOutput {
         var noise: Tensor?

@@ -29,6 +29,10 @@ public enum SamplingError: Error, Equatable, CustomStringConvertible, Sendable {
     case missingNoise(timestep: Int)
     /// The progress handler returned false.
     case cancelled(completedSteps: Int, totalSteps: Int)
+    /// A stateful solver was given a step out of the order of its timesteps (nil: past the last).
+    case unexpectedTimestep(Int, expected: Int?)
+    /// A solver option outside its range (`option`: the option's name, e.g. "solver_order").
+    case invalidSolverOption(option: String, message: String)
 
     public var description: String {
         switch self {
@@ -46,6 +50,10 @@ public enum SamplingError: Error, Equatable, CustomStringConvertible, Sendable {
         case .shapeMismatch(let what): "shape mismatch: \(what)"
         case .missingNoise(let t): "the step at timestep \(t) adds noise: pass a Generator (or explicit noise)"
         case .cancelled(let done, let total): "sampling cancelled after \(done) of \(total) steps"
+        case .unexpectedTimestep(let t, let expected):
+            expected.map { "step at timestep \(t), expected the next timestep \($0) (call reset() to start again)" }
+                ?? "step at timestep \(t) after the last step (call reset() to start again)"
+        case .invalidSolverOption(let option, let message): "\(option): \(message)"
         }
     }
 }

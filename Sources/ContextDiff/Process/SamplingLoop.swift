@@ -25,7 +25,8 @@ public struct SamplingStep {
 /// Run it inside `Torch.withNoGrad` (or `withInferenceMode`) unless gradients through the
 /// sampling chain are wanted. The library never prints; callers draw progress from the steps.
 public struct SamplingIterator {
-    public let sampler: any DiffusionSampler
+    /// This loop's own copy of the sampler (a multistep solver keeps its history here).
+    public private(set) var sampler: any DiffusionSampler
     /// The current sample (the initial one before the first step).
     public private(set) var sample: Tensor
     /// How many steps have run.
@@ -43,6 +44,8 @@ public struct SamplingIterator {
         sampler: any DiffusionSampler, initialSample: Tensor, context: (any ContextBias)? = nil,
         generator: Generator? = nil, denoiser: @escaping Denoiser
     ) {
+        var sampler = sampler
+        sampler.reset()
         self.sampler = sampler
         self.sample = initialSample
         self.context = context

@@ -1,50 +1,23 @@
-extension SamplerKind: NamedOption {
-    public static var optionName: String { "sampler" }
-}
 
 /// Everything that defines a sampler's schedule, as the `contextdiff schedule` command takes it.
 public struct ScheduleRequest: Sendable, Equatable {
     public var schedule: NoiseScheduleConfig
     public var sampler: SamplerKind
-    public var inferenceSteps: Int
-    public var spacing: TimestepSpacing
-    public var stepsOffset: Int
-    /// DDIM only.
-    public var eta: Double
-    /// DDIM only.
-    public var setAlphaToOne: Bool
-    /// DDPM only.
-    public var varianceType: DDPMVarianceType
+    /// The sampler's options (its prediction type and x0 processing do not change the schedule).
+    public var options: SamplerOptions
 
     public init(
-        schedule: NoiseScheduleConfig = NoiseScheduleConfig(), sampler: SamplerKind = .ddim, inferenceSteps: Int = 50,
-        spacing: TimestepSpacing = .leading, stepsOffset: Int = 0, eta: Double = 0, setAlphaToOne: Bool = true,
-        varianceType: DDPMVarianceType = .fixedSmall
+        schedule: NoiseScheduleConfig = NoiseScheduleConfig(), sampler: SamplerKind = .ddim,
+        options: SamplerOptions = SamplerOptions()
     ) {
         self.schedule = schedule
         self.sampler = sampler
-        self.inferenceSteps = inferenceSteps
-        self.spacing = spacing
-        self.stepsOffset = stepsOffset
-        self.eta = eta
-        self.setAlphaToOne = setAlphaToOne
-        self.varianceType = varianceType
+        self.options = options
     }
 
     /// Builds the sampler (validating every option: ``ScheduleError`` / ``SamplingError``).
     public func makeSampler() throws -> any DiffusionSampler {
-        let noise = try NoiseSchedule(schedule)
-        switch sampler {
-        case .ddim:
-            return try DDIMSampler(
-                schedule: noise, inferenceSteps: inferenceSteps,
-                configuration: .init(eta: eta, setAlphaToOne: setAlphaToOne, spacing: spacing, stepsOffset: stepsOffset)
-            )
-        case .ddpm:
-            return try DDPMSampler(
-                schedule: noise, inferenceSteps: inferenceSteps,
-                configuration: .init(varianceType: varianceType, spacing: spacing, stepsOffset: stepsOffset))
-        }
+        try SamplerRegistry.make(sampler, schedule: NoiseSchedule(schedule), options: options)
     }
 
     public func makeReport() throws -> ScheduleReport {
@@ -65,6 +38,11 @@ public struct ScheduleReport: Codable, Sendable, Equatable {
     public var eta: Double?
     public var setAlphaToOne: Bool?
     public var varianceType: DDPMVarianceType?
+    public var solverOrder: Int?
+    public var solverType: DPMSolverType?
+    public var lowerOrderFinal: Bool?
+    public var useKarrasSigmas: Bool?
+    public var finalSigmasType: DPMFinalSigmas?
     public var timesteps: [Int]
     public var alphaBar: [Float]
     public var k: [Double]
@@ -79,6 +57,11 @@ public struct ScheduleReport: Codable, Sendable, Equatable {
         case stepsOffset = "steps_offset"
         case setAlphaToOne = "set_alpha_to_one"
         case varianceType = "variance_type"
+        case solverOrder = "solver_order"
+        case solverType = "solver_type"
+        case lowerOrderFinal = "lower_order_final"
+        case useKarrasSigmas = "use_karras_sigmas"
+        case finalSigmasType = "final_sigmas_type"
         case alphaBar = "alpha_bar"
         case posteriorVariance = "posterior_variance"
         case noiseVariance = "noise_variance"
@@ -87,12 +70,20 @@ public struct ScheduleReport: Codable, Sendable, Equatable {
     public init(request: ScheduleRequest, table: [SamplerStepInfo]) {
         config = request.schedule
         sampler = request.sampler
-        numInferenceSteps = request.inferenceSteps
-        timestepSpacing = request.spacing
-        stepsOffset = request.stepsOffset
-        eta = request.sampler == .ddim ? request.eta : nil
-        setAlphaToOne = request.sampler == .ddim ? request.setAlphaToOne : nil
-        varianceType = request.sampler == .ddpm ? request.varianceType : nil
+        let o = request.options
+        let registration = SamplerRegistry.registration(for: request.sampler)
+        let reads = registration.reads
+        numInferenceSteps = o.inferenceSteps
+        timestepSpacing = o.spacing ?? registration.defaultSpacing
+        stepsOffset = o.stepsOffset
+        eta = reads.contains(.eta) ? o.eta : nil
+        setAlphaToOne = reads.contains(.setAlphaToOne) ? o.setAlphaToOne : nil
+        varianceType = reads.contains(.varianceType) ? o.varianceType : nil
+        solverOrder = reads.contains(.solverOrder) ? o.solverOrder : nil
+        solverType = reads.contains(.solverType) ? o.solverType : nil
+        lowerOrderFinal = reads.contains(.lowerOrderFinal) ? o.lowerOrderFinal : nil
+        useKarrasSigmas = reads.contains(.karrasSigmas) ? o.karrasSigmas : nil
+        finalSigmasType = reads.contains(.finalSigmas) ? o.finalSigmas : nil
         timesteps = table.map(\.timestep)
         alphaBar = table.map(\.alphaBarFrom)
         k = table.map(\.kFrom)
