@@ -4,8 +4,12 @@ import PackageDescription
 let package = Package(
     name: "ContextDiff",
     products: [
+        .library(name: "Core", targets: ["Core"]),
+        .library(name: "SafeTensors", targets: ["SafeTensors"]),
         .library(name: "Torch", targets: ["Torch"]),
         .library(name: "NN", targets: ["NN"]),
+        .library(name: "TextEncoders", targets: ["TextEncoders"]),
+        .library(name: "Diffusion", targets: ["Diffusion"]),
         .library(name: "ContextDiff", targets: ["ContextDiff"]),
         .library(name: "Evaluation", targets: ["Evaluation"]),
         .executable(name: "contextdiff", targets: ["contextdiff"]),
@@ -24,9 +28,14 @@ let package = Package(
                 .linkedLibrary("c10"),
             ]
         ),
-        .target(name: "Torch", dependencies: ["CTorch"]),
+        // The layers, bottom up (docs/ARCHITECTURE.md says what each owns and may import).
+        .target(name: "Core"),  // Foundation only: the progress shape
+        .target(name: "SafeTensors"),  // Foundation only
+        .target(name: "Torch", dependencies: ["CTorch", "Core", "SafeTensors"]),
         .target(name: "NN", dependencies: ["Torch"]),
-        .target(name: "ContextDiff", dependencies: ["Torch", "NN"]),
+        .target(name: "TextEncoders", dependencies: ["Torch", "NN"]),
+        .target(name: "Diffusion", dependencies: ["Torch"]),
+        .target(name: "ContextDiff", dependencies: ["Torch", "NN", "TextEncoders", "Diffusion"]),
         // Tiny C wrapper over libpng/libjpeg: setjmp/longjmp error handling, status codes, never aborts.
         .target(name: "CImageIO", linkerSettings: [.linkedLibrary("png"), .linkedLibrary("jpeg")]),
         .target(name: "Datasets", dependencies: ["Torch", "CImageIO"]),
@@ -42,6 +51,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "TorchTests", dependencies: ["Torch", "TestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["contextdiff", "Torch", "TestSupport"]),
         .testTarget(name: "ContextDiffTests", dependencies: ["ContextDiff", "TestSupport"], exclude: ["Fixtures"]),

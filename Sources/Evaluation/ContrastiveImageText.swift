@@ -212,7 +212,7 @@ public enum ContrastiveTraining {
     /// its own, so equivalent captions are not pushed apart.
     public static func train(
         config: ContrastiveTrainingConfig, model modelConfig: ContrastiveImageTextConfig = ContrastiveImageTextConfig(),
-        textEncoder: any TextEncoder, progress: (EvaluationTrainingProgress) -> Bool = { _ in true }
+        textEncoder: any TextEncoder, progress: ProgressHandler = { _ in true }
     ) throws -> ContrastiveImageText {
         try config.validate()
         var mc = modelConfig
@@ -223,7 +223,7 @@ public enum ContrastiveTraining {
         let data = try LabelledRenders.mixed(
             seed: config.benchmarkSeed, imageSize: mc.trunk.imageSize, count: config.datasetSize,
             heldOutShare: config.heldOutShare
-        ) { d, t in _ = progress(.init(phase: .rendering, done: d, total: t)) }
+        ) { progress($0) }
         // Encode each distinct caption once.
         var unique: [String] = [], row: [String: Int] = [:]
         for c in data.captions where row[c] == nil {
@@ -233,7 +233,10 @@ public enum ContrastiveTraining {
         var tables: [Tensor] = []
         for start in stride(from: 0, to: unique.count, by: 256) {
             tables.append(try textEncoder.encode(Array(unique[start..<Swift.min(unique.count, start + 256)])).pooled)
-            _ = progress(.init(phase: .encoding, done: Swift.min(unique.count, start + 256), total: unique.count))
+            _ = progress(
+                ProgressUpdate(
+                    phase: EvaluationTrainingPhase.encoding.rawValue, completed: Swift.min(unique.count, start + 256),
+                    total: unique.count))
         }
         let table = try Tensor.cat(tables).detached()
         let captionRow = data.captions.map { row[$0]! }
@@ -276,7 +279,7 @@ public enum ContrastiveTraining {
             try optimizer.step()
             let value = try loss.item()
             guard value.isFinite else { throw TorchError.invalidArgument("contrastive loss became \(value) at step \(step + 1)") }
-            if !progress(.init(phase: .training, done: step + 1, total: config.steps, loss: value)) { break }
+            if !progress(ProgressUpdate(phase: EvaluationTrainingPhase.training.rawValue, completed: step + 1, total: config.steps, metrics: [.init("loss", value)])) { break }
         }
         try model.requireGrad(false)
         model.eval()

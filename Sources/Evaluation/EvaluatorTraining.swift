@@ -47,14 +47,10 @@ public struct EvaluatorTrainingConfig: Codable, Sendable, Equatable {
     }
 }
 
-/// What the training loops report.
-public struct EvaluationTrainingProgress: Sendable {
-    public enum Phase: String, Sendable { case rendering, encoding, training, checking }
-    public var phase: Phase
-    public var done: Int
-    public var total: Int
-    /// The latest training loss (training phase only).
-    public var loss: Double?
+/// The phases the evaluation models' training loops report (``ProgressUpdate/phase``; training
+/// reports the metric "loss").
+public enum EvaluationTrainingPhase: String, Sendable, CaseIterable {
+    case rendering, encoding, training, checking
 }
 
 /// The evaluator's accuracy on renders it was never trained on.
@@ -91,7 +87,7 @@ public enum EvaluatorTraining {
     /// Trains an attribute evaluator from scratch on fresh renders. Deterministic in `config`.
     public static func train(
         config: EvaluatorTrainingConfig, trunk: ConvTrunkConfig = ConvTrunkConfig(),
-        progress: (EvaluationTrainingProgress) -> Bool = { _ in true }
+        progress: ProgressHandler = { _ in true }
     ) throws -> AttributeEvaluator {
         try config.validate()
         var modelConfig = AttributeEvaluatorConfig()
@@ -102,7 +98,7 @@ public enum EvaluatorTraining {
         let data = try LabelledRenders.mixed(
             seed: config.benchmarkSeed, imageSize: trunk.imageSize, count: config.datasetSize,
             heldOutShare: config.heldOutShare
-        ) { done, total in _ = progress(.init(phase: .rendering, done: done, total: total)) }
+        ) { progress($0) }
         let targets = try data.targets(gridSize: model.gridSize)
         try model.requireGrad()
         model.train()
@@ -121,7 +117,7 @@ public enum EvaluatorTraining {
             try optimizer.step()
             let value = try loss.item()
             guard value.isFinite else { throw TorchError.invalidArgument("evaluator loss became \(value) at step \(step + 1)") }
-            if !progress(.init(phase: .training, done: step + 1, total: config.steps, loss: value)) { break }
+            if !progress(ProgressUpdate(phase: EvaluationTrainingPhase.training.rawValue, completed: step + 1, total: config.steps, metrics: [.init("loss", value)])) { break }
         }
         try model.requireGrad(false)
         model.eval()
@@ -178,7 +174,7 @@ public enum EvaluatorTraining {
     /// held-out combinations), which it must never have been trained on.
     public static func measureAccuracy(
         of model: AttributeEvaluator, seed: UInt64 = EvaluationSeeds.evaluatorCheck, count: Int = 1000,
-        progress: (EvaluationTrainingProgress) -> Bool = { _ in true }
+        progress: ProgressHandler = { _ in true }
     ) throws -> EvaluatorAccuracy {
         guard count >= 2 else { throw TorchError.invalidArgument("check at least 2 renders, got \(count)") }
         if let trained = model.config.training?.benchmarkSeed, trained == seed {
@@ -186,8 +182,8 @@ public enum EvaluatorTraining {
         }
         let benchmark = try SyntheticBenchmark(SyntheticBenchmarkConfig(imageSize: model.imageSize, seed: seed))
         let half = count / 2
-        let data = try LabelledRenders.render(benchmark, parts: [(.validation, 0..<(count - half)), (.heldout, 0..<half)]) { d, t in
-            _ = progress(.init(phase: .checking, done: d, total: t))
+        let data = try LabelledRenders.render(benchmark, parts: [(.validation, 0..<(count - half)), (.heldout, 0..<half)]) { p in
+            progress(ProgressUpdate(phase: EvaluationTrainingPhase.checking.rawValue, completed: p.completed, total: p.total))
         }
         var detected: [DetectedScene] = []
         for start in stride(from: 0, to: data.count, by: 256) {

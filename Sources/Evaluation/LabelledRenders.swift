@@ -33,10 +33,10 @@ public struct LabelledRenders {
     public var count: Int { scenes.count }
 
     /// Renders `count` samples per entry of `parts` (split, first index) from `benchmark`.
-    /// `progress(done, total)` is called after every chunk.
+    /// `progress` (phase "rendering") is called after every chunk.
     public static func render(
         _ benchmark: SyntheticBenchmark, parts: [(split: Split, range: Range<Int>)],
-        progress: (Int, Int) -> Void = { _, _ in }
+        progress: ProgressHandler = { _ in true }
     ) throws -> LabelledRenders {
         let total = parts.map(\.range.count).reduce(0, +)
         var chunks: [Tensor] = []
@@ -49,7 +49,7 @@ public struct LabelledRenders {
                 scenes += batch.annotations.map { DetectedScene($0.scene) }
                 truth += batch.annotations.map(\.scene)
                 splits += batch.annotations.map(\.split)
-                progress(scenes.count, total)
+                _ = progress(ProgressUpdate(phase: "rendering", completed: scenes.count, total: total))
             }
         }
         guard !chunks.isEmpty else { throw TorchError.invalidArgument("no renders requested") }
@@ -60,7 +60,7 @@ public struct LabelledRenders {
     /// benchmark `seed`: the evaluation models must read every combination, including those a
     /// diffusion model never sees.
     public static func mixed(
-        seed: UInt64, imageSize: Int, count: Int, heldOutShare: Double, progress: (Int, Int) -> Void = { _, _ in }
+        seed: UInt64, imageSize: Int, count: Int, heldOutShare: Double, progress: ProgressHandler = { _ in true }
     ) throws -> LabelledRenders {
         let benchmark = try SyntheticBenchmark(SyntheticBenchmarkConfig(imageSize: imageSize, seed: seed))
         let held = Swift.min(count, Swift.max(0, Int((Double(count) * heldOutShare).rounded())))

@@ -63,11 +63,13 @@ public struct PromptSetEvaluation: Codable, Sendable {
     public var detected: [[DetectedScene]]?
     /// Precision and recall against the real renders, and the spread of layouts across seeds.
     public var diversity: DiversitySummary?
+    /// The pipeline's notices (e.g. truncated prompts), each once; nil when there were none.
+    public var notices: [String]?
 
     enum CodingKeys: String, CodingKey {
         case name, prompts, images, parsedPrompts = "parsed_prompts", alignment, pixel, clipScore = "clip_score"
         case clipScoreStd = "clip_score_std", frechetDistance = "frechet_distance", referenceImages = "reference_images"
-        case detected, diversity
+        case detected, diversity, notices
     }
 }
 
@@ -145,11 +147,11 @@ public final class TextToImageEvaluation {
 
     /// Generates `options.imagesPerPrompt` images per prompt in batches of `batchSize` prompts
     /// (each batch seeded `options.seed + first prompt index`) and measures them.
-    /// `progress(imagesDone, imagesTotal)`; `keepImages` returns the images too.
+    /// `progress` (phase "evaluating", images); `keepImages` returns the images too.
     public func evaluate(
         _ prompts: [EvaluationPrompt], name: String, options: GenerationOptions, batchSize: Int = 16,
         reference: GaussianStatistics? = nil, realFeatures: Tensor? = nil, keepDetections: Bool = false,
-        progress: (Int, Int) -> Void = { _, _ in }
+        progress: ProgressHandler = { _ in true }
     ) throws -> (result: PromptSetEvaluation, images: [RGBImage]) {
         guard !prompts.isEmpty else { throw TorchError.invalidArgument("no prompts to evaluate") }
         guard batchSize > 0 else { throw TorchError.invalidArgument("batch size must be positive") }
@@ -159,12 +161,14 @@ public final class TextToImageEvaluation {
         var features: [Tensor] = []
         var scenes: [DetectedScene] = []
         var clip: [Double] = []
+        var notices: [String] = []
         var batchOptions = options
         for start in stride(from: 0, to: prompts.count, by: batchSize) {
             let chunk = Array(prompts[start..<Swift.min(prompts.count, start + batchSize)])
             batchOptions.seed = options.seed &+ UInt64(start)
             let generated = try pipeline.generate(prompts: chunk.map(\.text), options: batchOptions)
-            let rgb = try RGBImage.images(fromBatch: generated)
+            notices += generated.notices.filter { !notices.contains($0) }
+            let rgb = try RGBImage.images(fromBatch: generated.images)
             let quantised = try RGBImage.batch(rgb)
             let (detected, f) = try evaluator.detectWithFeatures(quantised)
             // Images come grouped by prompt: prompt k's copies at k·perPrompt ..< (k+1)·perPrompt.
@@ -173,7 +177,7 @@ public final class TextToImageEvaluation {
             images += rgb
             scenes += detected
             features.append(f)
-            progress(images.count, total)
+            _ = progress(ProgressUpdate(phase: "evaluating", completed: images.count, total: total))
         }
         var alignment = AlignmentSummary(), pixel = PixelCheckSummary()
         var parsed = 0
@@ -199,7 +203,8 @@ public final class TextToImageEvaluation {
             name: name, prompts: prompts.count, images: total, parsedPrompts: parsed,
             alignment: parsed > 0 ? alignment : nil, pixel: parsed > 0 ? pixel : nil, clipScore: mean,
             clipScoreStd: clip.count > 1 ? std : 0, frechetDistance: fd, referenceImages: reference?.count,
-            detected: keepDetections ? perPromptScenes : nil, diversity: diversity)
+            detected: keepDetections ? perPromptScenes : nil, diversity: diversity,
+            notices: notices.isEmpty ? nil : notices)
         return (result, images)
     }
 

@@ -1,5 +1,6 @@
 import ContextDiff
 import Foundation
+import NN
 import Torch
 
 /// The EMA weights of a training run's intermediate checkpoints, for convergence curves.

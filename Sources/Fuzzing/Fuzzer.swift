@@ -73,12 +73,13 @@ public struct FuzzLimits: Sendable {
     public init() {}
 }
 
-/// Progress of a fuzz run: the format and case about to run, and how many are done.
-public struct FuzzProgress: Sendable {
-    public var format: FuzzFormat
-    public var index: Int
-    public var done: Int
-    public var total: Int
+extension ProgressUpdate {
+    /// A fuzz run's report before each case: the phase is the format's name and the metric
+    /// "case" the case index (see ``Fuzzer``).
+    public var fuzzCase: (format: FuzzFormat, index: Int)? {
+        guard let format = FuzzFormat(rawValue: phase), let index = metric("case") else { return nil }
+        return (format, Int(index))
+    }
 }
 
 /// A seeded, reproducible fuzzer over the project's file loaders.
@@ -117,7 +118,7 @@ public final class Fuzzer {
         cases: [FuzzFormat: Int],
         from start: Int = 0,
         onHang: (@Sendable (FuzzFormat, Int, Double) -> Void)? = nil,
-        progress: (FuzzProgress) -> Bool = { _ in true }
+        progress: ProgressHandler = { _ in true }
     ) throws -> FuzzReport {
         var report = FuzzReport(seed: seed)
         report.memoryBoundBytes = limits.memoryBoundBytes
@@ -139,7 +140,9 @@ public final class Fuzzer {
             var counts = FuzzReport.Counts()
             let limit = format == .video ? limits.secondsPerVideoCase : limits.secondsPerCase
             for index in start..<(start + cases[format]!) {
-                guard progress(FuzzProgress(format: format, index: index, done: done, total: total)) else { break outer }
+                guard progress(
+                    ProgressUpdate(phase: format.rawValue, completed: done, total: total, metrics: [.init("case", Double(index))]))
+                else { break outer }
                 var rng = FuzzRNG.forCase(seed: seed, format: format, index: index)
                 let input = try corpus.mutatedCase(format, using: &rng)
                 watchdog.arm(format: format, index: index, limit: limit)

@@ -464,7 +464,7 @@ struct BenchmarkCommand: ParsableCommand {
 
         // Equivalence inputs: 4 images at assorted timesteps, captions with padding.
         let rows = try Tensor([0, 1, 2, Int64(captions)], shape: [4])
-        let condition = try TextCondition(
+        let condition = try Condition(
             tokens: tokens.indexSelect(dim: 0, rows), mask: mask.indexSelect(dim: 0, rows), pooled: pooled.indexSelect(dim: 0, rows))
         let x = try Tensor.randn([4, 3, size, size], generator: g)
         let t = try Tensor([5, 250, 600, 980] as [Int64], shape: [4])

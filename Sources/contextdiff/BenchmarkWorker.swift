@@ -192,7 +192,7 @@ struct BenchmarkWorkerCommand: ParsableCommand {
         guard let tokens = data["table_tokens"], let mask = data["table_mask"], let pooled = data["table_pooled"],
             let pixels = data["pixels"], let imageRows = data["image_rows"], let sampleRows = data["sample_rows"]
         else { throw ValidationError("benchmark data file \(folder.data.path) is incomplete") }
-        let table = try TextCondition(tokens: tokens, mask: mask.to(.bool), pooled: pooled)
+        let table = try Condition(tokens: tokens, mask: mask.to(.bool), pooled: pooled)
         let nullRow = tokens.shape[0] - 1
         var result: [String: Any] = ["impl": referenceKernels ? "swift-reference" : "swift", "threads": Torch.numThreads]
         switch workload {
@@ -285,7 +285,7 @@ extension BenchmarkWorkerCommand {
             var result: VideoEditResult?
             let started = clock.now
             result = try pipeline.edit(video: video, sourcePrompt: "source", targetPrompt: "target", options: e.options) { p in
-                if p.step == 0 { starts.append((p.phase.rawValue, clock.now)) }
+                if p.completed == 0 { starts.append((p.phase, clock.now)) }
                 return true
             }
             let ended = clock.now

@@ -59,45 +59,8 @@ struct DatasetExportCommand: ParsableCommand {
         let benchmark = try SyntheticBenchmark(SyntheticBenchmarkConfig(
             imageSize: size, seed: seed, twoObjectFraction: twoObjectFraction))
         let folder = URL(fileURLWithPath: out)
-        let progress = StderrProgress(label: "export \(split.rawValue)")
-        defer { progress.finish() }
-        try benchmark.export(split: split, count: count, to: folder, overwrite: force) { done, total in
-            progress.update(done, total)
-        }
-        progress.finish()
+        let progress = ProgressDisplay(prefix: split.rawValue)
+        try benchmark.export(split: split, count: count, to: folder, overwrite: force) { progress.update($0) }
         print("wrote \(count) images and metadata.jsonl to \(folder.path) (split \(split.rawValue), seed \(seed))")
-    }
-}
-
-/// A one-line progress indicator on stderr: count, percentage, rate and ETA, redrawn at most
-/// every 0.1 s.
-final class StderrProgress {
-    private let label: String
-    private let start = ContinuousClock.now
-    private var lastDraw: ContinuousClock.Instant?
-    private var drew = false
-
-    init(label: String) { self.label = label }
-
-    func update(_ done: Int, _ total: Int) {
-        let now = ContinuousClock.now
-        if let lastDraw, done < total, now - lastDraw < .milliseconds(100) { return }
-        lastDraw = now
-        let elapsed = Self.seconds(now - start)
-        let rate = elapsed > 0 ? Double(done) / elapsed : 0
-        let eta = rate > 0 ? Double(total - done) / rate : 0
-        let line = String(format: "\r%@ %d/%d (%3.0f%%) %.0f img/s, ETA %.0fs ",
-                          label, done, total, 100 * Double(done) / Double(max(total, 1)), rate, eta)
-        FileHandle.standardError.write(Data(line.utf8))
-        drew = true
-    }
-
-    func finish() {
-        if drew { FileHandle.standardError.write(Data("\n".utf8)) }
-        drew = false
-    }
-
-    private static func seconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
     }
 }

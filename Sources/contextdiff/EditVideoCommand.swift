@@ -3,6 +3,7 @@ import ContextDiff
 import Datasets
 import Evaluation
 import Foundation
+import NN
 import Torch
 
 extension VideoEditMethod: ExpressibleByArgument {}
@@ -122,19 +123,11 @@ struct EditVideoCommand: ParsableCommand {
         try options.validate(trainTimesteps: base.schedule.config.trainTimesteps)
 
         let started = Date()
-        var bar: ProgressBar?
-        var phase: VideoEditProgress.Phase?
+        let display = ProgressDisplay()
         let result = try pipeline.edit(
             video: source.tensor(), sourcePrompt: sourcePrompt, targetPrompt: targetPrompt, options: options
-        ) { p in
-            if phase != p.phase {
-                phase = p.phase
-                bar = ProgressBar(total: p.total, label: p.phase.rawValue)
-            }
-            bar?.update(p.step, status: p.loss.map { String(format: "loss %.4f", $0) } ?? "")
-            return true
-        }
-        for warning in pipeline.warnings { note("warning: \(warning)") }
+        ) { display.update($0) }
+        for notice in result.notices { note("warning: \(notice)") }
         let edited = try Video(tensor: result.edited, fps: source.fps)
         for url in try writeVideoOutputs(edited, stem: stem, ffmpeg: ffmpeg, scale: scale) { print(url.path) }
         let sourceStrip = stem.deletingLastPathComponent().appendingPathComponent(stem.lastPathComponent + "-source.png")

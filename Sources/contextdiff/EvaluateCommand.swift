@@ -148,12 +148,15 @@ struct EvaluateCommand: ParsableCommand {
             let realFeatures = try set.split.map { try reference.features(for: $0) }
             let (result, images) = try evaluation.evaluate(
                 set.prompts, name: set.name, options: options, batchSize: batch, reference: statistics, realFeatures: realFeatures
-            ) { d, _ in bar.update(done + d) }
+            ) { p in
+                bar.update(done + p.completed)
+                return true
+            }
             done += result.images
             results.append(result)
             allImages += images
         }
-        for w in Set(pipeline.warnings) { note("warning: \(w)") }
+        for w in Set(results.flatMap { $0.notices ?? [] }) { note("warning: \(w)") }
         let report = EvaluationReport(
             model: modelURL.path, checkpoint: checkpoint, sampler: sampling.sampler.rawValue, steps: sampling.steps, guidance: sampling.guidance, eta: sampling.eta,
             seed: seed, context: !noContext && loaded.adapter != nil, imagesPerPrompt: imagesPerPrompt,
@@ -230,7 +233,7 @@ struct EvaluateCommand: ParsableCommand {
                 let chunk = Array(prompts[start..<min(prompts.count, start + batch)])
                 options.seed = seed &+ UInt64(start)
                 let out = try pipeline.generate(prompts: chunk.map(\.text), options: options)
-                images += try RGBImage.images(fromBatch: out)
+                images += try RGBImage.images(fromBatch: out.images)
                 bar.update(images.count)
             }
             var results: [KindResult] = []

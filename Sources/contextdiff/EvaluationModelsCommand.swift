@@ -3,24 +3,15 @@ import ContextDiff
 import Datasets
 import Evaluation
 import Foundation
+import NN
 import Torch
 
-/// Where an evaluation model lives when none is given: `$<variable>`, else `models/<name>` under
-/// the current folder, else `models/<name>` next to the repository the binary was built in.
-func defaultEvaluationModelDirectory(name: String, variable: String) -> URL {
-    let fm = FileManager.default
-    if let env = ProcessInfo.processInfo.environment[variable], !env.isEmpty { return URL(fileURLWithPath: env) }
-    let local = URL(fileURLWithPath: "models/\(name)")
-    if fm.fileExists(atPath: local.appendingPathComponent(ModelFolder.configName).path) { return local }
-    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-    let repo = exe.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    let shipped = repo.appendingPathComponent("models/\(name)")
-    if fm.fileExists(atPath: shipped.appendingPathComponent(ModelFolder.configName).path) { return shipped }
-    return local
+/// Where the evaluation models live when none is given (``ModelLocator``; `models/<name>` under
+/// the current folder when none is found, so that the error names the usual place).
+func defaultEvaluatorDirectory() -> URL {
+    ModelLocator().locate(.evaluator) ?? URL(fileURLWithPath: "models/evaluator")
 }
-
-func defaultEvaluatorDirectory() -> URL { defaultEvaluationModelDirectory(name: "evaluator", variable: "CONTEXTDIFF_EVALUATOR") }
-func defaultClipDirectory() -> URL { defaultEvaluationModelDirectory(name: "clip", variable: "CONTEXTDIFF_CLIP") }
+func defaultClipDirectory() -> URL { ModelLocator().locate(.clip) ?? URL(fileURLWithPath: "models/clip") }
 
 /// Loads the attribute evaluator, or explains how to train one.
 func loadEvaluator(_ path: String?) throws -> (AttributeEvaluator, URL) {
@@ -60,21 +51,6 @@ func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
-}
-
-/// Draws a training loop's progress (rendering, encoding, training, checking phases).
-final class PhaseProgress {
-    var bar: ProgressBar?
-    var phase: EvaluationTrainingProgress.Phase?
-
-    func update(_ p: EvaluationTrainingProgress) -> Bool {
-        if phase != p.phase {
-            phase = p.phase
-            bar = ProgressBar(total: p.total, label: p.phase.rawValue)
-        }
-        bar?.update(p.done, status: p.loss.map { String(format: "loss %.4f", $0) } ?? "")
-        return true
-    }
 }
 
 /// The training settings both evaluation models share (``EvaluatorTrainingConfig`` and
@@ -155,7 +131,7 @@ struct EvaluatorTrainCommand: ParsableCommand {
         let config = try training.configured(EvaluatorTrainingConfig())
         let out = URL(fileURLWithPath: output)
         let started = Date()
-        let progress = PhaseProgress()
+        let progress = ProgressDisplay()
         let model = try EvaluatorTraining.train(config: config, progress: progress.update)
         let seconds = Date().timeIntervalSince(started)
         try ModelFolder.save(model, to: out, metadata: ["command": CommandLine.arguments.joined(separator: " ")])
@@ -227,7 +203,7 @@ struct ClipTrainCommand: ParsableCommand {
         let encoder = try MiniLMTextEncoder()
         let out = URL(fileURLWithPath: output)
         let started = Date()
-        let progress = PhaseProgress()
+        let progress = ProgressDisplay()
         let model = try ContrastiveTraining.train(config: config, textEncoder: encoder, progress: progress.update)
         let seconds = Date().timeIntervalSince(started)
         try ModelFolder.save(model, to: out, metadata: ["command": CommandLine.arguments.joined(separator: " ")])

@@ -2,6 +2,7 @@ import ArgumentParser
 import ContextDiff
 import Evaluation
 import Foundation
+import NN
 
 #if canImport(Glibc)
 import Glibc

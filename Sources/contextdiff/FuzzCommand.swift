@@ -104,7 +104,7 @@ struct FuzzCommand: ParsableCommand {
                 Foundation.exit(3)
             },
             progress: { p in
-                bar.update(p.done, status: "\(p.format.rawValue) #\(p.index)")
+                bar.update(p.completed, status: p.fuzzCase.map { "\($0.format.rawValue) #\($0.index)" } ?? p.phase)
                 return true
             })
         bar.update(total)

@@ -2,26 +2,13 @@ import ArgumentParser
 import ContextDiff
 import Datasets
 import Foundation
+import NN
 import Torch
 
 extension LayoutMode: ExpressibleByArgument {}
 
-/// Where the shipped model lives when no `--model` is given: `$CONTEXTDIFF_MODEL`, else
-/// `models/default` under the current folder, else next to the repository the binary was built in.
-func defaultModelDirectory() -> URL? {
-    let fm = FileManager.default
-    if let env = ProcessInfo.processInfo.environment["CONTEXTDIFF_MODEL"], !env.isEmpty {
-        return URL(fileURLWithPath: env)
-    }
-    let local = URL(fileURLWithPath: "models/default")
-    if fm.fileExists(atPath: local.appendingPathComponent("model_index.json").path) { return local }
-    // .build/<config>/contextdiff → repository root
-    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-    let repo = exe.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    let shipped = repo.appendingPathComponent("models/default")
-    if fm.fileExists(atPath: shipped.appendingPathComponent("model_index.json").path) { return shipped }
-    return nil
-}
+/// Where the shipped model lives when no `--model` is given (``ModelLocator``).
+func defaultModelDirectory() -> URL? { ModelLocator().locate(.default) }
 
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -102,12 +89,12 @@ struct GenerateCommand: ParsableCommand {
         let bar = ProgressBar(total: sampling.steps, label: "\(sampling.sampler.rawValue)")
         let started = Date()
         let prompts = try allPrompts()
-        let images = try pipeline.generate(prompts: prompts, options: options) { step, _ in
-            bar.update(step)
+        let result = try pipeline.generate(prompts: prompts, options: options) { p in
+            bar.update(p.completed)
             return true
         }
-        for warning in pipeline.warnings { note("warning: \(warning)") }
-        let rgb = try RGBImage.images(fromBatch: images)
+        for notice in result.notices { note("warning: \(notice)") }
+        let rgb = try RGBImage.images(fromBatch: result.images)
         if single {
             try (rgb.count == 1 ? rgb[0] : RGBImage.grid(rgb, columns: gridColumns(rgb.count))).writePNG(to: out)
             print(out.path)

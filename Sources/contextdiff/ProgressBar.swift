@@ -1,4 +1,5 @@
 import Foundation
+import Torch
 
 /// A one-line progress bar on standard error: count, rate, ETA and a free-form status.
 /// Redraws at most ten times a second; prints plain lines when stderr is not a terminal.
@@ -41,6 +42,36 @@ final class ProgressBar {
     static func clock(_ seconds: Double) -> String {
         let s = Int(seconds.rounded())
         return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
+    }
+}
+
+/// Draws the library's ``ProgressUpdate``s: a new bar whenever the phase changes, the metrics as
+/// the status (loss, learning rate, ...). One of these serves every command.
+final class ProgressDisplay {
+    private var bar: ProgressBar?
+    private var phase: String?
+    /// Prepended to the phase in the bar's label.
+    let prefix: String?
+
+    init(prefix: String? = nil) { self.prefix = prefix }
+
+    @discardableResult
+    func update(_ p: ProgressUpdate) -> Bool {
+        if phase != p.phase || bar == nil {
+            phase = p.phase
+            bar = ProgressBar(total: p.total, label: prefix.map { "\($0) \(p.phase)" } ?? p.phase)
+        }
+        bar?.update(p.completed, status: p.metrics.map(Self.format).joined(separator: " "))
+        return true
+    }
+
+    static func format(_ m: ProgressUpdate.Metric) -> String {
+        switch m.name {
+        case "lr": String(format: "lr %.1e", m.value)
+        case "case": "#\(Int(m.value))"
+        case "steps_per_second": String(format: "%.2f steps/s", m.value)
+        default: String(format: "%@ %.4f", m.name, m.value)
+        }
     }
 }
 

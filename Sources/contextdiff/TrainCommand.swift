@@ -309,7 +309,7 @@ struct TrainCommand: ParsableCommand {
         let captions = try CaptionTable(captions: (0..<data.count).map { data.caption(at: $0) }) { texts in
             let e = try textEncoder.encode(texts)
             let limit = min(recipe.maxTokens, try e.tokenStates.size(1))
-            return try TextCondition(
+            return try Condition(
                 tokens: e.tokenStates.slice(dim: 1, 0, limit), mask: e.attentionMask.slice(dim: 1, 0, limit), pooled: e.pooled)
         }
 
@@ -355,8 +355,8 @@ struct TrainCommand: ParsableCommand {
             note("resumed from step \(trainer.step)")
         }
         if trainer.step == 0, unet.layoutPrior != nil, recipe.training.layoutFitSteps > 0 {
-            let fitBar = isRankZero ? ProgressBar(total: recipe.training.layoutFitSteps, label: "layout") : nil
-            let loss = try trainer.fitLayoutPrior { i, loss in fitBar?.update(i, status: String(format: "loss %.4f", loss)) }
+            let display = isRankZero ? ProgressDisplay() : nil
+            let loss = try trainer.fitLayoutPrior { display?.update($0) ?? true }
             note(String(format: "layout prior fitted: loss %.4f after %d steps", loss ?? .nan, recipe.training.layoutFitSteps))
             if recipe.training.steps == 0 {
                 // Fit only: the U-Net and adapter are the source's; save the model with the fitted prior.
@@ -370,11 +370,12 @@ struct TrainCommand: ParsableCommand {
         let bar = isRankZero ? ProgressBar(total: recipe.training.steps, label: "train") : nil
         var lastSampledStep = trainer.step
         try trainer.run(resume: false) { p in
-            bar?.update(p.step, status: String(format: "loss %.4f lr %.1e", p.loss, p.learningRate))
-            if isRankZero, !noSamples, p.step % recipe.training.checkpointEvery == 0 || p.step == p.totalSteps, p.step != lastSampledStep {
-                lastSampledStep = p.step
+            let step = p.completed
+            bar?.update(step, status: String(format: "loss %.4f lr %.1e", p.metric("loss") ?? Double.nan, p.metric("lr") ?? Double.nan))
+            if isRankZero, !noSamples, step % recipe.training.checkpointEvery == 0 || step == p.total, step != lastSampledStep {
+                lastSampledStep = step
                 do {
-                    try writeValidationGrid(runDirectory: runDirectory, step: p.step, textEncoder: textEncoder)
+                    try writeValidationGrid(runDirectory: runDirectory, step: step, textEncoder: textEncoder)
                 } catch {
                     note("\nwarning: validation samples failed: \(error)")
                 }
@@ -452,7 +453,7 @@ struct TrainCommand: ParsableCommand {
         options.steps = 20
         options.seed = 1
         let images = try pipeline.generate(prompts: validationPrompts, options: options)
-        let grid = try RGBImage.grid(RGBImage.images(fromBatch: images), columns: 4)
+        let grid = try RGBImage.grid(RGBImage.images(fromBatch: images.images), columns: 4)
         let dir = runDirectory.appendingPathComponent("samples")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try grid.writePNG(to: dir.appendingPathComponent(String(format: "step-%07d.png", step)))

@@ -128,14 +128,14 @@ struct LayoutPriorTests {
         for w1 in 0..<8 { for w2 in 0..<8 where w1 != w2 { for r in 0..<2 { all.append((w1, w2, r)) } } }
         let heldOut = all.filter { ($0.0 + $0.1 + $0.2) % 5 == 0 }
         let train = all.filter { ($0.0 + $0.1 + $0.2) % 5 != 0 }
-        func batch(_ items: [(Int, Int, Int)]) throws -> (TextCondition, LayoutTarget) {
+        func batch(_ items: [(Int, Int, Int)]) throws -> (Condition, LayoutTarget) {
             let tokens = try Tensor.stack(items.map { try Tensor.stack([cls, words[$0.0], relations[$0.2], words[$0.1], sep]) })
             let objects = items.map { w1, w2, r -> [GroundedObject]? in
                 let (a, b) = r == 0 ? (0.0, 0.5) : (0.5, 0.0)
                 return [GroundedObject(tokens: [1], minX: a, minY: 0.3, maxX: a + 0.5, maxY: 0.7),
                         GroundedObject(tokens: [3], minX: b, minY: 0.3, maxX: b + 0.5, maxY: 0.7)]
             }
-            let condition = try TextCondition(
+            let condition = try Condition(
                 tokens: tokens, mask: Tensor.ones([items.count, 5]).to(.bool), pooled: Tensor.zeros([items.count, dim]))
             return (condition, try LayoutTarget(objects: objects, tokens: 5))
         }
@@ -178,7 +178,7 @@ struct LayoutPriorTests {
         let dim = 12, n = 256
         let words = try Tensor.stack((0..<4).map { _ in try Tensor.randn([dim], generator: g) })  // [CLS] red circle [SEP]
         let tokens = try words.unsqueezed(0).expanded([n, 4, dim]).contiguous()
-        let condition = try TextCondition(tokens: tokens, mask: Tensor.ones([n, 4]).to(.bool), pooled: Tensor.zeros([n, dim]))
+        let condition = try Condition(tokens: tokens, mask: Tensor.ones([n, 4]).to(.bool), pooled: Tensor.zeros([n, dim]))
         let cx = try Tensor.rand([n], generator: g).scalars(as: Float.self).map { 0.2 + 0.6 * Double($0) }
         let cy = try Tensor.rand([n], generator: g).scalars(as: Float.self).map { 0.3 + 0.4 * Double($0) }
         let side = try Tensor.rand([n], generator: g).scalars(as: Float.self).map { $0 < 0.5 ? 0.2 : 0.4 }

@@ -33,11 +33,11 @@ enum TinyConfigs {
         return c
     }
 
-    static func condition(batch: Int, length: Int = 5, seed: UInt64 = 3) throws -> TextCondition {
+    static func condition(batch: Int, length: Int = 5, seed: UInt64 = 3) throws -> Condition {
         let g = Generator(seed: seed)
         var maskValues = [Bool]()
         for b in 0..<batch { for i in 0..<length { maskValues.append(i < length - b % 3) } }
-        return try TextCondition(
+        return try Condition(
             tokens: Tensor.randn([batch, length, 12], generator: g), mask: Tensor(maskValues, shape: [batch, length]),
             pooled: Tensor.randn([batch, 12], generator: g))
     }

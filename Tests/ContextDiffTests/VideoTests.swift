@@ -31,9 +31,9 @@ enum TinyVideo {
         return try LearnedTextEncoder(tokenizer: tokenizer, width: 12, layers: 1, heads: 2)
     }
 
-    static func condition(_ encoder: any TextEncoder, _ text: String, repeated: Int) throws -> TextCondition {
+    static func condition(_ encoder: any TextEncoder, _ text: String, repeated: Int) throws -> Condition {
         let e = try encoder.encode([text])
-        return try TextCondition(tokens: e.tokenStates, mask: e.attentionMask, pooled: e.pooled).repeated(repeated)
+        return try Condition(tokens: e.tokenStates, mask: e.attentionMask, pooled: e.pooled).repeated(repeated)
     }
 }
 
@@ -52,7 +52,7 @@ struct VideoTests {
         }
     }
 
-    func randomBatch(videos: Int, frames: Int, seed: UInt64) throws -> (Tensor, Tensor, TextCondition) {
+    func randomBatch(videos: Int, frames: Int, seed: UInt64) throws -> (Tensor, Tensor, Condition) {
         let g = Generator(seed: seed)
         let n = videos * frames
         let x = try Tensor.randn([n, 3, 16, 16], generator: g)
@@ -345,7 +345,7 @@ struct VideoTests {
         #expect(full.bytes == bound)
         // A whole edit over budget fails before tuning: no tuning step runs, no weight changes.
         let before = try pipeline.model.unet.stateDict().mapValues { try $0 * 1.0 }
-        var phases: [VideoEditProgress.Phase] = []
+        var phases: [String] = []
         #expect(throws: VideoEditError.fusionBudgetExceeded(needed: bound, budget: bound / 2)) {
             _ = try pipeline.edit(
                 video: video, sourcePrompt: TinyVideo.caption, targetPrompt: TinyVideo.caption, options: tight,
@@ -380,7 +380,7 @@ struct VideoTests {
             // With classifier-free guidance (a doubled batch) injection also applies.
             probe.mode = .inject(timestep: t)
             let doubled = try unet(
-                Tensor.cat([x, x]), timesteps: Tensor.cat([tt, tt]), condition: TextCondition.concatenate(cond, cond),
+                Tensor.cat([x, x]), timesteps: Tensor.cat([tt, tt]), condition: Condition.concatenate(cond, cond),
                 video: layout)
             #expect(try TestSupport.relativeDiff(doubled.slice(dim: 0, 4, 8), recorded) < 1e-6)
         }

@@ -90,9 +90,10 @@ struct ImageFolderTests {
         let benchmark = try SyntheticBenchmark(SyntheticBenchmarkConfig(imageSize: 16, seed: 5))
         let out = dir.file("export")
         var reported = [Int]()
-        try benchmark.export(split: .heldout, count: 12, to: out) { done, total in
-            #expect(total == 12)
-            reported.append(done)
+        try benchmark.export(split: .heldout, count: 12, to: out) { p in
+            #expect(p.total == 12 && p.phase == "exporting")
+            reported.append(p.completed)
+            return true
         }
         #expect(reported == Array(1...12))
         let files = try FileManager.default.contentsOfDirectory(atPath: out.path).sorted()

@@ -1,6 +1,7 @@
 import ContextDiff
 import Datasets
 import Foundation
+import NN
 import Testing
 import Torch
 @testable import Evaluation

@@ -6,7 +6,7 @@ Setup: `bash scripts/setup-benchmark.sh` (a venv with diffusers 0.27.2 over Debi
 
     ~/.cache/contextdiff/bench-venv/bin/python scripts/reference/make_dpmsolver_references.py
 
-Writes Tests/ContextDiffTests/Fixtures/diffusers_dpmsolver.json (override with --out).
+Writes Tests/DiffusionTests/Fixtures/diffusers_dpmsolver.json (override with --out).
 
 Contents (float32 values written as the Python float of the float32, so Float(Double(text))
 recovers the bits):
@@ -33,7 +33,7 @@ import diffusers  # noqa: E402
 from diffusers import DPMSolverMultistepScheduler  # noqa: E402
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-DEFAULT_OUT = os.path.join(REPO_ROOT, "Tests", "ContextDiffTests", "Fixtures", "diffusers_dpmsolver.json")
+DEFAULT_OUT = os.path.join(REPO_ROOT, "Tests", "DiffusionTests", "Fixtures", "diffusers_dpmsolver.json")
 BASE = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear")
 
 

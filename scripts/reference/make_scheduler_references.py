@@ -8,7 +8,7 @@ Setup (Debian, torch from apt python3-torch visible through system site packages
     /tmp/dvenv/bin/pip install "diffusers==0.27.2" "huggingface_hub<0.26"
     /tmp/dvenv/bin/python scripts/reference/make_scheduler_references.py
 
-Writes Tests/ContextDiffTests/Fixtures/diffusers_schedulers.json (path relative to the
+Writes Tests/DiffusionTests/Fixtures/diffusers_schedulers.json (path relative to the
 repository root; override with --out).
 
 Contents (all float32 values are written as the Python float of the float32 value,
@@ -39,7 +39,7 @@ import diffusers.schedulers.scheduling_ddpm as ddpm_mod
 from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-DEFAULT_OUT = os.path.join(REPO_ROOT, "Tests", "ContextDiffTests", "Fixtures", "diffusers_schedulers.json")
+DEFAULT_OUT = os.path.join(REPO_ROOT, "Tests", "DiffusionTests", "Fixtures", "diffusers_schedulers.json")
 
 T = 1000
 BASE_CONFIG = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear", clip_sample=True)

@@ -78,7 +78,7 @@ public final class ContextBlock: Module {
         temporal = try TemporalAttention(channels: norm1.dimensions, heads: heads, causal: true)
     }
 
-    func callAsFunction(_ x: Tensor, context: TextCondition, frames: Int? = nil) throws -> Tensor {
+    func callAsFunction(_ x: Tensor, context: Condition, frames: Int? = nil) throws -> Tensor {
         var h = try x + selfAttention(norm1(x))
         if let temporal, let frames { h = try temporal(h, frames: frames) }
         h = try h + crossAttention(norm2(h), context: context.tokens, keyMask: context.mask, cache: context.attentionCache)
@@ -153,7 +153,7 @@ public final class ContextAdapter: Module {
 
     /// r_φ(x0, c, t): `x0` `[B, C, H, W]`, `timesteps` `[B]`; returns a tensor shaped like `x0`.
     /// For videos, `x0` is `[B·F, C, H, W]` (frames adjacent) and `frames` is `F`.
-    public func callAsFunction(_ x0: Tensor, timesteps: Tensor, condition: TextCondition, frames: Int? = nil) throws -> Tensor {
+    public func callAsFunction(_ x0: Tensor, timesteps: Tensor, condition: Condition, frames: Int? = nil) throws -> Tensor {
         let s = x0.shape
         if let frames, frames <= 0 || s.first.map({ $0 % frames != 0 }) ?? true {
             throw TorchError.invalidArgument("adapter: batch \(s.first ?? 0) is not a whole number of \(frames)-frame videos")

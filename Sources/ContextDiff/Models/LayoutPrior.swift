@@ -60,7 +60,7 @@ public struct LayoutTarget {
     }
 
     /// The rows of `a`, then those of `b` (for a guided batch: unconditional, conditional), the
-    /// shorter padded with empty tokens as ``TextCondition/concatenate(_:_:)`` pads its tokens.
+    /// shorter padded with empty tokens as ``Condition/concatenate(_:_:)`` pads its tokens.
     public static func concatenate(_ a: LayoutTarget, _ b: LayoutTarget) throws -> LayoutTarget {
         let length = max(a.gates.shape[1], b.gates.shape[1])
         let (pa, pb) = (try a.padded(toTokens: length), try b.padded(toTokens: length))
@@ -169,13 +169,13 @@ public final class LayoutPrior: Module {
 
     /// The predicted layout of `condition`'s tokens: boxes in (0, 1) and gate *logits*
     /// (``LayoutTarget/gates`` holds them; ``canvas(_:layout:size:)`` takes probabilities).
-    public func predict(_ condition: TextCondition) throws -> (boxes: Tensor, gateLogits: Tensor) {
+    public func predict(_ condition: Condition) throws -> (boxes: Tensor, gateLogits: Tensor) {
         try predictAll(condition).typical
     }
 
     /// The typical layout and, with a mixture, its parameters: weight logits `[B, T, K]`, means
     /// and log-stds `[B, T, K, 4]` of the box in logit coordinates.
-    func predictAll(_ condition: TextCondition) throws
+    func predictAll(_ condition: Condition) throws
         -> (typical: (boxes: Tensor, gateLogits: Tensor), mixture: (logits: Tensor, means: Tensor, logStds: Tensor)?)
     {
         let h = try norm(encodeTokens(condition, projIn: projIn, positions: posEmbed, layers: layers, owner: "layout prior"))
@@ -215,7 +215,7 @@ public final class LayoutPrior: Module {
     /// `generator`, drawn in one go, so a seed gives one layout per row.
     ///
     /// - Throws: when the prior has no mixture (``LayoutPriorConfig/mixtureComponents``).
-    public func sample(_ condition: TextCondition, generator: Generator) throws -> LayoutTarget {
+    public func sample(_ condition: Condition, generator: Generator) throws -> LayoutTarget {
         let (typical, params) = try predictAll(condition)
         guard let params, let k = config.mixtureComponents else {
             throw TorchError.invalidArgument("layout prior: this model predicts typical boxes only (no mixture_components)")
@@ -260,7 +260,7 @@ public final class LayoutPrior: Module {
     /// The supervised layout loss of `condition` against `target`, over rows whose layout is
     /// known: binary cross-entropy of each real token's gate, plus the L1 error of the boxes of
     /// the tokens that name an object.
-    public func loss(_ condition: TextCondition, target: LayoutTarget) throws -> Tensor {
+    public func loss(_ condition: Condition, target: LayoutTarget) throws -> Tensor {
         let predicted = try predictAll(condition)
         let (boxes, logits) = predicted.typical
         let valid = try condition.mask.to(.float32) * target.known.unsqueezed(1)  // [B, T]
@@ -281,7 +281,7 @@ public final class LayoutPrior: Module {
     static let mixtureLossWeight = 0.05
 
     /// The canvas `[B, channels, size, size]`: Σ over tokens of gate × (soft box) × value(token).
-    public func canvas(_ condition: TextCondition, boxes: Tensor, gates: Tensor, size: Int) throws -> Tensor {
+    public func canvas(_ condition: Condition, boxes: Tensor, gates: Tensor, size: Int) throws -> Tensor {
         let b = condition.tokens.shape[0], t = condition.tokens.shape[1]
         guard boxes.shape == [b, t, 4], gates.shape == [b, t] else {
             throw TorchError.invalidArgument("layout prior: boxes \(boxes.shape) and gates \(gates.shape) for \(b) rows of \(t) tokens")
@@ -302,9 +302,9 @@ public final class LayoutPrior: Module {
 
     /// The U-Net's added input features `[B, outputChannels, size, size]`: from `target` when
     /// given (training, teacher-forced), else from the layout predicted for `condition` — which
-    /// depends on the text alone, so a condition with an ``TextCondition/attentionCache`` (a
+    /// depends on the text alone, so a condition with an ``Condition/attentionCache`` (a
     /// sampling run) computes it once, not at every denoising step.
-    public func callAsFunction(_ condition: TextCondition, target: LayoutTarget?, size: Int) throws -> Tensor {
+    public func callAsFunction(_ condition: Condition, target: LayoutTarget?, size: Int) throws -> Tensor {
         if let target {
             func given() throws -> Tensor {
                 try canvasIn(canvas(condition, boxes: target.boxes, gates: target.gates * target.known.unsqueezed(1), size: size))

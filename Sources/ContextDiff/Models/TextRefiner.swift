@@ -83,10 +83,10 @@ public final class TextRefiner: Module {
 
     /// The refined condition; an attention cache on `condition` carries over (with fixed weights
     /// the refined tokens are the same at every sampling step).
-    public func callAsFunction(_ condition: TextCondition) throws -> TextCondition {
+    public func callAsFunction(_ condition: Condition) throws -> Condition {
         let mask = try condition.mask.to(.bool)
         let h = try norm(encodeTokens(condition, projIn: projIn, positions: posEmbed, layers: layers, owner: "text refiner"))
-        var refined = try TextCondition(
+        var refined = try Condition(
             tokens: condition.tokens + tokensOut(h),
             mask: condition.mask,
             pooled: condition.pooled + pooledOut(TextPooling.meanOverTokens(h, mask: mask)))
@@ -99,7 +99,7 @@ public final class TextRefiner: Module {
 /// by `projIn`, plus the first positions of the learned table `positions` `[1, maxTokens, width]`,
 /// through `layers` with the padding mask. Too many tokens is an error naming `owner`.
 func encodeTokens(
-    _ condition: TextCondition, projIn: Linear, positions: Tensor, layers: [TransformerEncoderLayer], owner: String
+    _ condition: Condition, projIn: Linear, positions: Tensor, layers: [TransformerEncoderLayer], owner: String
 ) throws -> Tensor {
     let length = condition.tokens.shape[1], available = positions.shape[1]
     guard length <= available else {

@@ -1,16 +1,6 @@
 import NN
 import Torch
 
-/// What the denoiser's output means.
-public enum PredictionTarget: String, Codable, Sendable, CaseIterable {
-    /// The clean image x0 (ContextDiff's parameterisation, Eq. 8).
-    case sample
-    /// The noise ε.
-    case epsilon
-    /// v = √ᾱ ε − √(1−ᾱ) x0.
-    case vPrediction = "v_prediction"
-}
-
 /// Configuration of ``UNet``, saved as `config.json` next to the weights.
 public struct UNetConfig: Codable, Sendable, Equatable {
     public var inChannels = 3
@@ -213,7 +203,7 @@ public final class SpatialTransformer: Module {
     /// - Parameter video: for frames folded into the batch (`[B·F, C, H, W]`): the frame count,
     ///   the self-attention pattern across frames and an optional attention controller. Nil is
     ///   the 2-D block (temporal attention, if any, is skipped).
-    public func callAsFunction(_ x: Tensor, context: TextCondition, video: VideoLayout? = nil) throws -> Tensor {
+    public func callAsFunction(_ x: Tensor, context: Condition, video: VideoLayout? = nil) throws -> Tensor {
         let s = x.shape
         let (b, c, hw) = (s[0], s[1], s[2] * s[3])
         var h = try projIn(norm(x).reshaped([b, c, hw]).transposed(1, 2))  // [B, HW, C]
@@ -426,7 +416,7 @@ public final class UNet: Module {
     /// `layout` gives a ``LayoutPrior`` the true layout (training); without it the prior
     /// predicts one from the text. It is ignored by a U-Net without a prior.
     public func callAsFunction(
-        _ x: Tensor, timesteps: Tensor, condition: TextCondition, video: VideoLayout? = nil, layout: LayoutTarget? = nil
+        _ x: Tensor, timesteps: Tensor, condition: Condition, video: VideoLayout? = nil, layout: LayoutTarget? = nil
     ) throws -> Tensor {
         let s = x.shape
         if let video {

@@ -111,15 +111,27 @@ public enum PipelineError: Error, CustomStringConvertible, Equatable {
     }
 }
 
+/// What a generation call returns.
+public struct GenerationResult {
+    /// `[N, C, H, W]` in [-1, 1], grouped by prompt.
+    public var images: Tensor
+    /// Notices for the caller to show (e.g. a prompt truncated to the encoder's limit).
+    public var notices: [String]
+}
+
 /// Text-to-image generation with a ContextDiff (or baseline) model: encode the prompts, start
-/// from seeded Gaussian noise, run DDIM or DDPM with classifier-free guidance (one batched model
-/// call per step) and, for ContextDiff, the context adapter on the guided x̂0 in every step
-/// (paper Eqs. 9 and 13).
+/// from seeded Gaussian noise, run any registered sampler with classifier-free guidance (one
+/// batched model call per step) and, for ContextDiff, the context adapter on the guided x̂0 in
+/// every step (paper Eqs. 9 and 13).
+///
+/// The pipeline holds no per-call state: every call's notices come back in its result. It is not
+/// itself safe to call from several threads at once (the networks and a caching text encoder are
+/// classes); a server shares one through ``ModelContainer``, which serializes the calls.
 public final class TextToImagePipeline {
     public let model: ContextDiffModel
     public let textEncoder: any TextEncoder
-    /// Notices for the caller to show (e.g. a prompt truncated to the encoder's limit).
-    public private(set) var warnings: [String] = []
+    /// Captions → the model's condition (truncated to its token limit).
+    public let conditionEncoder: TextConditionEncoder
 
     public init(model: ContextDiffModel, textEncoder: any TextEncoder) throws {
         guard textEncoder.width == model.unet.config.contextDim else {
@@ -128,21 +140,12 @@ public final class TextToImagePipeline {
         }
         self.model = model
         self.textEncoder = textEncoder
+        conditionEncoder = TextConditionEncoder(textEncoder: textEncoder, maxTokens: model.index.textEncoder.maxTokens)
     }
 
     /// Encodes texts into the model's condition, truncating to the model's token limit.
-    public func condition(for texts: [String]) throws -> TextCondition {
-        let encoding = try textEncoder.encode(texts)
-        let limit = model.index.textEncoder.maxTokens
-        var tokens = encoding.tokenStates, mask = encoding.attentionMask
-        if try tokens.size(1) > limit {
-            for (text, ids) in zip(texts, encoding.tokenIDs) where ids.count > limit {
-                warnings.append("prompt truncated to \(limit) tokens (had \(ids.count)): \"\(text.prefix(60))…\"")
-            }
-            tokens = try tokens.slice(dim: 1, 0, limit)
-            mask = try mask.slice(dim: 1, 0, limit)
-        }
-        return try TextCondition(tokens: tokens, mask: mask, pooled: encoding.pooled)
+    public func condition(for texts: [String]) throws -> EncodedCondition {
+        try conditionEncoder.encode(texts)
     }
 
     /// The sampler an options value selects, for this model.
@@ -151,22 +154,23 @@ public final class TextToImagePipeline {
     }
 
     /// Generates `imagesPerPrompt` images for each prompt: `[N, C, H, W]` in [-1, 1], grouped
-    /// by prompt. `progress(step, total)` may return false to cancel.
+    /// by prompt. `progress` (phase "sampling") may return false to cancel.
     public func generate(
-        prompts: [String], options: GenerationOptions, progress: ((Int, Int) -> Bool)? = nil
-    ) throws -> Tensor {
-        warnings = []
+        prompts: [String], options: GenerationOptions, progress: ProgressHandler? = nil
+    ) throws -> GenerationResult {
         guard !prompts.isEmpty, prompts.allSatisfy({ !$0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }) else {
             throw PipelineError.emptyPrompt
         }
         try options.validate(trainTimesteps: model.schedule.config.trainTimesteps)
         model.train(false)
         return try Torch.withInferenceMode {
-            let conditional = try condition(for: prompts).repeated(options.imagesPerPrompt)
+            let encoded = try condition(for: prompts)
+            let conditional = try encoded.condition.repeated(options.imagesPerPrompt)
             let negative = try condition(for: [options.negativePrompt ?? ""])
-            let unconditional = try negative.repeated(conditional.batchSize)
-            return try Self.sample(
+            let unconditional = try negative.condition.repeated(conditional.batchSize)
+            let images = try Self.sample(
                 model: model, conditional: conditional, unconditional: unconditional, options: options, progress: progress)
+            return GenerationResult(images: images, notices: encoded.notices + negative.notices)
         }
     }
 
@@ -183,8 +187,8 @@ public final class TextToImagePipeline {
     /// Runs in inference mode. Text-side work that is the same in every step (the cross-attention
     /// keys and values of the tokens) is computed once, before the loop.
     public static func sample(
-        model: ContextDiffModel, conditional: TextCondition, unconditional: TextCondition, options: GenerationOptions,
-        progress: ((Int, Int) -> Bool)? = nil
+        model: ContextDiffModel, conditional: Condition, unconditional: Condition, options: GenerationOptions,
+        progress: ProgressHandler? = nil
     ) throws -> Tensor {
         try options.validate(trainTimesteps: model.schedule.config.trainTimesteps)
         let batch = conditional.batchSize
@@ -195,7 +199,7 @@ public final class TextToImagePipeline {
         let sampler = try sampler(for: options, model: model)
         model.train(false)
         return try Torch.withInferenceMode {
-            let both = try TextCondition.concatenate(unconditional, conditional).cachingAttention()
+            let both = try Condition.concatenate(unconditional, conditional).cachingAttention()
             let conditional = conditional.cachingAttention()
             let guidance = options.guidance
             let unet = model.unet
@@ -226,7 +230,7 @@ public final class TextToImagePipeline {
     /// nil when the U-Net paints its typical prediction (or has no prior). The layout has its
     /// own random stream, so a seed's x_T is the same in either mode.
     static func layouts(
-        model: ContextDiffModel, conditional: TextCondition, unconditional: TextCondition, options: GenerationOptions
+        model: ContextDiffModel, conditional: Condition, unconditional: Condition, options: GenerationOptions
     ) throws -> (conditional: LayoutTarget, both: LayoutTarget)? {
         guard options.layout == .sampled, let prior = model.unet.layoutPrior, prior.config.mixtureComponents != nil,
               model.unet.paintsPredictedLayout
@@ -242,16 +246,16 @@ public final class TextToImagePipeline {
 /// timesteps of a step in one batched adapter call.
 public struct AdapterContext: ContextBias {
     public let adapter: ContextAdapter
-    public let condition: TextCondition
+    public let condition: Condition
     /// The condition stacked twice, for the batched call at a step's two levels.
-    let doubled: TextCondition
+    let doubled: Condition
 
-    /// `condition` may carry an ``TextCondition/attentionCache``; the doubled condition of the
+    /// `condition` may carry an ``Condition/attentionCache``; the doubled condition of the
     /// batched two-level call gets its own.
-    public init(adapter: ContextAdapter, condition: TextCondition) throws {
+    public init(adapter: ContextAdapter, condition: Condition) throws {
         self.adapter = adapter
         self.condition = condition
-        var doubled = try TextCondition.concatenate(condition, condition)
+        var doubled = try Condition.concatenate(condition, condition)
         if condition.attentionCache != nil { doubled = doubled.cachingAttention() }
         self.doubled = doubled
     }

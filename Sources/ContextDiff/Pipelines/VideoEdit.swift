@@ -76,14 +76,9 @@ public enum VideoEditError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// Where an edit is, for progress reports.
-public struct VideoEditProgress: Sendable {
-    public enum Phase: String, Sendable { case tuning, inversion, editing }
-    public var phase: Phase
-    public var step: Int
-    public var total: Int
-    /// The tuning loss of the step (tuning only).
-    public var loss: Double?
+/// The phases of an edit, as ``ProgressUpdate/phase`` names them (tuning reports the metric "loss").
+public enum VideoEditPhase: String, Sendable, CaseIterable {
+    case tuning, inversion, editing
 }
 
 /// What an edit returns: tensors `[F, C, H, W]` in [-1, 1].
@@ -96,12 +91,14 @@ public struct VideoEditResult {
     public var fusionBound: Int
     /// Tuning losses, one per step.
     public var tuningLosses: [Double]
+    /// Notices for the caller to show (a truncated prompt, a fresh adapter).
+    public var notices: [String]
 }
 
 /// r_φ(x0, c, t) of an inflated adapter with the condition (one row per frame) bound.
 public struct VideoAdapterContext: ContextBias {
     public let adapter: ContextAdapter
-    public let condition: TextCondition
+    public let condition: Condition
     public let frames: Int
 
     public func context(x0: Tensor, timestep: Int) throws -> Tensor {
@@ -116,7 +113,7 @@ public struct VideoAdapterContext: ContextBias {
             Tensor.full([b], value: Double(timesteps.0), dtype: .int64), Tensor.full([b], value: Double(timesteps.1), dtype: .int64),
         ])
         let out = try adapter(
-            Tensor.cat([x0, x0]), timesteps: t, condition: TextCondition.concatenate(condition, condition), frames: frames)
+            Tensor.cat([x0, x0]), timesteps: t, condition: Condition.concatenate(condition, condition), frames: frames)
         return (try out.slice(dim: 0, 0, b), try out.slice(dim: 0, b, 2 * b))
     }
 }
@@ -129,7 +126,6 @@ public struct VideoAdapterContext: ContextBias {
 public final class VideoEditPipeline {
     public let model: VideoDiffusionModel
     public let textEncoder: any TextEncoder
-    public private(set) var warnings: [String] = []
 
     public init(model: VideoDiffusionModel, textEncoder: any TextEncoder) throws {
         guard textEncoder.width == model.unet.config.contextDim else {
@@ -144,19 +140,20 @@ public final class VideoEditPipeline {
         self.textEncoder = textEncoder
     }
 
-    /// The model's condition for one text, and its token ids (truncated to the model's limit).
-    func encode(_ text: String) throws -> (TextCondition, [Int]) {
+    /// The model's condition for one text, and its token ids (truncated to the model's limit,
+    /// with a notice in `notices`).
+    func encode(_ text: String, notices: inout [String]) throws -> (Condition, [Int]) {
         let encoding = try textEncoder.encode([text])
         let limit = model.index.textEncoder.maxTokens
         var tokens = encoding.tokenStates, mask = encoding.attentionMask
         var ids = encoding.tokenIDs[0]
         if try tokens.size(1) > limit {
-            warnings.append("prompt truncated to \(limit) tokens: \"\(text.prefix(60))\"")
+            notices.append("prompt truncated to \(limit) tokens: \"\(text.prefix(60))\"")
             tokens = try tokens.slice(dim: 1, 0, limit)
             mask = try mask.slice(dim: 1, 0, limit)
             ids = Array(ids.prefix(limit))
         }
-        return (try TextCondition(tokens: tokens, mask: mask, pooled: encoding.pooled), ids)
+        return (try Condition(tokens: tokens, mask: mask, pooled: encoding.pooled), ids)
     }
 
     /// The `[F, C, S, S]` shape the model needs, or a typed error.
@@ -182,9 +179,9 @@ public final class VideoEditPipeline {
     /// stay in ``model``).
     public func edit(
         video: Tensor, sourcePrompt: String, targetPrompt: String, options: VideoEditOptions,
-        progress: ((VideoEditProgress) -> Bool)? = nil
+        progress: ProgressHandler? = nil
     ) throws -> VideoEditResult {
-        warnings = []
+        var notices: [String] = []
         try Self.checkPrompt(sourcePrompt, "source")
         try Self.checkPrompt(targetPrompt, "target")
         try options.validate(trainTimesteps: model.schedule.config.trainTimesteps)
@@ -198,11 +195,11 @@ public final class VideoEditPipeline {
             config.width = 64
             config.depth = 1
             try model.addFreshAdapter(config)
-            warnings.append("the model has no context adapter; ContextDiff tunes a fresh one (zero at start) on the source video")
+            notices.append("the model has no context adapter; ContextDiff tunes a fresh one (zero at start) on the source video")
         }
-        let (source, sourceIDs) = try encode(sourcePrompt)
-        let (target, targetIDs) = try encode(targetPrompt)
-        let (null, _) = try encode("")
+        let (source, sourceIDs) = try encode(sourcePrompt, notices: &notices)
+        let (target, targetIDs) = try encode(targetPrompt, notices: &notices)
+        let (null, _) = try encode("", notices: &notices)
 
         // The fusion budget is checked before tuning, which changes the model in place.
         let store: AttentionFusionStore?
@@ -229,15 +226,16 @@ public final class VideoEditPipeline {
             from: latent, frames: frames, condition: target.repeated(frames), unconditional: null.repeated(frames),
             options: options, store: store, progress: progress)
         return VideoEditResult(
-            edited: edited, invertedLatent: latent, fusionBytes: store?.bytes ?? 0, fusionBound: bound, tuningLosses: losses)
+            edited: edited, invertedLatent: latent, fusionBytes: store?.bytes ?? 0, fusionBound: bound, tuningLosses: losses,
+            notices: notices)
     }
 
     /// One-shot tuning (Tune-A-Video §4.2 with ContextDiff's joint loss, Eq. 8): `steps` AdamW
     /// updates of ``VideoDiffusionModel/tunableParameters(includeAdapter:)`` on the source video,
     /// one timestep shared by all frames per step. Returns the losses.
     public func tune(
-        video: Tensor, frames: Int, condition: TextCondition, options: VideoEditOptions,
-        progress: ((VideoEditProgress) -> Bool)? = nil
+        video: Tensor, frames: Int, condition: Condition, options: VideoEditOptions,
+        progress: ProgressHandler? = nil
     ) throws -> [Double] {
         guard options.tuneSteps > 0 else { return [] }
         let includeAdapter = options.method.usesAdapter
@@ -256,7 +254,7 @@ public final class VideoEditPipeline {
         let unet = model.unet
         let adapter = includeAdapter ? model.adapter : nil
         model.train(true)
-        _ = progress?(VideoEditProgress(phase: .tuning, step: 0, total: options.tuneSteps))
+        _ = progress?(ProgressUpdate(phase: VideoEditPhase.tuning.rawValue, completed: 0, total: options.tuneSteps))
         var losses: [Double] = []
         for step in 0..<options.tuneSteps {
             let t = try diffusion.sampleTimesteps(count: 1, generator: generator)[0]
@@ -275,7 +273,9 @@ public final class VideoEditPipeline {
             try clipGradNorm(trainable, maxNorm: 1)
             try optimizer.step()
             losses.append(value)
-            if let progress, !progress(VideoEditProgress(phase: .tuning, step: step + 1, total: options.tuneSteps, loss: value)) {
+            if let progress, !progress(ProgressUpdate(
+                phase: VideoEditPhase.tuning.rawValue, completed: step + 1, total: options.tuneSteps,
+                metrics: [.init("loss", value)])) {
                 throw VideoEditError.cancelled(phase: "tuning")
             }
         }
@@ -285,8 +285,8 @@ public final class VideoEditPipeline {
     /// Contextual DDIM inversion of the clean video with its prompt (w = 1), recording attention
     /// maps into `store` at its fused timesteps. Returns x_T.
     public func invert(
-        video: Tensor, frames: Int, condition: TextCondition, options: VideoEditOptions, store: AttentionFusionStore?,
-        progress: ((VideoEditProgress) -> Bool)? = nil
+        video: Tensor, frames: Int, condition: Condition, options: VideoEditOptions, store: AttentionFusionStore?,
+        progress: ProgressHandler? = nil
     ) throws -> Tensor {
         let sampler = try DDIMInverseSampler(
             schedule: model.schedule, inferenceSteps: options.steps,
@@ -298,7 +298,7 @@ public final class VideoEditPipeline {
         let layout = VideoLayout(frames: frames, selfAttention: options.frameAttention, control: store)
         let context: (any ContextBias)? = options.method.usesAdapter
             ? model.adapter.map { VideoAdapterContext(adapter: $0, condition: condition, frames: frames) } : nil
-        _ = progress?(VideoEditProgress(phase: .inversion, step: 0, total: options.steps))
+        _ = progress?(ProgressUpdate(phase: VideoEditPhase.inversion.rawValue, completed: 0, total: options.steps))
         return try Torch.withInferenceMode {
             var x = video
             for (i, t) in sampler.timesteps.enumerated() {
@@ -313,7 +313,7 @@ public final class VideoEditPipeline {
                     output = try sampler.cleanLevelOutput(sample: x)
                 }
                 x = try sampler.step(modelOutput: output, timestep: t, sample: x, context: context, noise: nil).sample
-                if let progress, !progress(VideoEditProgress(phase: .inversion, step: i + 1, total: sampler.timesteps.count)) {
+                if let progress, !progress(ProgressUpdate(phase: VideoEditPhase.inversion.rawValue, completed: i + 1, total: sampler.timesteps.count)) {
                     throw VideoEditError.cancelled(phase: "inversion")
                 }
             }
@@ -336,8 +336,8 @@ public final class VideoEditPipeline {
     /// guidance (one batched call on [unconditional video, conditional video]); the adapter acts
     /// on the guided x̂0 with the target prompt; fused steps take the stored attention maps.
     public func sample(
-        from latent: Tensor, frames: Int, condition: TextCondition, unconditional: TextCondition,
-        options: VideoEditOptions, store: AttentionFusionStore?, progress: ((VideoEditProgress) -> Bool)? = nil
+        from latent: Tensor, frames: Int, condition: Condition, unconditional: Condition,
+        options: VideoEditOptions, store: AttentionFusionStore?, progress: ProgressHandler? = nil
     ) throws -> Tensor {
         let sampler = try DDIMSampler(
             schedule: model.schedule, inferenceSteps: options.steps,
@@ -346,17 +346,15 @@ public final class VideoEditPipeline {
         let unet = model.unet
         let layout = VideoLayout(frames: frames, selfAttention: options.frameAttention, control: store)
         let guidance = options.guidance
-        let both = try TextCondition.concatenate(unconditional, condition)
+        let both = try Condition.concatenate(unconditional, condition)
         let context: (any ContextBias)? = options.method.usesAdapter
             ? model.adapter.map { VideoAdapterContext(adapter: $0, condition: condition, frames: frames) } : nil
-        _ = progress?(VideoEditProgress(phase: .editing, step: 0, total: options.steps))
+        _ = progress?(ProgressUpdate(phase: VideoEditPhase.editing.rawValue, completed: 0, total: options.steps))
         do {
             return try Torch.withInferenceMode {
                 try sampler.run(
                     from: latent, context: context,
-                    progress: { step, total in
-                        progress?(VideoEditProgress(phase: .editing, step: step, total: total)) ?? true
-                    },
+                    phase: VideoEditPhase.editing.rawValue, progress: progress,
                     denoiser: { x, t in
                         if let store, store.fusedTimesteps.contains(t) { store.mode = .inject(timestep: t) }
                         defer { store?.mode = .idle }

@@ -122,13 +122,11 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     }
 }
 
-/// What the trainer reports after each step.
-public struct TrainingProgress: Sendable {
-    public var step: Int
-    public var totalSteps: Int
-    public var loss: Double
-    public var learningRate: Double
-    public var stepsPerSecond: Double
+/// The phases the trainer reports (``ProgressUpdate/phase``): fitting the layout prior (metric
+/// "loss"), then training (metrics "loss", "lr", "steps_per_second").
+public enum TrainingPhase: String, Sendable {
+    case layoutPrior = "layout prior"
+    case training
 }
 
 /// Trains a ``ContextDiffModel`` (ContextDiff, or the r_φ ≡ 0 baseline when it has no adapter)
@@ -286,7 +284,7 @@ public final class Trainer {
     /// computes the same. Call it at step 0 (it throws later, when the weights are a checkpoint's).
     /// Returns the last batch's loss (nil without a prior or with 0 steps).
     @discardableResult
-    public func fitLayoutPrior(progress: (Int, Double) -> Void = { _, _ in }) throws -> Double? {
+    public func fitLayoutPrior(progress: ProgressHandler = { _ in true }) throws -> Double? {
         guard let prior = model.unet.layoutPrior, let groundings, config.layoutFitSteps > 0 else { return nil }
         guard step == 0 else { throw TrainingError.invalidConfig("the layout prior is fitted before the first step, not at step \(step)") }
         if config.layoutFitMixtureOnly {
@@ -304,7 +302,7 @@ public final class Trainer {
     }
 
     private func fitLayoutPrior(
-        _ prior: LayoutPrior, parameters: [Tensor], groundings: [[GroundedObject]], progress: (Int, Double) -> Void
+        _ prior: LayoutPrior, parameters: [Tensor], groundings: [[GroundedObject]], progress: ProgressHandler
     ) throws -> Double? {
         let optimizer = try AdamW(parameters: parameters, learningRate: config.layoutFitLearningRate, weightDecay: config.weightDecay)
         let generator = Generator(seed: config.seed &+ 0x1A_7007)
@@ -331,7 +329,8 @@ public final class Trainer {
             try loss.backward()
             try clipGradNorm(parameters, maxNorm: config.gradientClip)
             try optimizer.step()
-            progress(i + 1, last)
+            _ = progress(
+                ProgressUpdate(phase: TrainingPhase.layoutPrior.rawValue, completed: i + 1, total: config.layoutFitSteps, metrics: [.init("loss", last)]))
         }
         try Torch.withNoGrad { try ema.copy(from: model.parameters) }
         try optimizer.zeroGrad()
@@ -388,7 +387,7 @@ public final class Trainer {
     /// `progress` is called after every step; return `false` to stop early (a checkpoint is written).
     /// With a process group every rank must call `run` with the same `resume` and return the
     /// same from `progress`, since checkpoints and steps are collective.
-    public func run(resume: Bool = true, progress: (TrainingProgress) -> Bool = { _ in true }) throws {
+    public func run(resume: Bool = true, progress: ProgressHandler = { _ in true }) throws {
         if resume { try resumeFromLatest() }
         let clock = ContinuousClock()
         var recent: [Double] = []
@@ -404,9 +403,13 @@ public final class Trainer {
             try appendLog(fields)
             let finished = step == config.steps
             if finished || step % config.checkpointEvery == 0 { try saveCheckpoint() }
-            let keepGoing = progress(TrainingProgress(
-                step: step, totalSteps: config.steps, loss: loss, learningRate: optimizer.learningRate,
-                stepsPerSecond: Double(recent.count) / recent.reduce(0, +)))
+            let keepGoing = progress(
+                ProgressUpdate(
+                    phase: TrainingPhase.training.rawValue, completed: step, total: config.steps,
+                    metrics: [
+                        .init("loss", loss), .init("lr", optimizer.learningRate),
+                        .init("steps_per_second", Double(recent.count) / recent.reduce(0, +)),
+                    ]))
             if !keepGoing {
                 if step % config.checkpointEvery != 0 && !finished { try saveCheckpoint() }
                 return

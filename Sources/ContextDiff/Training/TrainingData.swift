@@ -37,25 +37,25 @@ public struct CaptionTable {
     public let captions: [String]
     public let index: [String: Int]
     /// All rows; row `nullRow` is the empty caption.
-    public let condition: TextCondition
+    public let condition: Condition
     public var nullRow: Int { captions.count }
 
     /// Encodes the distinct `captions` (and "") in chunks with `encode`.
-    public init(captions: [String], chunk: Int = 256, encode: ([String]) throws -> TextCondition) throws {
+    public init(captions: [String], chunk: Int = 256, encode: ([String]) throws -> Condition) throws {
         var unique: [String] = []
         var index: [String: Int] = [:]
         for c in captions where index[c] == nil {
             index[c] = unique.count
             unique.append(c)
         }
-        var parts: [TextCondition] = []
+        var parts: [Condition] = []
         let all = unique + [""]
         for start in stride(from: 0, to: all.count, by: chunk) {
             parts.append(try encode(Array(all[start..<min(all.count, start + chunk)])))
         }
         let length = parts.map { $0.tokens.shape[1] }.max() ?? 1
         let padded = try parts.map { try $0.padded(toLength: length) }
-        self.condition = try TextCondition(
+        self.condition = try Condition(
             tokens: Tensor.cat(padded.map(\.tokens)), mask: Tensor.cat(padded.map { try $0.mask.to(.bool) }),
             pooled: Tensor.cat(padded.map(\.pooled)))
         self.captions = unique
@@ -63,7 +63,7 @@ public struct CaptionTable {
     }
 
     /// The conditions of `rows` (indices into the table; `nullRow` for the empty caption).
-    public func rows(_ rows: [Int]) throws -> TextCondition {
+    public func rows(_ rows: [Int]) throws -> Condition {
         try condition.selecting(Tensor(rows.map(Int64.init), shape: [rows.count]))
     }
 }

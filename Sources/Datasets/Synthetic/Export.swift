@@ -1,4 +1,5 @@
 import Foundation
+import Torch
 
 /// One line of an exported metadata.jsonl: the HF image-folder fields plus the labels.
 public struct ExportedMetadata: Codable, Hashable, Sendable {
@@ -38,11 +39,11 @@ extension SyntheticBenchmark {
     /// ``ImageFolderDataset`` and reproduces with the same config.
     ///
     /// Refuses a folder that already holds files unless `overwrite` (files are then replaced,
-    /// others left alone). Every file is written atomically. `progress(done, total)` is called
+    /// others left alone). Every file is written atomically. `progress` (phase "exporting", images) is called
     /// after each image.
     public func export(
         split: Split, count: Int, to folder: URL, overwrite: Bool = false,
-        progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
+        progress: ProgressHandler = { _ in true }
     ) throws {
         guard count > 0 else { throw DatasetError.invalidConfig("count must be positive, got \(count)") }
         let fm = FileManager.default
@@ -71,7 +72,7 @@ extension SyntheticBenchmark {
             try sample.image.writePNG(to: folder.appendingPathComponent(name))
             let json = try encoder.encode(ExportedMetadata(fileName: name, annotation: sample.annotation))
             lines.append(String(decoding: json, as: UTF8.self))
-            progress(index + 1, count)
+            _ = progress(ProgressUpdate(phase: "exporting", completed: index + 1, total: count))
         }
         try Self.writeAtomically(Data((lines.joined(separator: "\n") + "\n").utf8), to: folder.appendingPathComponent("metadata.jsonl"))
         let info = ExportInfo(config: config, split: split, count: count,

@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 import Torch
 
-@testable import ContextDiff
+@testable import Diffusion
 
 /// Invalid options throw typed errors with clear messages; guidance, thresholding, conversions,
 /// the sampling loop and the step table behave as documented.
@@ -140,13 +140,14 @@ struct SamplerOptionsTests {
         var seen: [[Int]] = []
         _ = try sampler.run(
             from: x,
-            progress: { step, total in
-                seen.append([step, total])
+            progress: { p in
+                #expect(p.phase == "sampling")
+                seen.append([p.completed, p.total])
                 return true
             }, denoiser: model)
         #expect(seen == (1...10).map { [$0, 10] })
         #expect(throws: SamplingError.cancelled(completedSteps: 3, totalSteps: 10)) {
-            try sampler.run(from: x, progress: { step, _ in step < 3 }, denoiser: model)
+            try sampler.run(from: x, progress: { $0.completed < 3 }, denoiser: model)
         }
         var iterator = SamplingIterator(sampler: sampler, initialSample: x, denoiser: model)
         var timesteps: [Int] = []

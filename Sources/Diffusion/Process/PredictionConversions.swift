@@ -1,5 +1,16 @@
 import Torch
 
+/// What the denoiser's output means (for ContextDiff, ε and v include the bias: issue 23, docs/SOLVERS.md).
+public enum PredictionTarget: String, Codable, Sendable, CaseIterable {
+    /// The clean image x0 (ContextDiff's parameterisation, Eq. 8).
+    case sample
+    /// The noise ε.
+    case epsilon
+    /// v = √ᾱ ε − √(1−ᾱ) x0.
+    case vPrediction = "v_prediction"
+}
+
+
 /// Conversions between the parameterisations of a denoiser's output (``PredictionTarget``,
 /// declared with the U-Net config: ε, x0 = `sample`, v), as diffusers 0.27.2 `DDIMScheduler.step`
 /// (scheduling_ddim.py, "compute predicted original sample from predicted noise") and

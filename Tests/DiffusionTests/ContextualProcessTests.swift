@@ -3,7 +3,7 @@ import TestSupport
 import Testing
 import Torch
 
-@testable import ContextDiff
+@testable import Diffusion
 
 /// The contextualized forward process (paper Eq. 3–5) and its training loss (Eq. 8).
 @Suite("Contextualized process")
@@ -35,13 +35,6 @@ struct ContextualProcessTests {
             == diffusion.sampleTimesteps(count: 64, generator: Generator(seed: 2), range: 0..<1000))
         #expect(throws: TorchError.self) { try diffusion.sampleTimesteps(count: 1, generator: Generator(seed: 3), range: 900..<1001) }
         #expect(throws: TorchError.self) { try diffusion.sampleTimesteps(count: 1, generator: Generator(seed: 3), range: 5..<5) }
-        var config = TrainingConfig()
-        config.timestepRange = [600, 300]
-        #expect(throws: TrainingError.self) { try config.validate() }
-        config.timestepRange = [300, 600]
-        try config.validate()
-        let decoded = try JSONDecoder().decode(TrainingConfig.self, from: JSONEncoder().encode(config))
-        #expect(decoded.timestepRange == [300, 600])
     }
 
     @Test func contextCoefficient() throws {

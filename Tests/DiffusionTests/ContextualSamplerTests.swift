@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 import Torch
 
-@testable import ContextDiff
+@testable import Diffusion
 
 /// ContextDiff's samplers (paper Eq. 9, Eq. 13, contextual inversion): a zero `r_φ` changes no
 /// bit, a non-zero one is used consistently (inversion + sampling reconstructs), and the

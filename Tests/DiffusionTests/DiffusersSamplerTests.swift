@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import Torch
 
-@testable import ContextDiff
+@testable import Diffusion
 
 /// diffusers 0.27.2's own scheduler tests (tests/schedulers/test_scheduler_ddim.py,
 /// test_scheduler_ddim_inverse.py, test_scheduler_ddpm.py) re-created against the values diffusers

@@ -1,5 +1,4 @@
 import Foundation
-import NN
 import Torch
 
 /// A network built from a Codable configuration, stored as a folder with `config.json` and
@@ -10,8 +9,6 @@ public protocol ConfiguredModel: Module {
     init(_ config: Config) throws
 }
 
-extension UNet: ConfiguredModel {}
-extension ContextAdapter: ConfiguredModel {}
 
 /// Errors reading or writing a model folder.
 public enum CheckpointError: Error, CustomStringConvertible, Equatable {

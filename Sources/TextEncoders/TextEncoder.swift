@@ -42,11 +42,11 @@ extension TextEncoder {
     public var maxLength: Int { tokenizer.maxLength }
 }
 
-/// Pooling shared by the encoders.
-enum TextPooling {
+/// Pooling shared by the encoders (and the ContextDiff text refiner).
+public enum TextPooling {
     /// `sum(states * mask) / max(sum(mask), 1e-9)` over the token axis (sentence-transformers'
     /// `Pooling(pooling_mode_mean_tokens=True)`), `[B, L, D]` → `[B, D]`.
-    static func meanOverTokens(_ states: Tensor, mask: Tensor) throws -> Tensor {
+    public static func meanOverTokens(_ states: Tensor, mask: Tensor) throws -> Tensor {
         let m = try mask.to(states.dtype).unsqueezed(-1)  // [B, L, 1]
         let summed = try (states * m).sum(dims: [1])
         let counts = try m.sum(dims: [1]).clamped(min: 1e-9)
@@ -55,12 +55,12 @@ enum TextPooling {
 
     /// `x / max(||x||₂, 1e-12)` along the last axis (PyTorch's `F.normalize`, as
     /// sentence-transformers' `Normalize` module).
-    static func l2Normalized(_ x: Tensor) throws -> Tensor {
+    public static func l2Normalized(_ x: Tensor) throws -> Tensor {
         try x / x.norm(dims: [-1], keepDim: true).clamped(min: 1e-12)
     }
 
     /// Zeroes the padding positions of `[B, L, D]` states.
-    static func zeroingPadding(_ states: Tensor, mask: Tensor) throws -> Tensor {
+    public static func zeroingPadding(_ states: Tensor, mask: Tensor) throws -> Tensor {
         try states * mask.to(states.dtype).unsqueezed(-1)
     }
 }

@@ -18,7 +18,7 @@ public enum LossWeighting: Codable, Sendable, Equatable {
         if lower == "p2" { self = .p2; return }
         if lower == "min-snr" || lower == "minsnr" { self = .minSNR(gamma: 5); return }
         if lower.hasPrefix("min-snr:"), let g = Double(lower.dropFirst(8)), g > 0 { self = .minSNR(gamma: g); return }
-        throw TrainingError.invalidConfig("unknown loss weighting '\(text)' (uniform, p2, min-snr, min-snr:G)")
+        throw UnknownOptionError(option: "loss weighting", value: text, accepted: ["uniform", "p2", "min-snr", "min-snr:G"])
     }
 
     /// The textual form accepted by ``init(parsing:)``.

@@ -72,16 +72,16 @@ public struct SamplingIterator {
 extension DiffusionSampler {
     /// Runs every step from `initialSample` and returns the final sample.
     ///
-    /// - Parameter progress: called after each step with (steps done, total); return false to
-    ///   stop, which throws ``SamplingError/cancelled(completedSteps:totalSteps:)``.
+    /// - Parameter progress: called after each step (phase `phase`, steps done of total); return
+    ///   false to stop, which throws ``SamplingError/cancelled(completedSteps:totalSteps:)``.
     public func run(
         from initialSample: Tensor, context: (any ContextBias)? = nil, generator: Generator? = nil,
-        progress: ((_ step: Int, _ total: Int) -> Bool)? = nil, denoiser: @escaping Denoiser
+        phase: String = "sampling", progress: ProgressHandler? = nil, denoiser: @escaping Denoiser
     ) throws -> Tensor {
         var iterator = SamplingIterator(
             sampler: self, initialSample: initialSample, context: context, generator: generator, denoiser: denoiser)
         while let step = try iterator.next() {
-            if let progress, !progress(step.index + 1, step.total) {
+            if let progress, !progress(ProgressUpdate(phase: phase, completed: step.index + 1, total: step.total)) {
                 throw SamplingError.cancelled(completedSteps: step.index + 1, totalSteps: step.total)
             }
         }

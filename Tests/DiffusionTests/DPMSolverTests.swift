@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import Torch
 
-@testable import ContextDiff
+@testable import Diffusion
 
 /// DPM-Solver++ against diffusers 0.27.2's `DPMSolverMultistepScheduler` (Fixtures/diffusers_dpmsolver.json,
 /// scripts/reference/make_dpmsolver_references.py), and its contextualization (docs/SOLVERS.md).

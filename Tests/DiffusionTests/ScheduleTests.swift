@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-import ContextDiff
+import Diffusion
 
 /// The parts of Fixtures/diffusers_schedulers.json (written by
 /// scripts/reference/make_scheduler_references.py with diffusers 0.27.2) that the schedule tests use.

@@ -1,7 +1,7 @@
 import Foundation
 import Torch
 
-@testable import ContextDiff
+@testable import Diffusion
 
 /// diffusers' scheduler-test fixtures (tests/schedulers/test_schedulers.py) and the sampler part
 /// of Fixtures/diffusers_schedulers.json (scripts/reference/make_scheduler_references.py).

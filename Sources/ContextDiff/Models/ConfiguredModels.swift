@@ -1,0 +1,4 @@
+import NN
+
+extension UNet: ConfiguredModel {}
+extension ContextAdapter: ConfiguredModel {}
