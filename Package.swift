@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "Diffusion", targets: ["Diffusion"]),
         .library(name: "ContextDiff", targets: ["ContextDiff"]),
         .library(name: "Evaluation", targets: ["Evaluation"]),
+        .library(name: "Workflows", targets: ["Workflows"]),
         .executable(name: "contextdiff", targets: ["contextdiff"]),
     ],
     dependencies: [
@@ -40,13 +41,15 @@ let package = Package(
         .target(name: "CImageIO", linkerSettings: [.linkedLibrary("png"), .linkedLibrary("jpeg")]),
         .target(name: "Datasets", dependencies: ["Torch", "CImageIO"]),
         .target(name: "Evaluation", dependencies: ["Torch", "NN", "Datasets", "ContextDiff"]),
+        // What the commands do, as library calls: training runs from recipes, reports, experiments.
+        .target(name: "Workflows", dependencies: ["Torch", "NN", "ContextDiff", "Datasets", "Evaluation"]),
         // Seeded fuzzing of every file loader (`contextdiff fuzz`, and a slice in the tests).
         .target(name: "Fuzzing", dependencies: ["Torch", "NN", "ContextDiff", "Datasets"]),
         .target(name: "TestSupport", dependencies: ["Torch", "NN"], path: "Tests/TestSupport"),
         .executableTarget(
             name: "contextdiff",
             dependencies: [
-                "Torch", "NN", "ContextDiff", "Datasets", "Evaluation", "Fuzzing",
+                "Torch", "NN", "ContextDiff", "Datasets", "Evaluation", "Fuzzing", "Workflows",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -58,6 +61,7 @@ let package = Package(
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),
         .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing", "TestSupport"]),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "WorkflowsTests", dependencies: ["Workflows", "TestSupport"]),
     ],
     cxxLanguageStandard: .cxx17
 )

@@ -10,20 +10,13 @@ import Torch
 /// The architecture comes from the run's exported `model/` folder.
 public enum TrainingCheckpoints {
     /// Completed checkpoint steps of a run folder, ascending.
-    public static func steps(in runDirectory: URL) -> [Int] {
-        let dir = runDirectory.appendingPathComponent("checkpoints")
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
-        return names.compactMap { name in
-            guard name.hasPrefix("step-"), !name.hasSuffix(".partial") else { return nil }
-            return Int(name.dropFirst(5))
-        }.sorted()
-    }
+    public static func steps(in runDirectory: URL) -> [Int] { RunFolder(runDirectory).checkpointSteps() }
 
     /// The run's model with the EMA weights of checkpoint `step`.
     public static func emaModel(runDirectory: URL, step: Int) throws -> ContextDiffModel {
-        let model = try ContextDiffModel.load(from: runDirectory.appendingPathComponent("model"))
-        let url = runDirectory.appendingPathComponent("checkpoints")
-            .appendingPathComponent(String(format: "step-%07d", step)).appendingPathComponent("training_state.safetensors")
+        let folder = RunFolder(runDirectory)
+        let model = try ContextDiffModel.load(from: folder.model)
+        let url = folder.trainingState(step: step)
         guard FileManager.default.fileExists(atPath: url.path) else { throw CheckpointError.missingFile(url.path) }
         let tensors = try loadSafeTensors(url)
         let parameters = model.parameters

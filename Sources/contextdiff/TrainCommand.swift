@@ -4,64 +4,7 @@ import Datasets
 import Foundation
 import NN
 import Torch
-
-/// Everything that defines a training run, saved as `recipe.json` in the run folder.
-struct TrainingRecipe: Codable, Equatable {
-    var unet = UNetConfig.shapesDefault
-    /// The adapter; `nil` trains the r_φ ≡ 0 baseline.
-    var adapter: ContextAdapterConfig? = .shapesDefault
-    var schedule = NoiseScheduleConfig()
-    var training = TrainingConfig.shapesDefault
-    var benchmark = SyntheticBenchmarkConfig()
-    /// Synthetic training images rendered up front.
-    var datasetSize = 20000
-    /// An image folder with metadata.jsonl instead of the synthetic benchmark.
-    var imageFolder: String?
-    var maxTokens = 32
-
-    enum CodingKeys: String, CodingKey {
-        case unet, adapter, schedule, training, benchmark, datasetSize = "dataset_size", imageFolder = "image_folder"
-        case maxTokens = "max_tokens"
-    }
-
-    init() {}
-
-    /// A recipe may name only what it changes: a missing section or key keeps its default
-    /// (`"adapter": null` asks for the baseline; a missing `adapter` keeps the default adapter).
-    init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        let d = TrainingRecipe()
-        unet = try c.decodeIfPresent(UNetConfig.self, forKey: .unet) ?? d.unet
-        if c.contains(.adapter) {
-            adapter = try c.decodeNil(forKey: .adapter) ? nil : c.decode(ContextAdapterConfig.self, forKey: .adapter)
-        } else {
-            adapter = d.adapter
-        }
-        schedule = try c.decodeIfPresent(NoiseScheduleConfig.self, forKey: .schedule) ?? d.schedule
-        training = try c.decodeIfPresent(TrainingConfig.self, forKey: .training) ?? d.training
-        benchmark = try c.decodeIfPresent(SyntheticBenchmarkConfig.self, forKey: .benchmark) ?? d.benchmark
-        datasetSize = try c.decodeIfPresent(Int.self, forKey: .datasetSize) ?? d.datasetSize
-        imageFolder = try c.decodeIfPresent(String.self, forKey: .imageFolder)
-        maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens) ?? d.maxTokens
-    }
-
-    func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(unet, forKey: .unet)
-        try c.encode(adapter, forKey: .adapter)  // an explicit null for the baseline
-        try c.encode(schedule, forKey: .schedule)
-        try c.encode(training, forKey: .training)
-        try c.encode(benchmark, forKey: .benchmark)
-        try c.encode(datasetSize, forKey: .datasetSize)
-        try c.encodeIfPresent(imageFolder, forKey: .imageFolder)
-        try c.encode(maxTokens, forKey: .maxTokens)
-    }
-}
-
-extension TrainingConfig {
-    /// The shipped model's recipe: ``TrainingConfig``'s defaults.
-    static var shapesDefault: TrainingConfig { TrainingConfig() }
-}
+import Workflows
 
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -242,103 +185,31 @@ struct TrainCommand: ParsableCommand {
         }
     }
 
-    /// Copies a model folder's weights into freshly built networks (`--init-from`). Position
-    /// tables, a text refiner and a layout prior the source lacks keep their initialisation
-    /// (zero tables, a refiner with zero output projections, a prior with a zero canvas
-    /// convolution), so the network starts out computing exactly what the source did; anything
-    /// else that does not match is an error naming it.
-    func initialize(unet: UNet, adapter: ContextAdapter?, from folder: URL) throws {
-        guard FileManager.default.fileExists(atPath: folder.appendingPathComponent("unet").path) else {
-            throw ValidationError("--init-from \(folder.path): not a model folder (no unet/ inside)")
-        }
-        func weights(_ part: String) throws -> [String: Tensor]? {
-            let url = folder.appendingPathComponent(part).appendingPathComponent(ModelFolder.weightsName)
-            guard FileManager.default.fileExists(atPath: url.path) else { return nil }
-            do { return try loadSafeTensors(url) } catch {
-                throw CheckpointError.invalidWeights(path: url.path, reason: "\(error)")
-            }
-        }
-        guard var state = try weights("unet") else {
-            throw CheckpointError.missingFile(folder.appendingPathComponent("unet/\(ModelFolder.weightsName)").path)
-        }
-        let sourceHasRefiner = state.keys.contains { $0.hasPrefix("text_refiner.") }
-        let sourceHasPrior = state.keys.contains { $0.hasPrefix("layout_prior.") }
-        let sourceHasMixture = state.keys.contains { $0.hasPrefix("layout_prior.mixture.") }
-        for (key, value) in unet.namedParameters() where state[key] == nil {
-            if key.hasSuffix(".pos_embed") && !key.hasPrefix("text_refiner.") && !key.hasPrefix("layout_prior.") { state[key] = value }
-            if key.hasPrefix("text_refiner.") && !sourceHasRefiner { state[key] = value }
-            if key.hasPrefix("layout_prior.") && !sourceHasPrior { state[key] = value }
-            if key.hasPrefix("layout_prior.mixture.") && !sourceHasMixture { state[key] = value }
-        }
-        try unet.load(state)
-        if let adapter, let adapterState = try weights("adapter") { try adapter.load(adapterState) }
-    }
-
     /// Uses the run folder's saved recipe when resuming, and saves the recipe. Rank 0 only.
     func prepareRunFolder(_ given: TrainingRecipe) throws -> TrainingRecipe {
-        var recipe = given
-        let runDirectory = URL(fileURLWithPath: output)
-        let recipeURL = runDirectory.appendingPathComponent("recipe.json")
-        let fm = FileManager.default
-        if !noResume, fm.fileExists(atPath: recipeURL.path) {
-            let saved = try JSONDecoder().decode(TrainingRecipe.self, from: Data(contentsOf: recipeURL))
-            if saved != recipe {
-                note("note: resuming with the run folder's recipe.json (its settings win over the flags given)")
-                recipe = saved
-            }
-        }
-        try fm.createDirectory(at: runDirectory, withIntermediateDirectories: true)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(recipe).write(to: recipeURL, options: .atomic)
+        let (recipe, replaced) = try TrainingSetup.prepare(folder: RunFolder(URL(fileURLWithPath: output)), given: given, resume: !noResume)
+        if replaced { note("note: resuming with the run folder's recipe.json (its settings win over the flags given)") }
         return recipe
     }
 
     /// Trains in this process, alone or as one rank of `group` (only rank 0 writes files and
     /// draws progress; the other ranks stay quiet unless something fails).
     func train(recipe given: TrainingRecipe, resume: Bool, group: ProcessGroup?) throws {
-        let runDirectory = URL(fileURLWithPath: output)
+        let folder = RunFolder(URL(fileURLWithPath: output))
         let isRankZero = (group?.rank ?? 0) == 0
-        let recipe = group == nil ? try prepareRunFolder(given) : given
+        let setup = TrainingSetup(recipe: group == nil ? try prepareRunFolder(given) : given, folder: folder)
+        let recipe = setup.recipe
         func note(_ text: String) { if isRankZero { contextdiff.note(text) } }
 
         note("loading the MiniLM text encoder…")
         let textEncoder = try MiniLMTextEncoder()
-        let (data, annotations) = try loadData(recipe, showProgress: isRankZero)
+        let display = isRankZero ? ProgressDisplay() : nil
+        let (data, annotations) = try setup.loadData { display?.update($0) ?? true }
         note("encoding \(Set((0..<data.count).map { data.caption(at: $0) }).count) distinct captions…")
-        let captions = try CaptionTable(captions: (0..<data.count).map { data.caption(at: $0) }) { texts in
-            let e = try textEncoder.encode(texts)
-            let limit = min(recipe.maxTokens, try e.tokenStates.size(1))
-            return try Condition(
-                tokens: e.tokenStates.slice(dim: 1, 0, limit), mask: e.attentionMask.slice(dim: 1, 0, limit), pooled: e.pooled)
-        }
-
-        Torch.manualSeed(recipe.training.seed)
-        var unetConfig = recipe.unet
-        unetConfig.contextDim = textEncoder.width
-        unetConfig.pooledDim = textEncoder.width
-        let unet = try UNet(unetConfig)
-        let adapter = try recipe.adapter.map { cfg -> ContextAdapter in
-            var c = cfg
-            c.contextDim = textEncoder.width
-            return try ContextAdapter(c)
-        }
-        if let initFrom { try initialize(unet: unet, adapter: adapter, from: URL(fileURLWithPath: initFrom)) }
-        let model = try ContextDiffModel(
-            unet: unet, adapter: adapter, schedule: NoiseSchedule(recipe.schedule),
-            textEncoder: TextEncoderSpec(kind: "minilm", maxTokens: recipe.maxTokens))
-        // Recipes and portable commands, never this machine's paths.
-        model.index.notes["command"] = Provenance.portableCommand(CommandLine.arguments)
-        var portableRecipe = recipe
-        portableRecipe.imageFolder = recipe.imageFolder.map { URL(fileURLWithPath: $0).lastPathComponent }
-        model.index.notes["recipe"] = String(decoding: try JSONEncoder.sorted.encode(portableRecipe), as: UTF8.self)
-        if let initFrom,
-           let source = try? JSONDecoder().decode(ModelIndex.self, from: Data(contentsOf: URL(fileURLWithPath: initFrom).appendingPathComponent("model_index.json"))),
-           let sourceCommand = source.notes["command"] {
-            model.index.notes["init_from_command"] = sourceCommand
-        }
-        let groundings = recipe.training.groundingWeight > 0 || recipe.unet.layoutPrior != nil
-            ? try Self.groundings(annotations, tokenizer: textEncoder.tokenizer) : nil
+        let captions = try setup.captionTable(for: data, textEncoder: textEncoder)
+        let model = try setup.makeModel(
+            textEncoderWidth: textEncoder.width, initFrom: initFrom.map { URL(fileURLWithPath: $0) }, command: CommandLine.arguments)
+        let groundings = setup.needsGroundings ? try TrainingSetup.groundings(annotations, tokenizer: textEncoder.tokenizer) : nil
         if let groundings {
             let grounded = groundings.filter { !$0.isEmpty }.count
             if recipe.training.groundingWeight > 0 {
@@ -349,24 +220,23 @@ struct TrainCommand: ParsableCommand {
             }
         }
         let trainer = try Trainer(
-            model: model, config: recipe.training, data: data, captions: captions, runDirectory: runDirectory, processGroup: group,
+            model: model, config: recipe.training, data: data, captions: captions, runDirectory: folder.url, processGroup: group,
             groundings: groundings)
         if resume, try trainer.resumeFromLatest() {
             note("resumed from step \(trainer.step)")
         }
-        if trainer.step == 0, unet.layoutPrior != nil, recipe.training.layoutFitSteps > 0 {
-            let display = isRankZero ? ProgressDisplay() : nil
+        if trainer.step == 0, model.unet.layoutPrior != nil, recipe.training.layoutFitSteps > 0 {
             let loss = try trainer.fitLayoutPrior { display?.update($0) ?? true }
             note(String(format: "layout prior fitted: loss %.4f after %d steps", loss ?? .nan, recipe.training.layoutFitSteps))
             if recipe.training.steps == 0 {
                 // Fit only: the U-Net and adapter are the source's; save the model with the fitted prior.
                 try trainer.saveCheckpoint()
-                note("done: model at \(runDirectory.appendingPathComponent("model").path)")
+                note("done: model at \(folder.model.path)")
                 return
             }
         }
         let ranks = group.map { " on \($0.worldSize) ranks" } ?? ""
-        note("training \(adapter == nil ? "the baseline (r_φ ≡ 0)" : "ContextDiff"): U-Net \(unet.parameterCount) parameters, adapter \(adapter?.parameterCount ?? 0); \(recipe.training.steps) steps of batch \(recipe.training.batchSize)\(ranks)")
+        note("training \(model.adapter == nil ? "the baseline (r_φ ≡ 0)" : "ContextDiff"): U-Net \(model.unet.parameterCount) parameters, adapter \(model.adapter?.parameterCount ?? 0); \(recipe.training.steps) steps of batch \(recipe.training.batchSize)\(ranks)")
         let bar = isRankZero ? ProgressBar(total: recipe.training.steps, label: "train") : nil
         var lastSampledStep = trainer.step
         try trainer.run(resume: false) { p in
@@ -375,7 +245,7 @@ struct TrainCommand: ParsableCommand {
             if isRankZero, !noSamples, step % recipe.training.checkpointEvery == 0 || step == p.total, step != lastSampledStep {
                 lastSampledStep = step
                 do {
-                    try writeValidationGrid(runDirectory: runDirectory, step: step, textEncoder: textEncoder)
+                    try setup.writeValidationGrid(step: step, textEncoder: textEncoder)
                 } catch {
                     note("\nwarning: validation samples failed: \(error)")
                 }
@@ -392,102 +262,10 @@ struct TrainCommand: ParsableCommand {
             }
         }
         guard isRankZero else { return }
-        try writeLossCurve(runDirectory: runDirectory)
-        note("done: model at \(runDirectory.appendingPathComponent("model").path)")
-    }
-
-    /// Each synthetic image's objects for the grounding loss: the token positions of their words
-    /// in the caption (the order the caption names them, which is the scene's) and their boxes.
-    /// An image whose words cannot all be found (or with two identical objects) gets none.
-    static func groundings(_ annotations: [SceneAnnotation], tokenizer: any TextTokenizer) throws -> [[GroundedObject]] {
-        var pieces: [String: [Int]] = [:]
-        func piecesOf(_ word: String) -> [Int] {
-            if let p = pieces[word] { return p }
-            let p = Array(tokenizer.encode(word).dropFirst().dropLast())
-            pieces[word] = p
-            return p
-        }
-        return annotations.map { a in
-            let objects = a.scene.objects
-            guard Set(objects.map { "\($0.color)\($0.shape)\($0.size)" }).count == objects.count else { return [] }
-            let words = objects.map { o in
-                (a.style.mentionsSize ? [o.size.rawValue] : []) + [o.color.rawValue, o.shape.rawValue]
-            }
-            guard let positions = TokenGrounding.tokenPositions(ids: tokenizer.encode(a.caption), objects: words, pieces: piecesOf)
-            else { return [] }
-            let side = Double(a.scene.imageSize)
-            return zip(objects, positions).map { o, tokens in
-                GroundedObject(tokens: tokens, minX: o.bbox.minX / side, minY: o.bbox.minY / side, maxX: o.bbox.maxX / side, maxY: o.bbox.maxY / side)
-            }
-        }
-    }
-
-    func loadData(_ recipe: TrainingRecipe, showProgress: Bool) throws -> (InMemoryImageSource, [SceneAnnotation]) {
-        if let folder = recipe.imageFolder {
-            let dataset = try ImageFolderDataset(folder: URL(fileURLWithPath: folder), imageSize: recipe.unet.sampleSize)
-            if showProgress { note("loading \(dataset.count) images from \(folder)…") }
-            var images: [RGBImage] = []
-            for i in 0..<dataset.count { images.append(try dataset.image(at: i)) }
-            return (try InMemoryImageSource(pixels: RGBImage.batch(images), captions: dataset.entries.map(\.text)), [])
-        }
-        let benchmark = try SyntheticBenchmark(recipe.benchmark)
-        let bar = showProgress ? ProgressBar(total: recipe.datasetSize, label: "render") : nil
-        var chunks: [Tensor] = []
-        var captions: [String] = []
-        var annotations: [SceneAnnotation] = []
-        for start in stride(from: 0, to: recipe.datasetSize, by: 1000) {
-            let batch = try benchmark.batch(indices: start..<min(recipe.datasetSize, start + 1000), split: .train)
-            chunks.append(batch.images)
-            captions += batch.captions
-            annotations += batch.annotations
-            bar?.update(captions.count)
-        }
-        return (try InMemoryImageSource(pixels: Tensor.cat(chunks), captions: captions), annotations)
-    }
-
-    /// Eight fixed prompts (single objects, relations, held-out combinations) from the EMA model.
-    func writeValidationGrid(runDirectory: URL, step: Int, textEncoder: MiniLMTextEncoder) throws {
-        let model = try ContextDiffModel.load(from: runDirectory.appendingPathComponent("model"))
-        let pipeline = try TextToImagePipeline(model: model, textEncoder: textEncoder)
-        var options = GenerationOptions()
-        options.steps = 20
-        options.seed = 1
-        let images = try pipeline.generate(prompts: validationPrompts, options: options)
-        let grid = try RGBImage.grid(RGBImage.images(fromBatch: images.images), columns: 4)
-        let dir = runDirectory.appendingPathComponent("samples")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        try grid.writePNG(to: dir.appendingPathComponent(String(format: "step-%07d.png", step)))
-    }
-
-    func writeLossCurve(runDirectory: URL) throws {
-        let log = try String(contentsOf: runDirectory.appendingPathComponent("log.jsonl"), encoding: .utf8)
-        var points: [(x: Double, y: Double)] = []
-        for line in log.split(separator: "\n") {
-            guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Double],
-                  let s = obj["step"], let l = obj["loss"] else { continue }
-            points.append((s, l))
-        }
-        // A running mean over 50 steps makes the trend readable.
-        var smoothed: [(x: Double, y: Double)] = []
-        var window: [Double] = []
-        for p in points {
-            window.append(p.y)
-            if window.count > 50 { window.removeFirst() }
-            smoothed.append((p.x, window.reduce(0, +) / Double(window.count)))
-        }
-        let chart = SVGLineChart(
-            title: "Training loss", xLabel: "step", yLabel: "loss (mean of 50 steps)",
-            series: [.init(name: "loss", points: smoothed, color: "#1f77b4")], logY: true)
-        try chart.write(to: runDirectory.appendingPathComponent("loss.svg"))
+        try setup.writeLossCurve()
+        note("done: model at \(folder.model.path)")
     }
 }
-
-/// The prompts of the validation grids and the docs' sample grid.
-let validationPrompts = [
-    "a red circle", "a small blue triangle", "a green square", "a large yellow circle",
-    "a red circle to the left of a blue square", "a green triangle above a purple circle",
-    "a blue square to the right of an orange circle", "a yellow triangle below a red square",
-]
 
 // MARK: - Data-parallel settings
 
@@ -621,11 +399,3 @@ private func seconds(_ value: Double) -> String {
     value == value.rounded() ? "\(Int(value)) s" : "\(value) s"
 }
 
-extension JSONEncoder {
-    /// Compact JSON with sorted keys (for notes that are compared or read by eye).
-    static var sorted: JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return encoder
-    }
-}

@@ -207,7 +207,8 @@ public final class Trainer {
     }
 
     var isWriter: Bool { (processGroup?.rank ?? 0) == 0 }
-    var checkpointsDirectory: URL { runDirectory.appendingPathComponent("checkpoints") }
+    var folder: RunFolder { RunFolder(runDirectory) }
+    var checkpointsDirectory: URL { folder.checkpoints }
 
     /// One optimisation step; returns the loss (the mean over the global batch).
     public func trainStep() throws -> Double {
@@ -422,7 +423,7 @@ public final class Trainer {
     func appendLog(_ fields: [String: Double]) throws {
         guard isWriter else { return }
         try FileManager.default.createDirectory(at: runDirectory, withIntermediateDirectories: true)
-        let url = runDirectory.appendingPathComponent("log.jsonl")
+        let url = folder.log
         let line = "{" + fields.keys.sorted().map { "\"\($0)\":\(fields[$0]!)" }.joined(separator: ",") + "}\n"
         if let handle = try? FileHandle(forWritingTo: url) {
             defer { try? handle.close() }
@@ -444,9 +445,8 @@ public final class Trainer {
         }
         let fm = FileManager.default
         try fm.createDirectory(at: checkpointsDirectory, withIntermediateDirectories: true)
-        let name = String(format: "step-%07d", step)
-        let final = checkpointsDirectory.appendingPathComponent(name)
-        let temporary = checkpointsDirectory.appendingPathComponent(".\(name).partial")
+        let final = folder.checkpoint(step: step)
+        let temporary = folder.partialCheckpoint(step: step)
         try? fm.removeItem(at: temporary)
         do {
             try writeCheckpoint(into: temporary, final: final)
@@ -457,14 +457,14 @@ public final class Trainer {
         }
         lastCheckpoint = final
         do {
-            try exportEMAModel(to: runDirectory.appendingPathComponent("model"))
+            try exportEMAModel(to: folder.model)
         } catch {
-            throw TrainingError.checkpointWriteFailed(path: runDirectory.appendingPathComponent("model").path, reason: Self.reason(error))
+            throw TrainingError.checkpointWriteFailed(path: folder.model.path, reason: Self.reason(error))
         }
 
         let existing = try checkpointSteps()
         for old in existing.dropLast(config.keepCheckpoints) {
-            try? fm.removeItem(at: checkpointsDirectory.appendingPathComponent(String(format: "step-%07d", old)))
+            try? fm.removeItem(at: folder.checkpoint(step: old))
         }
         try processGroup?.barrier()
     }
@@ -502,7 +502,7 @@ public final class Trainer {
         for name in (try? fm.contentsOfDirectory(atPath: checkpointsDirectory.path)) ?? [] where name.hasSuffix(".partial") {
             try? fm.removeItem(at: checkpointsDirectory.appendingPathComponent(name))
         }
-        let model = runDirectory.appendingPathComponent("model")
+        let model = folder.model
         if !fm.fileExists(atPath: model.appendingPathComponent("model_index.json").path) {
             try exportEMAModel(to: model)
         }
@@ -511,7 +511,7 @@ public final class Trainer {
 
     /// Keeps the lines of `log.jsonl` whose step is at most `step` (and drops a torn last line).
     func trimLog(after step: Int) throws {
-        let url = runDirectory.appendingPathComponent("log.jsonl")
+        let url = folder.log
         guard let data = try? Data(contentsOf: url) else { return }
         var kept = Data()
         for line in data.split(separator: UInt8(ascii: "\n")) {
@@ -548,13 +548,7 @@ public final class Trainer {
     }
 
     /// Completed checkpoint steps, ascending.
-    func checkpointSteps() throws -> [Int] {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: checkpointsDirectory.path) else { return [] }
-        return names.compactMap { n -> Int? in
-            guard n.hasPrefix("step-") else { return nil }
-            return Int(n.dropFirst(5))
-        }.sorted()
-    }
+    func checkpointSteps() throws -> [Int] { folder.checkpointSteps() }
 
     /// Restores the newest complete checkpoint, if any. Returns whether one was found.
     ///
@@ -621,7 +615,7 @@ public final class Trainer {
     /// Restores this process's state from the newest checkpoint in the run folder.
     func loadLatestCheckpoint() throws -> Bool {
         guard let latest = try checkpointSteps().last else { return false }
-        let dir = checkpointsDirectory.appendingPathComponent(String(format: "step-%07d", latest))
+        let dir = folder.checkpoint(step: latest)
         let url = dir.appendingPathComponent("training_state.safetensors")
         let loaded: (tensors: [String: Tensor], metadata: [String: String])
         do {

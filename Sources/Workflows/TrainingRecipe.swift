@@ -1,0 +1,85 @@
+import ContextDiff
+import Datasets
+import Foundation
+
+/// Everything that defines a training run, saved as `recipe.json` in the run folder.
+public struct TrainingRecipe: Codable, Equatable, Sendable {
+    public var unet = UNetConfig.shapesDefault
+    /// The adapter; `nil` trains the r_φ ≡ 0 baseline.
+    public var adapter: ContextAdapterConfig? = .shapesDefault
+    public var schedule = NoiseScheduleConfig()
+    public var training = TrainingConfig.shapesDefault
+    public var benchmark = SyntheticBenchmarkConfig()
+    /// Synthetic training images rendered up front.
+    public var datasetSize = 20000
+    /// An image folder with metadata.jsonl instead of the synthetic benchmark.
+    public var imageFolder: String?
+    public var maxTokens = 32
+
+    enum CodingKeys: String, CodingKey {
+        case unet, adapter, schedule, training, benchmark, datasetSize = "dataset_size", imageFolder = "image_folder"
+        case maxTokens = "max_tokens"
+    }
+
+    public init() {}
+
+    /// A recipe may name only what it changes: a missing section or key keeps its default
+    /// (`"adapter": null` asks for the baseline; a missing `adapter` keeps the default adapter).
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = TrainingRecipe()
+        unet = try c.decodeIfPresent(UNetConfig.self, forKey: .unet) ?? d.unet
+        if c.contains(.adapter) {
+            adapter = try c.decodeNil(forKey: .adapter) ? nil : c.decode(ContextAdapterConfig.self, forKey: .adapter)
+        } else {
+            adapter = d.adapter
+        }
+        schedule = try c.decodeIfPresent(NoiseScheduleConfig.self, forKey: .schedule) ?? d.schedule
+        training = try c.decodeIfPresent(TrainingConfig.self, forKey: .training) ?? d.training
+        benchmark = try c.decodeIfPresent(SyntheticBenchmarkConfig.self, forKey: .benchmark) ?? d.benchmark
+        datasetSize = try c.decodeIfPresent(Int.self, forKey: .datasetSize) ?? d.datasetSize
+        imageFolder = try c.decodeIfPresent(String.self, forKey: .imageFolder)
+        maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens) ?? d.maxTokens
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(unet, forKey: .unet)
+        try c.encode(adapter, forKey: .adapter)  // an explicit null for the baseline
+        try c.encode(schedule, forKey: .schedule)
+        try c.encode(training, forKey: .training)
+        try c.encode(benchmark, forKey: .benchmark)
+        try c.encode(datasetSize, forKey: .datasetSize)
+        try c.encodeIfPresent(imageFolder, forKey: .imageFolder)
+        try c.encode(maxTokens, forKey: .maxTokens)
+    }
+}
+
+extension TrainingConfig {
+    /// The shipped model's recipe: ``TrainingConfig``'s defaults.
+    public static var shapesDefault: TrainingConfig { TrainingConfig() }
+}
+
+extension TrainingRecipe {
+    /// The recipe as recorded in a model's metadata: an image folder by its name only (recipes
+    /// and portable commands, never this machine's paths).
+    public var portable: TrainingRecipe {
+        var r = self
+        r.imageFolder = imageFolder.map { URL(fileURLWithPath: $0).lastPathComponent }
+        return r
+    }
+
+    /// Sorted, compact JSON (for metadata and the run agreement of data-parallel ranks).
+    public func sortedJSON() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+}
+
+/// The prompts of the validation grids and the docs' sample grid.
+public let validationPrompts = [
+    "a red circle", "a small blue triangle", "a green square", "a large yellow circle",
+    "a red circle to the left of a blue square", "a green triangle above a purple circle",
+    "a blue square to the right of an orange circle", "a yellow triangle below a red square",
+]

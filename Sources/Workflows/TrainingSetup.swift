@@ -1,0 +1,225 @@
+import ContextDiff
+import Datasets
+import Foundation
+import NN
+import Torch
+
+/// Errors of the workflows (what the commands do, as library calls).
+public enum WorkflowError: Error, CustomStringConvertible, Equatable {
+    /// A folder given as a model (warm start, evaluation) is not one.
+    case notAModelFolder(String)
+    /// The global batch does not split over the ranks.
+    case batchDoesNotSplit(batch: Int, ranks: Int)
+
+    public var description: String {
+        switch self {
+        case let .notAModelFolder(path): "\(path): not a model folder (no unet/ inside)"
+        case let .batchDoesNotSplit(batch, ranks): "the global batch \(batch) must split evenly over \(ranks) ranks"
+        }
+    }
+}
+
+/// Everything a training run needs besides the loop itself (``Trainer``): the run folder and
+/// its recipe, the data, the caption table, the networks (fresh or warm-started from a model
+/// folder) with their provenance, the grounding of objects in captions, and the artefacts a run
+/// leaves (validation grids, loss curve). `contextdiff train` is this plus flags and progress bars.
+public struct TrainingSetup {
+    public let recipe: TrainingRecipe
+    public let folder: RunFolder
+
+    public init(recipe: TrainingRecipe, folder: RunFolder) {
+        self.recipe = recipe
+        self.folder = folder
+    }
+
+    // MARK: - The run folder
+
+    /// The recipe to train: the run folder's saved one when resuming (its settings win over the
+    /// given ones; `replaced` says whether they differed), saved back atomically.
+    public static func prepare(folder: RunFolder, given: TrainingRecipe, resume: Bool) throws
+        -> (recipe: TrainingRecipe, replaced: Bool)
+    {
+        var recipe = given
+        var replaced = false
+        let fm = FileManager.default
+        if resume, fm.fileExists(atPath: folder.recipe.path) {
+            let saved = try JSONDecoder().decode(TrainingRecipe.self, from: Data(contentsOf: folder.recipe))
+            if saved != recipe {
+                recipe = saved
+                replaced = true
+            }
+        }
+        try fm.createDirectory(at: folder.url, withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(recipe).write(to: folder.recipe, options: .atomic)
+        return (recipe, replaced)
+    }
+
+    // MARK: - Data
+
+    /// The training images, captions and (synthetic data only) scene annotations. `progress`
+    /// reports phase "rendering" (synthetic) in images.
+    public func loadData(progress: ProgressHandler = { _ in true }) throws -> (InMemoryImageSource, [SceneAnnotation]) {
+        if let folder = recipe.imageFolder {
+            let dataset = try ImageFolderDataset(folder: URL(fileURLWithPath: folder), imageSize: recipe.unet.sampleSize)
+            var images: [RGBImage] = []
+            for i in 0..<dataset.count {
+                images.append(try dataset.image(at: i))
+                _ = progress(ProgressUpdate(phase: "loading", completed: i + 1, total: dataset.count))
+            }
+            return (try InMemoryImageSource(pixels: RGBImage.batch(images), captions: dataset.entries.map(\.text)), [])
+        }
+        let benchmark = try SyntheticBenchmark(recipe.benchmark)
+        var chunks: [Tensor] = []
+        var captions: [String] = []
+        var annotations: [SceneAnnotation] = []
+        for start in stride(from: 0, to: recipe.datasetSize, by: 1000) {
+            let batch = try benchmark.batch(indices: start..<min(recipe.datasetSize, start + 1000), split: .train)
+            chunks.append(batch.images)
+            captions += batch.captions
+            annotations += batch.annotations
+            _ = progress(ProgressUpdate(phase: "rendering", completed: captions.count, total: recipe.datasetSize))
+        }
+        return (try InMemoryImageSource(pixels: Tensor.cat(chunks), captions: captions), annotations)
+    }
+
+    /// Every distinct caption of `data` encoded once, truncated to the recipe's token limit.
+    public func captionTable(for data: some CaptionedImageSource, textEncoder: any TextEncoder) throws -> CaptionTable {
+        let limit = recipe.maxTokens
+        return try CaptionTable(captions: (0..<data.count).map { data.caption(at: $0) }) { texts in
+            let e = try textEncoder.encode(texts)
+            let kept = min(limit, try e.tokenStates.size(1))
+            return try Condition(
+                tokens: e.tokenStates.slice(dim: 1, 0, kept), mask: e.attentionMask.slice(dim: 1, 0, kept), pooled: e.pooled)
+        }
+    }
+
+    /// Each synthetic image's objects for the grounding loss and the layout prior: the token
+    /// positions of their words in the caption (the order the caption names them, which is the
+    /// scene's) and their boxes. An image whose words cannot all be found (or with two identical
+    /// objects) gets none.
+    public static func groundings(_ annotations: [SceneAnnotation], tokenizer: any TextTokenizer) throws -> [[GroundedObject]] {
+        var pieces: [String: [Int]] = [:]
+        func piecesOf(_ word: String) -> [Int] {
+            if let p = pieces[word] { return p }
+            let p = Array(tokenizer.encode(word).dropFirst().dropLast())
+            pieces[word] = p
+            return p
+        }
+        return annotations.map { a in
+            let objects = a.scene.objects
+            guard Set(objects.map { "\($0.color)\($0.shape)\($0.size)" }).count == objects.count else { return [] }
+            let words = objects.map { o in
+                (a.style.mentionsSize ? [o.size.rawValue] : []) + [o.color.rawValue, o.shape.rawValue]
+            }
+            guard let positions = TokenGrounding.tokenPositions(ids: tokenizer.encode(a.caption), objects: words, pieces: piecesOf)
+            else { return [] }
+            let side = Double(a.scene.imageSize)
+            return zip(objects, positions).map { o, tokens in
+                GroundedObject(
+                    tokens: tokens, minX: o.bbox.minX / side, minY: o.bbox.minY / side, maxX: o.bbox.maxX / side,
+                    maxY: o.bbox.maxY / side)
+            }
+        }
+    }
+
+    /// Whether the recipe needs object groundings (a grounding loss or a layout prior).
+    public var needsGroundings: Bool { recipe.training.groundingWeight > 0 || recipe.unet.layoutPrior != nil }
+
+    // MARK: - The networks
+
+    /// The recipe's networks for a text encoder of `width`, warm-started from `initFrom` when
+    /// given, with the provenance a model folder records: the portable command, the portable
+    /// recipe and, for a warm start, the source's command. Seeds the global generator with the
+    /// recipe's seed first, so the initialisation is reproducible.
+    public func makeModel(textEncoderWidth width: Int, initFrom: URL?, command: [String]) throws -> ContextDiffModel {
+        Torch.manualSeed(recipe.training.seed)
+        var unetConfig = recipe.unet
+        unetConfig.contextDim = width
+        unetConfig.pooledDim = width
+        let unet = try UNet(unetConfig)
+        let adapter = try recipe.adapter.map { cfg -> ContextAdapter in
+            var c = cfg
+            c.contextDim = width
+            return try ContextAdapter(c)
+        }
+        if let initFrom { try Self.warmStart(unet: unet, adapter: adapter, from: initFrom) }
+        let model = try ContextDiffModel(
+            unet: unet, adapter: adapter, schedule: NoiseSchedule(recipe.schedule),
+            textEncoder: TextEncoderSpec(kind: "minilm", maxTokens: recipe.maxTokens))
+        model.index.notes["command"] = Provenance.portableCommand(command)
+        model.index.notes["recipe"] = try recipe.portable.sortedJSON()
+        if let initFrom,
+            let source = try? JSONDecoder().decode(
+                ModelIndex.self, from: Data(contentsOf: initFrom.appendingPathComponent("model_index.json"))),
+            let sourceCommand = source.notes["command"]
+        {
+            model.index.notes["init_from_command"] = sourceCommand
+        }
+        return model
+    }
+
+    /// Copies a model folder's weights into freshly built networks (warm start). Position
+    /// tables, a text refiner and a layout prior the source lacks keep their initialisation
+    /// (zero tables, a refiner with zero output projections, a prior with a zero canvas
+    /// convolution), so the network starts out computing exactly what the source did; anything
+    /// else that does not match is an error naming it.
+    public static func warmStart(unet: UNet, adapter: ContextAdapter?, from folder: URL) throws {
+        guard FileManager.default.fileExists(atPath: folder.appendingPathComponent("unet").path) else {
+            throw WorkflowError.notAModelFolder(folder.path)
+        }
+        func weights(_ part: String) throws -> [String: Tensor]? {
+            let url = folder.appendingPathComponent(part).appendingPathComponent(ModelFolder.weightsName)
+            guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+            do { return try loadSafeTensors(url) } catch {
+                throw CheckpointError.invalidWeights(path: url.path, reason: "\(error)")
+            }
+        }
+        guard var state = try weights("unet") else {
+            throw CheckpointError.missingFile(folder.appendingPathComponent("unet/\(ModelFolder.weightsName)").path)
+        }
+        let sourceHasRefiner = state.keys.contains { $0.hasPrefix("text_refiner.") }
+        let sourceHasPrior = state.keys.contains { $0.hasPrefix("layout_prior.") }
+        let sourceHasMixture = state.keys.contains { $0.hasPrefix("layout_prior.mixture.") }
+        for (key, value) in unet.namedParameters() where state[key] == nil {
+            if key.hasSuffix(".pos_embed") && !key.hasPrefix("text_refiner.") && !key.hasPrefix("layout_prior.") { state[key] = value }
+            if key.hasPrefix("text_refiner.") && !sourceHasRefiner { state[key] = value }
+            if key.hasPrefix("layout_prior.") && !sourceHasPrior { state[key] = value }
+            if key.hasPrefix("layout_prior.mixture.") && !sourceHasMixture { state[key] = value }
+        }
+        try unet.load(state)
+        if let adapter, let adapterState = try weights("adapter") { try adapter.load(adapterState) }
+    }
+
+    // MARK: - Artefacts
+
+    /// Eight fixed prompts (single objects, relations, held-out combinations) from the run's
+    /// exported EMA model, 20 DDIM steps, seed 1: `samples/step-NNNNNNN.png`.
+    public func writeValidationGrid(step: Int, textEncoder: any TextEncoder) throws {
+        let model = try ContextDiffModel.load(from: folder.model)
+        let pipeline = try TextToImagePipeline(model: model, textEncoder: textEncoder)
+        var options = GenerationOptions()
+        options.steps = 20
+        options.seed = 1
+        let images = try pipeline.generate(prompts: validationPrompts, options: options)
+        let grid = try RGBImage.grid(RGBImage.images(fromBatch: images.images), columns: 4)
+        try FileManager.default.createDirectory(at: folder.samples, withIntermediateDirectories: true)
+        try grid.writePNG(to: folder.sample(step: step))
+    }
+
+    /// `loss.svg`: the loss of `log.jsonl` as a running mean over 50 steps (log scale).
+    public func writeLossCurve() throws {
+        var smoothed: [(x: Double, y: Double)] = []
+        var window: [Double] = []
+        for (step, loss) in try folder.losses() {
+            window.append(loss)
+            if window.count > 50 { window.removeFirst() }
+            smoothed.append((Double(step), window.reduce(0, +) / Double(window.count)))
+        }
+        let chart = SVGLineChart(
+            title: "Training loss", xLabel: "step", yLabel: "loss (mean of 50 steps)",
+            series: [.init(name: "loss", points: smoothed, color: "#1f77b4")], logY: true)
+        try chart.write(to: folder.lossCurve)
+    }
+}

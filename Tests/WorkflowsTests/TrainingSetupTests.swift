@@ -1,0 +1,122 @@
+import ContextDiff
+import Datasets
+import Foundation
+import NN
+import TestSupport
+import Testing
+import Torch
+import Workflows
+
+@Suite("Workflows: training setup")
+struct TrainingSetupTests {
+    func temporaryFolder(_ name: String) -> URL {
+        FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)")
+    }
+
+    /// A recipe names only what it changes; `"adapter": null` is the baseline; it round-trips.
+    @Test func recipesDecodePartiallyAndRoundTrip() throws {
+        let partial = try JSONDecoder().decode(TrainingRecipe.self, from: Data(#"{"dataset_size": 64, "adapter": null}"#.utf8))
+        #expect(partial.datasetSize == 64 && partial.adapter == nil)
+        #expect(partial.unet == TrainingRecipe().unet && partial.training == TrainingRecipe().training)
+        let defaults = try JSONDecoder().decode(TrainingRecipe.self, from: Data("{}".utf8))
+        #expect(defaults == TrainingRecipe() && defaults.adapter != nil)
+        let again = try JSONDecoder().decode(TrainingRecipe.self, from: JSONEncoder().encode(partial))
+        #expect(again == partial)
+        var withFolder = TrainingRecipe()
+        withFolder.imageFolder = "/home/someone/data/shapes"
+        #expect(withFolder.portable.imageFolder == "shapes")
+        #expect(try withFolder.portable.sortedJSON().contains(#""image_folder":"shapes""#))
+    }
+
+    /// Resuming uses the folder's recipe (and says so); a fresh run saves the given one.
+    @Test func runFolderKeepsItsRecipe() throws {
+        let folder = RunFolder(temporaryFolder("run"))
+        defer { try? FileManager.default.removeItem(at: folder.url) }
+        var first = TrainingRecipe()
+        first.datasetSize = 100
+        let a = try TrainingSetup.prepare(folder: folder, given: first, resume: true)
+        #expect(a.recipe == first && !a.replaced)
+        var second = first
+        second.datasetSize = 200
+        let b = try TrainingSetup.prepare(folder: folder, given: second, resume: true)
+        #expect(b.recipe == first && b.replaced)
+        let c = try TrainingSetup.prepare(folder: folder, given: second, resume: false)
+        #expect(c.recipe == second && !c.replaced)
+        #expect(try JSONDecoder().decode(TrainingRecipe.self, from: Data(contentsOf: folder.recipe)) == second)
+    }
+
+    /// The run folder's layout: completed checkpoints only, ascending; the log's losses.
+    @Test func runFolderLayout() throws {
+        let folder = RunFolder(temporaryFolder("layout"))
+        defer { try? FileManager.default.removeItem(at: folder.url) }
+        let fm = FileManager.default
+        for step in [200, 50] { try fm.createDirectory(at: folder.checkpoint(step: step), withIntermediateDirectories: true) }
+        try fm.createDirectory(at: folder.partialCheckpoint(step: 300), withIntermediateDirectories: true)
+        #expect(folder.checkpointSteps() == [50, 200])
+        #expect(folder.checkpoint(step: 50).lastPathComponent == "step-0000050")
+        #expect(folder.trainingState(step: 50).path.hasSuffix("checkpoints/step-0000050/training_state.safetensors"))
+        try Data("{\"step\":1,\"loss\":0.5,\"lr\":0.001}\n{\"step\":2}\n{\"step\":3,\"loss\":0.25}\n".utf8).write(to: folder.log)
+        let losses = try folder.losses()
+        #expect(losses.map(\.step) == [1, 3] && losses.map(\.loss) == [0.5, 0.25])
+    }
+
+    /// Objects are grounded in the tokens of their words, in the caption's order; a caption
+    /// with two identical objects gets none.
+    @Test func groundingsFindEachObjectsWords() throws {
+        let benchmark = try SyntheticBenchmark(SyntheticBenchmarkConfig(imageSize: 32, seed: 4))
+        let batch = try benchmark.batch(indices: 0..<40, split: .train)
+        let tokenizer = try WordLevelTokenizer(fitting: batch.captions)
+        let groundings = try TrainingSetup.groundings(batch.annotations, tokenizer: tokenizer)
+        #expect(groundings.count == 40)
+        var grounded = 0
+        for (a, g) in zip(batch.annotations, groundings) where !g.isEmpty {
+            grounded += 1
+            #expect(g.count == a.scene.objects.count)
+            let ids = tokenizer.encode(a.caption)
+            for (object, found) in zip(a.scene.objects, g) {
+                // The grounded tokens hold the ids of the object's shape and colour words.
+                let grounded = Set(found.tokens.map { ids[$0] })
+                for word in [object.shape.rawValue, object.color.rawValue] {
+                    let pieces = tokenizer.encode(word).dropFirst().dropLast()
+                    #expect(grounded.isSuperset(of: pieces), "\(a.caption): \(word)")
+                }
+                #expect(abs(found.minX * 32 - object.bbox.minX) < 1e-9 && found.maxY <= 1)
+            }
+        }
+        #expect(grounded >= 36, "only \(grounded) of 40 captions grounded")
+    }
+
+    /// A warm start copies every weight of a model folder; a folder without a U-Net is refused.
+    @Test func warmStartCopiesTheSource() throws {
+        let dir = temporaryFolder("warm")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var recipe = TrainingRecipe()
+        recipe.unet.sampleSize = 16
+        recipe.unet.baseChannels = 16
+        recipe.unet.channelMultipliers = [1, 2]
+        recipe.unet.layersPerBlock = 1
+        recipe.unet.attentionResolutions = [8]
+        recipe.unet.crossAttentionResolutions = [8]
+        recipe.unet.normGroups = 4
+        recipe.adapter?.sampleSize = 16
+        recipe.adapter?.width = 32
+        recipe.adapter?.depth = 1
+        recipe.training.seed = 1
+        let setup = TrainingSetup(recipe: recipe, folder: RunFolder(dir))
+        let source = try setup.makeModel(textEncoderWidth: 12, initFrom: nil, command: ["contextdiff", "train", "-o", "/tmp/x"])
+        #expect(source.index.notes["recipe"] != nil && source.index.notes["command"] != nil)
+        try source.save(to: dir.appendingPathComponent("source"))
+        var other = recipe
+        other.training.seed = 2
+        let fresh = try TrainingSetup(recipe: other, folder: RunFolder(dir)).makeModel(
+            textEncoderWidth: 12, initFrom: nil, command: ["contextdiff"])
+        #expect(try TestSupport.relativeDiff(fresh.parameters[0], source.parameters[0]) > 0)
+        let warm = try TrainingSetup(recipe: other, folder: RunFolder(dir)).makeModel(
+            textEncoderWidth: 12, initFrom: dir.appendingPathComponent("source"), command: ["contextdiff"])
+        for (a, b) in zip(warm.parameters, source.parameters) { #expect(try TestSupport.relativeDiff(a, b) == 0) }
+        #expect(warm.index.notes["init_from_command"] == source.index.notes["command"])
+        #expect(throws: WorkflowError.notAModelFolder(dir.path)) {
+            try TrainingSetup.warmStart(unet: warm.unet, adapter: warm.adapter, from: dir)
+        }
+    }
+}
