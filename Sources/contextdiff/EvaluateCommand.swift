@@ -4,6 +4,7 @@ import Datasets
 import Evaluation
 import Foundation
 import Torch
+import Workflows
 
 /// Which benchmark prompts to evaluate.
 enum PromptSplits: String, ExpressibleByArgument, CaseIterable {
@@ -23,7 +24,6 @@ enum PromptSplits: String, ExpressibleByArgument, CaseIterable {
 }
 
 /// A benchmark split's name in reports: seen combinations (validation) or held-out ones.
-func setName(_ split: Split) -> String { split == .heldout ? "heldout" : "seen" }
 
 /// `contextdiff evaluate`: text-alignment and fidelity metrics of a model (DESIGN §6).
 struct EvaluateCommand: ParsableCommand {
@@ -108,60 +108,30 @@ struct EvaluateCommand: ParsableCommand {
         if pixelOnly { return try runPixelOnly(modelURL: modelURL) }
         let textEncoder = try MiniLMTextEncoder()
         let loaded = try loadModel(modelURL)
-        let pipeline = try TextToImagePipeline(model: loaded, textEncoder: textEncoder)
         let (evaluatorModel, evaluatorURL) = try loadEvaluator(evaluator)
         let (scorer, clipURL) = try loadScorer(clip, textEncoder: textEncoder)
-        let evaluation = try TextToImageEvaluation(pipeline: pipeline, evaluator: evaluatorModel, scorer: scorer)
-        let options = generationOptions
-        try options.validate(trainTimesteps: loaded.schedule.config.trainTimesteps)
-
-        let accuracy = try EvaluatorTraining.measureAccuracy(of: evaluatorModel, count: evaluatorCheckImages)
-        note(describe(accuracy))
-
-        var sets: [(name: String, prompts: [EvaluationPrompt], split: Split?)] = []
-        var unparsed: [String]?
+        var request = EvaluationRequest(options: generationOptions)
+        request.modelDescription = modelURL.path
+        request.checkpoint = checkpoint
+        request.batch = batch
+        request.evaluatorCheckImages = evaluatorCheckImages
+        request.referencePerKind = referencePerKind
         if let prompts {
-            let lines = try readPromptFile(prompts)
-            let parsed = lines.map { EvaluationPrompt(parsing: $0) }
-            unparsed = parsed.filter { $0.spec == nil }.map(\.text)
-            if let unparsed, !unparsed.isEmpty {
-                note("note: \(unparsed.count) of \(parsed.count) prompts are not in the benchmark's caption grammar; they get the CLIP-style score only (alignment is skipped for them)")
-            }
-            sets.append(("prompts", parsed, nil))
+            request.prompts = .file(try readPromptFile(prompts))
         } else {
-            var benchmarkConfig = SyntheticBenchmarkConfig()
-            benchmarkConfig.imageSize = loaded.unet.config.sampleSize
-            let benchmark = try SyntheticBenchmark(benchmarkConfig)
-            for s in split.splits {
-                sets.append((setName(s), TextToImageEvaluation.benchmarkPrompts(benchmark, split: s, perKind: numSamples), s))
-            }
+            request.prompts = .benchmark(splits: split.splits, perKind: numSamples)
         }
-        let reference = FrechetReference(evaluator: evaluatorModel, perKind: referencePerKind)
-        let total = sets.map { $0.prompts.count * imagesPerPrompt }.reduce(0, +)
-        let bar = ProgressBar(total: total, label: "evaluate")
-        var done = 0
-        var results: [PromptSetEvaluation] = []
-        var allImages: [RGBImage] = []
-        let started = Date()
-        for set in sets {
-            let statistics = try set.split.map { try reference.statistics(for: $0) }
-            let realFeatures = try set.split.map { try reference.features(for: $0) }
-            let (result, images) = try evaluation.evaluate(
-                set.prompts, name: set.name, options: options, batchSize: batch, reference: statistics, realFeatures: realFeatures
-            ) { p in
-                bar.update(done + p.completed)
-                return true
-            }
-            done += result.images
-            results.append(result)
-            allImages += images
-        }
-        for w in Set(results.flatMap { $0.notices ?? [] }) { note("warning: \(w)") }
-        let report = EvaluationReport(
-            model: modelURL.path, checkpoint: checkpoint, sampler: sampling.sampler.rawValue, steps: sampling.steps, guidance: sampling.guidance, eta: sampling.eta,
-            seed: seed, context: !noContext && loaded.adapter != nil, imagesPerPrompt: imagesPerPrompt,
-            evaluator: .init(path: evaluatorURL.path, heldOutAccuracy: accuracy), clipModel: clipURL.path,
-            sets: results, unparsedPrompts: unparsed, seconds: Date().timeIntervalSince(started))
+        let run = try EvaluationRun(
+            pipeline: TextToImagePipeline(model: loaded, textEncoder: textEncoder),
+            evaluator: (evaluatorModel, evaluatorURL), scorer: (scorer, clipURL))
+        var bar: ProgressBar?
+        let (report, allImages) = try run.run(request) { p in
+            if p.phase == EvaluationRun.checkingPhase { return true }
+            if bar == nil { bar = ProgressBar(total: p.total, label: "evaluate") }
+            bar?.update(p.completed)
+            return true
+        } notify: { note($0) }
+        for w in Set(report.sets.flatMap { $0.notices ?? [] }) { note("warning: \(w)") }
         if let grid {
             try RGBImage.grid(allImages, columns: 16).writePNG(to: URL(fileURLWithPath: grid))
         }
@@ -266,78 +236,5 @@ struct EvaluateCommand: ParsableCommand {
                 print(String(format: "two objects       %.1f%%", 100 * report.twoObjectAccuracy))
             }
         }
-    }
-}
-
-/// The output of `contextdiff evaluate` (and of every configuration of `contextdiff experiment`).
-struct EvaluationReport: Codable {
-    struct EvaluatorInfo: Codable {
-        var path: String
-        var heldOutAccuracy: EvaluatorAccuracy
-
-        enum CodingKeys: String, CodingKey { case path, heldOutAccuracy = "held_out_accuracy" }
-    }
-
-    var model: String
-    /// The training step whose EMA weights were evaluated (`--checkpoint`), if not a model folder.
-    var checkpoint: Int?
-    var sampler: String
-    var steps: Int
-    var guidance: Double
-    var eta: Double
-    var seed: UInt64
-    var context: Bool
-    var imagesPerPrompt: Int
-    var evaluator: EvaluatorInfo
-    var clipModel: String
-    /// "seen" (validation prompts), "heldout" (held-out combinations) or "prompts" (a file).
-    var sets: [PromptSetEvaluation]
-    var unparsedPrompts: [String]?
-    var seconds: Double
-
-    enum CodingKeys: String, CodingKey {
-        case model, checkpoint, sampler, steps, guidance, eta, seed, context, imagesPerPrompt = "images_per_prompt", evaluator
-        case clipModel = "clip_model", sets, unparsedPrompts = "unparsed_prompts", seconds
-    }
-
-    /// A plain-text table: one column per prompt set.
-    func table() -> String {
-        func pct(_ v: Double?) -> String { v.map { String(format: "%.1f%%", 100 * $0) } ?? "–" }
-        func num(_ v: Double?) -> String { v.map { String(format: "%.2f", $0) } ?? "–" }
-        var rows: [(String, [String])] = []
-        rows.append(("images", sets.map { "\($0.images)" }))
-        rows.append(("alignment (all correct)", sets.map { pct($0.alignment?.accuracy) }))
-        for c in AlignmentCategory.allCases {
-            rows.append(("  \(c.rawValue)", sets.map { pct($0.alignment?.accuracy(of: c)) }))
-        }
-        rows.append(("  GenEval mean", sets.map { pct($0.alignment?.categoryMean) }))
-        for a in AlignmentAttribute.allCases {
-            rows.append(("  attribute \(a.rawValue)", sets.map { pct($0.alignment?.accuracy(of: a)) }))
-        }
-        rows.append(("pixel check, two objects", sets.map { pct($0.pixel?.twoObjectAccuracy) }))
-        rows.append(("pixel check, single object", sets.map { pct($0.pixel?.kinds[PromptKind.singleObject.rawValue]?.accuracy) }))
-        rows.append(("CLIP score", sets.map { num($0.clipScore) }))
-        rows.append(("Fréchet distance", sets.map { num($0.frechetDistance) }))
-        rows.append(("precision", sets.map { num($0.diversity?.precision) }))
-        rows.append(("recall", sets.map { num($0.diversity?.recall) }))
-        rows.append(("centre spread px (real)", sets.map { s in
-            s.diversity?.spread.map { String(format: "%.2f (%.2f)", $0.centreSpread, s.diversity?.realSpread?.centreSpread ?? .nan) } ?? "–"
-        }))
-        rows.append(("size CV (real)", sets.map { s in
-            s.diversity?.spread.map { String(format: "%.2f (%.2f)", $0.sizeCV, s.diversity?.realSpread?.sizeCV ?? .nan) } ?? "–"
-        }))
-        let width = (rows.map(\.0.count).max() ?? 0) + 2
-        var text = "".padding(toLength: width, withPad: " ", startingAt: 0)
-            + sets.map { $0.name.padding(toLength: 12, withPad: " ", startingAt: 0) }.joined() + "\n"
-        for (label, values) in rows {
-            text += label.padding(toLength: width, withPad: " ", startingAt: 0)
-                + values.map { $0.padding(toLength: 12, withPad: " ", startingAt: 0) }.joined() + "\n"
-        }
-        text += String(format: "evaluator held-out accuracy %.2f%%%@", 100 * evaluator.heldOutAccuracy.accuracy,
-                       evaluator.heldOutAccuracy.accuracy < 0.99 ? " (below 99%: not trustworthy)" : "")
-        if let unparsedPrompts, !unparsedPrompts.isEmpty {
-            text += "\nnot in the caption grammar (CLIP score only): " + unparsedPrompts.joined(separator: " | ")
-        }
-        return text
     }
 }

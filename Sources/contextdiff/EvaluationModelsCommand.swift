@@ -5,6 +5,7 @@ import Evaluation
 import Foundation
 import NN
 import Torch
+import Workflows
 
 /// Where the evaluation models live when none is given (``ModelLocator``; `models/<name>` under
 /// the current folder when none is found, so that the error names the usual place).
@@ -32,14 +33,7 @@ func loadScorer(_ path: String?, textEncoder: MiniLMTextEncoder) throws -> (Cont
 }
 
 /// The accuracy line printed with every evaluation.
-func describe(_ a: EvaluatorAccuracy) -> String {
-    var text = String(
-        format: "evaluator accuracy on %d held-out renders (benchmark seed %llu, never trained on): %.2f%% (count %.2f%%, shape %.2f%%, color %.2f%%, size %.2f%%, relation %.2f%%; center error %.2f px; seen %.2f%%, held-out combinations %.2f%%)",
-        a.images, a.benchmarkSeed, 100 * a.accuracy, 100 * a.count, 100 * a.shape, 100 * a.color, 100 * a.size,
-        100 * a.relation, a.meanCenterError, 100 * a.seen, 100 * a.heldOut)
-    if a.accuracy < 0.99 { text += " — BELOW the 99% bar: alignment numbers from this evaluator are not trustworthy" }
-    return text
-}
+func describe(_ a: EvaluatorAccuracy) -> String { EvaluationRun.describe(a) }
 
 func writeJSON<T: Encodable>(_ value: T, to url: URL) throws {
     let encoder = JSONEncoder()

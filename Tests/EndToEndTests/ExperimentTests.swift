@@ -32,7 +32,7 @@ struct ExperimentTests {
         let root = try scratchDirectory()
         defer { try? FileManager.default.removeItem(at: root) }
         let options = ["-o", root.path, "--steps", "4", "--checkpoint-every", "2", "--seeds", "0,1",
-                       "--guidance-scales", "1,3", "--guidance", "3"]
+                       "--guidance-scales", "1,3", "--guidance", "3", "--samplers", "ddpm:50,ddpm:20,ddim:50,ddim:20"]
         // The plan: 4 training runs and, per run, the final and one intermediate evaluation; the
         // first seed also gets guidance 1 and three more samplers.
         let plan = try CLI.run(["experiment", "t2i", "--dry-run"] + options)
