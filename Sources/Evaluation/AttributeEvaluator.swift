@@ -44,11 +44,11 @@ public struct EvaluatorLogits {
 public final class AttributeEvaluator: Module, ConfiguredModel {
     public let config: AttributeEvaluatorConfig
     public let trunk: ConvTrunk
-    public let headBlock: ConvNormAct
+    @CheckpointKey("head_block") public private(set) var headBlock: ConvNormAct
     /// 1×1 convolution to objectness (1), shape (4), color (6), size (2), offset (2).
-    public let denseHead: Conv2d
-    public let countHidden: Linear
-    public let countOut: Linear
+    @CheckpointKey("dense_head") public private(set) var denseHead: Conv2d
+    @CheckpointKey("count_hidden") public private(set) var countHidden: Linear
+    @CheckpointKey("count_out") public private(set) var countOut: Linear
 
     static let headChannels = 1 + ObjectShape.allCases.count + ObjectColor.allCases.count + ObjectSize.allCases.count + 2
 
@@ -56,21 +56,11 @@ public final class AttributeEvaluator: Module, ConfiguredModel {
         self.config = config
         trunk = try ConvTrunk(config.trunk)
         let c = config.trunk.mapChannels
-        headBlock = try ConvNormAct(c, c, groups: config.trunk.normGroups)
-        denseHead = try Conv2d(c, Self.headChannels, kernel: 1)
-        countHidden = try Linear(config.trunk.featureDim, config.countHidden)
-        countOut = try Linear(config.countHidden, 2)
+        _headBlock.wrappedValue = try ConvNormAct(c, c, groups: config.trunk.normGroups)
+        _denseHead.wrappedValue = try Conv2d(c, Self.headChannels, kernel: 1)
+        _countHidden.wrappedValue = try Linear(config.trunk.featureDim, config.countHidden)
+        _countOut.wrappedValue = try Linear(config.countHidden, 2)
         super.init()
-    }
-
-    override public func key(forProperty name: String) -> String {
-        switch name {
-        case "headBlock": "head_block"
-        case "denseHead": "dense_head"
-        case "countHidden": "count_hidden"
-        case "countOut": "count_out"
-        default: name
-        }
     }
 
     public var imageSize: Int { config.trunk.imageSize }

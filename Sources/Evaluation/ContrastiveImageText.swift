@@ -31,11 +31,11 @@ public struct ContrastiveTrainingConfig: Codable, Sendable, Equatable {
 
     public func validate() throws {
         guard steps > 0, batchSize > 1, datasetSize > 1 else {
-            throw TorchError.invalidArgument("contrastive training: steps > 0, batch size > 1 and dataset size > 1 required")
+            throw EvaluationError.invalidConfiguration("contrastive training: steps > 0, batch size > 1 and dataset size > 1 required")
         }
         guard learningRate > 0, minLearningRate >= 0, minLearningRate <= learningRate, warmupSteps >= 0, weightDecay >= 0,
               (0...1).contains(heldOutShare), noise >= 0, colorJitter >= 0 else {
-            throw TorchError.invalidArgument("contrastive training: invalid learning rates, share or augmentation")
+            throw EvaluationError.invalidConfiguration("contrastive training: invalid learning rates, share or augmentation")
         }
     }
 }
@@ -77,33 +77,22 @@ public struct ContrastiveImageTextConfig: Codable, Sendable, Equatable {
 public final class ContrastiveImageText: Module, ConfiguredModel {
     public let config: ContrastiveImageTextConfig
     public let trunk: ConvTrunk
-    public let imageHidden: Linear
-    public let imageProjection: Linear
-    public let textHidden: Linear
-    public let textProjection: Linear
+    @CheckpointKey("image_hidden") public private(set) var imageHidden: Linear
+    @CheckpointKey("image_projection") public private(set) var imageProjection: Linear
+    @CheckpointKey("text_hidden") public private(set) var textHidden: Linear
+    @CheckpointKey("text_projection") public private(set) var textProjection: Linear
     /// `log(1/τ)`, shape `[1]`.
-    public let logitScale: Tensor
+    @CheckpointKey("logit_scale") public private(set) var logitScale: Tensor
 
     public init(_ config: ContrastiveImageTextConfig) throws {
         self.config = config
         trunk = try ConvTrunk(config.trunk)
-        imageHidden = try Linear(config.trunk.featureDim, config.imageHidden)
-        imageProjection = try Linear(config.imageHidden, config.embedDim)
-        textHidden = try Linear(config.textDim, config.textHidden)
-        textProjection = try Linear(config.textHidden, config.embedDim)
-        logitScale = try Tensor([Float(Foundation.log(1 / config.initialTemperature))])
+        _imageHidden.wrappedValue = try Linear(config.trunk.featureDim, config.imageHidden)
+        _imageProjection.wrappedValue = try Linear(config.imageHidden, config.embedDim)
+        _textHidden.wrappedValue = try Linear(config.textDim, config.textHidden)
+        _textProjection.wrappedValue = try Linear(config.textHidden, config.embedDim)
+        _logitScale.wrappedValue = try Tensor([Float(Foundation.log(1 / config.initialTemperature))])
         super.init()
-    }
-
-    override public func key(forProperty name: String) -> String {
-        switch name {
-        case "imageHidden": "image_hidden"
-        case "imageProjection": "image_projection"
-        case "textHidden": "text_hidden"
-        case "textProjection": "text_projection"
-        case "logitScale": "logit_scale"
-        default: name
-        }
     }
 
     /// Unit-norm image embeddings `[B, embedDim]` of images `[B, 3, S, S]` in [-1, 1].
@@ -152,7 +141,7 @@ public final class ContrastiveScorer {
 
     public init(model: ContrastiveImageText, textEncoder: any TextEncoder) throws {
         guard textEncoder.width == model.config.textDim else {
-            throw TorchError.invalidArgument(
+            throw EvaluationError.invalidInput(
                 "the text encoder gives \(textEncoder.width)-wide vectors, the contrastive model expects \(model.config.textDim)")
         }
         self.model = model
@@ -173,7 +162,7 @@ public final class ContrastiveScorer {
     /// `100 · max(cos, 0)` of each image `[B, 3, S, S]` (in [-1, 1]) with its text.
     public func scores(images: Tensor, texts: [String]) throws -> [Double] {
         guard try images.size(0) == texts.count else {
-            throw TorchError.invalidArgument("\(try images.size(0)) images but \(texts.count) texts")
+            throw EvaluationError.invalidInput("\(try images.size(0)) images but \(texts.count) texts")
         }
         model.eval()
         return try Torch.withNoGrad {
@@ -278,7 +267,7 @@ public enum ContrastiveTraining {
             try loss.backward()
             try optimizer.step()
             let value = try loss.item()
-            guard value.isFinite else { throw TorchError.invalidArgument("contrastive loss became \(value) at step \(step + 1)") }
+            guard value.isFinite else { throw EvaluationError.diverged("contrastive loss became \(value) at step \(step + 1)") }
             if !progress(ProgressUpdate(phase: EvaluationTrainingPhase.training.rawValue, completed: step + 1, total: config.steps, metrics: [.init("loss", value)])) { break }
         }
         try model.requireGrad(false)
@@ -297,9 +286,9 @@ public enum ContrastiveTraining {
     public static func check(
         _ scorer: ContrastiveScorer, seed: UInt64 = EvaluationSeeds.clipCheck, count: Int = 512
     ) throws -> ContrastiveCheck {
-        guard count >= 2 else { throw TorchError.invalidArgument("check at least 2 renders, got \(count)") }
+        guard count >= 2 else { throw EvaluationError.invalidInput("check at least 2 renders, got \(count)") }
         if let trained = scorer.model.config.training?.benchmarkSeed, trained == seed {
-            throw TorchError.invalidArgument("the contrastive model was trained on benchmark seed \(seed); check it on another seed")
+            throw EvaluationError.invalidInput("the contrastive model was trained on benchmark seed \(seed); check it on another seed")
         }
         let benchmark = try SyntheticBenchmark(SyntheticBenchmarkConfig(imageSize: scorer.model.config.trunk.imageSize, seed: seed))
         let half = count / 2

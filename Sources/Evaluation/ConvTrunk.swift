@@ -28,10 +28,10 @@ public struct ConvTrunkConfig: Codable, Sendable, Equatable {
 
     public func validate() throws {
         guard imageSize >= 8, !channels.isEmpty, normGroups > 0, channels.allSatisfy({ $0 > 0 && $0 % normGroups == 0 }) else {
-            throw TorchError.invalidArgument("conv trunk: image size ≥ 8 and channels divisible by \(normGroups) groups required, got \(imageSize), \(channels)")
+            throw ModuleError.invalidConfiguration("conv trunk: image size ≥ 8 and channels divisible by \(normGroups) groups required, got \(imageSize), \(channels)")
         }
         guard imageSize % (1 << (channels.count - 1)) == 0, pooledSize > 0, mapSize % pooledSize == 0 else {
-            throw TorchError.invalidArgument("conv trunk: the last map (\(mapSize)×\(mapSize)) cannot pool to \(pooledSize)×\(pooledSize)")
+            throw ModuleError.invalidConfiguration("conv trunk: the last map (\(mapSize)×\(mapSize)) cannot pool to \(pooledSize)×\(pooledSize)")
         }
     }
 }
@@ -76,7 +76,7 @@ public final class ConvTrunk: Module {
     public func map(_ x: Tensor) throws -> Tensor {
         let s = x.shape
         guard s.count == 4, s[1] == 3, s[2] == config.imageSize, s[3] == config.imageSize else {
-            throw TorchError.invalidArgument("expected images [B, 3, \(config.imageSize), \(config.imageSize)], got \(s)")
+            throw ModuleError.invalidInput("expected images [B, 3, \(config.imageSize), \(config.imageSize)], got \(s)")
         }
         var h = x
         for layer in layers { h = try layer(h) }

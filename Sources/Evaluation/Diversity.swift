@@ -13,10 +13,10 @@ public enum PrecisionRecall {
     public static func compute(real: Tensor, generated: Tensor, k: Int = 3) throws -> (precision: Double, recall: Double) {
         let r = try real.to(.float64), g = try generated.to(.float64)
         guard r.shape.count == 2, g.shape.count == 2, r.shape[1] == g.shape[1] else {
-            throw TorchError.invalidArgument("precision/recall: features \(real.shape) and \(generated.shape) must be [N, D] and [M, D]")
+            throw EvaluationError.invalidInput("precision/recall: features \(real.shape) and \(generated.shape) must be [N, D] and [M, D]")
         }
         guard k >= 1, r.shape[0] > k, g.shape[0] > k else {
-            throw TorchError.invalidArgument("precision/recall: need more than k = \(k) points on each side, got \(r.shape[0]) and \(g.shape[0])")
+            throw EvaluationError.invalidInput("precision/recall: need more than k = \(k) points on each side, got \(r.shape[0]) and \(g.shape[0])")
         }
         let realRadii = try kthNeighbourDistance(r, k: k), generatedRadii = try kthNeighbourDistance(g, k: k)
         return (try coverage(of: g, by: r, radii: realRadii), try coverage(of: r, by: g, radii: generatedRadii))

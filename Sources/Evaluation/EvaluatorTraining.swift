@@ -36,13 +36,13 @@ public struct EvaluatorTrainingConfig: Codable, Sendable, Equatable {
 
     public func validate() throws {
         guard steps > 0, batchSize > 0, datasetSize > 0 else {
-            throw TorchError.invalidArgument("evaluator training: steps, batch size and dataset size must be positive")
+            throw EvaluationError.invalidConfiguration("evaluator training: steps, batch size and dataset size must be positive")
         }
         guard learningRate > 0, minLearningRate >= 0, minLearningRate <= learningRate, warmupSteps >= 0, weightDecay >= 0 else {
-            throw TorchError.invalidArgument("evaluator training: need 0 ≤ min lr ≤ lr, lr > 0, warm-up and weight decay ≥ 0")
+            throw EvaluationError.invalidConfiguration("evaluator training: need 0 ≤ min lr ≤ lr, lr > 0, warm-up and weight decay ≥ 0")
         }
         guard (0...1).contains(heldOutShare), noise >= 0, colorJitter >= 0 else {
-            throw TorchError.invalidArgument("evaluator training: held-out share in [0, 1], noise and jitter ≥ 0")
+            throw EvaluationError.invalidConfiguration("evaluator training: held-out share in [0, 1], noise and jitter ≥ 0")
         }
     }
 }
@@ -116,7 +116,7 @@ public enum EvaluatorTraining {
             try loss.backward()
             try optimizer.step()
             let value = try loss.item()
-            guard value.isFinite else { throw TorchError.invalidArgument("evaluator loss became \(value) at step \(step + 1)") }
+            guard value.isFinite else { throw EvaluationError.diverged("evaluator loss became \(value) at step \(step + 1)") }
             if !progress(ProgressUpdate(phase: EvaluationTrainingPhase.training.rawValue, completed: step + 1, total: config.steps, metrics: [.init("loss", value)])) { break }
         }
         try model.requireGrad(false)
@@ -176,9 +176,9 @@ public enum EvaluatorTraining {
         of model: AttributeEvaluator, seed: UInt64 = EvaluationSeeds.evaluatorCheck, count: Int = 1000,
         progress: ProgressHandler = { _ in true }
     ) throws -> EvaluatorAccuracy {
-        guard count >= 2 else { throw TorchError.invalidArgument("check at least 2 renders, got \(count)") }
+        guard count >= 2 else { throw EvaluationError.invalidInput("check at least 2 renders, got \(count)") }
         if let trained = model.config.training?.benchmarkSeed, trained == seed {
-            throw TorchError.invalidArgument("the evaluator was trained on benchmark seed \(seed); check it on another seed")
+            throw EvaluationError.invalidInput("the evaluator was trained on benchmark seed \(seed); check it on another seed")
         }
         let benchmark = try SyntheticBenchmark(SyntheticBenchmarkConfig(imageSize: model.imageSize, seed: seed))
         let half = count / 2

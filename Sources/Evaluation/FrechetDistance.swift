@@ -12,10 +12,10 @@ public struct GaussianStatistics {
     /// Statistics of `features` `[N, D]` (N ≥ 2), computed in float64.
     public init(features: Tensor) throws {
         guard features.rank == 2 else {
-            throw TorchError.invalidArgument("Fréchet statistics need [N, D] features, got \(features.shape)")
+            throw EvaluationError.invalidInput("Fréchet statistics need [N, D] features, got \(features.shape)")
         }
         let n = try features.size(0)
-        guard n >= 2 else { throw TorchError.invalidArgument("Fréchet statistics need at least 2 vectors, got \(n)") }
+        guard n >= 2 else { throw EvaluationError.invalidInput("Fréchet statistics need at least 2 vectors, got \(n)") }
         let x = try features.detached().to(.float64)
         let mean = try x.mean(dims: [0])
         let centered = try x - mean
@@ -41,7 +41,7 @@ public enum FrechetDistance {
     /// The distance between the statistics of two feature sets.
     public static func distance(_ a: GaussianStatistics, _ b: GaussianStatistics) throws -> Double {
         guard a.mean.shape == b.mean.shape else {
-            throw TorchError.invalidArgument("feature widths differ: \(a.mean.shape) vs \(b.mean.shape)")
+            throw EvaluationError.invalidInput("feature widths differ: \(a.mean.shape) vs \(b.mean.shape)")
         }
         let meanTerm = try (a.mean - b.mean).square().sum().item()
         let traceA = try trace(a.covariance), traceB = try trace(b.covariance)

@@ -52,7 +52,7 @@ public struct LabelledRenders {
                 _ = progress(ProgressUpdate(phase: "rendering", completed: scenes.count, total: total))
             }
         }
-        guard !chunks.isEmpty else { throw TorchError.invalidArgument("no renders requested") }
+        guard !chunks.isEmpty else { throw EvaluationError.invalidInput("no renders requested") }
         return LabelledRenders(images: try Tensor.cat(chunks), captions: captions, scenes: scenes, truth: truth, splits: splits)
     }
 

@@ -137,7 +137,7 @@ public final class TextToImageEvaluation {
     public init(pipeline: TextToImagePipeline, evaluator: AttributeEvaluator, scorer: ContrastiveScorer) throws {
         let size = pipeline.model.unet.config.sampleSize
         guard evaluator.imageSize == size, scorer.model.config.trunk.imageSize == size else {
-            throw TorchError.invalidArgument(
+            throw EvaluationError.invalidInput(
                 "the model makes \(size)×\(size) images; the evaluator reads \(evaluator.imageSize) and the contrastive model \(scorer.model.config.trunk.imageSize)")
         }
         self.pipeline = pipeline
@@ -153,8 +153,8 @@ public final class TextToImageEvaluation {
         reference: GaussianStatistics? = nil, realFeatures: Tensor? = nil, keepDetections: Bool = false,
         progress: ProgressHandler = { _ in true }
     ) throws -> (result: PromptSetEvaluation, images: [RGBImage]) {
-        guard !prompts.isEmpty else { throw TorchError.invalidArgument("no prompts to evaluate") }
-        guard batchSize > 0 else { throw TorchError.invalidArgument("batch size must be positive") }
+        guard !prompts.isEmpty else { throw EvaluationError.invalidInput("no prompts to evaluate") }
+        guard batchSize > 0 else { throw EvaluationError.invalidInput("batch size must be positive") }
         let perPrompt = options.imagesPerPrompt
         let total = prompts.count * perPrompt
         var images: [RGBImage] = []

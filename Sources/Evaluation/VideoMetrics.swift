@@ -29,7 +29,7 @@ public enum VideoMetrics {
         source: Tensor, edited: Tensor, prompt: String, scorer: ContrastiveScorer, evaluator: AttributeEvaluator? = nil
     ) throws -> VideoEditScores {
         guard source.shape == edited.shape, edited.rank == 4, try edited.size(0) > 0 else {
-            throw TorchError.invalidArgument("source \(source.shape) and edit \(edited.shape) must both be [F, 3, S, S]")
+            throw EvaluationError.invalidInput("source \(source.shape) and edit \(edited.shape) must both be [F, 3, S, S]")
         }
         let frames = try edited.size(0)
         let text = try scorer.scores(images: edited, texts: Array(repeating: prompt, count: frames))

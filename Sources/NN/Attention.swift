@@ -6,10 +6,10 @@ import Torch
 /// `[batch, keys]` (bool, `true` = attend) hides padding tokens; `causal` hides later positions.
 /// Keys are named like diffusers' `Attention` (`to_q`, `to_k`, `to_v`, `to_out`).
 public final class MultiHeadAttention: Module {
-    public let toQ: Linear
-    public let toK: Linear
-    public let toV: Linear
-    public let toOut: Linear
+    @CheckpointKey("to_q") public private(set) var toQ: Linear
+    @CheckpointKey("to_k") public private(set) var toK: Linear
+    @CheckpointKey("to_v") public private(set) var toV: Linear
+    @CheckpointKey("to_out") public private(set) var toOut: Linear
     public let heads: Int
     public let headDim: Int
 
@@ -18,29 +18,19 @@ public final class MultiHeadAttention: Module {
     ///   - contextDim: width of the keys/values source; `nil` for self-attention.
     ///   - heads: number of heads; `headDim` defaults to `queryDim / heads`.
     public init(queryDim: Int, contextDim: Int? = nil, heads: Int, headDim: Int? = nil, bias: Bool = false) throws {
-        guard heads > 0 else { throw TorchError.invalidArgument("attention needs at least one head") }
+        guard heads > 0 else { throw ModuleError.invalidConfiguration("attention needs at least one head") }
         let d = headDim ?? queryDim / heads
         guard d > 0, headDim != nil || queryDim % heads == 0 else {
-            throw TorchError.invalidArgument("attention width \(queryDim) not divisible into \(heads) heads")
+            throw ModuleError.invalidConfiguration("attention width \(queryDim) not divisible into \(heads) heads")
         }
         let inner = d * heads
-        toQ = try Linear(queryDim, inner, bias: bias)
-        toK = try Linear(contextDim ?? queryDim, inner, bias: bias)
-        toV = try Linear(contextDim ?? queryDim, inner, bias: bias)
-        toOut = try Linear(inner, queryDim)
+        _toQ.wrappedValue = try Linear(queryDim, inner, bias: bias)
+        _toK.wrappedValue = try Linear(contextDim ?? queryDim, inner, bias: bias)
+        _toV.wrappedValue = try Linear(contextDim ?? queryDim, inner, bias: bias)
+        _toOut.wrappedValue = try Linear(inner, queryDim)
         self.heads = heads
         self.headDim = d
         super.init()
-    }
-
-    override public func key(forProperty name: String) -> String {
-        switch name {
-        case "toQ": "to_q"
-        case "toK": "to_k"
-        case "toV": "to_v"
-        case "toOut": "to_out"
-        default: name
-        }
     }
 
     /// `[B, N, H*D]` → `[B*H, N, D]`
@@ -76,14 +66,14 @@ public final class MultiHeadAttention: Module {
         var scores = try q.bmm(k.transposed(1, 2)) * (1 / Double(headDim).squareRoot())  // [B*H, N, M]
         if let keyMask {
             guard keyMask.shape == [b, m] else {
-                throw TorchError.invalidArgument("key mask \(keyMask.shape) must be [\(b), \(m)]")
+                throw ModuleError.invalidInput("key mask \(keyMask.shape) must be [\(b), \(m)]")
             }
             let hidden = try keyMask.to(.bool).logicalNot().reshaped([b, 1, 1, m])
                 .expanded([b, heads, 1, m]).reshaped([b * heads, 1, m])
             scores = try scores.maskedFill(hidden, value: -.infinity)
         }
         if causal {
-            guard n == m else { throw TorchError.invalidArgument("causal attention needs as many keys as queries") }
+            guard n == m else { throw ModuleError.invalidInput("causal attention needs as many keys as queries") }
             let future = try Tensor.ones([n, m], dtype: .bool).triu(1)
             scores = try scores.maskedFill(future, value: -.infinity)
         }
@@ -97,11 +87,11 @@ public final class MultiHeadAttention: Module {
     /// checking that both are `[batch, tokens, dim]` with the same batch.
     private static func sizes(_ x: Tensor, context: Tensor?) throws -> (source: Tensor, b: Int, n: Int, m: Int) {
         let xs = x.shape
-        guard xs.count == 3 else { throw TorchError.invalidArgument("attention input must be [batch, tokens, dim], got \(xs)") }
+        guard xs.count == 3 else { throw ModuleError.invalidInput("attention input must be [batch, tokens, dim], got \(xs)") }
         let source = context ?? x
         let cs = source.shape
         guard cs.count == 3, cs[0] == xs[0] else {
-            throw TorchError.invalidArgument("attention context \(cs) does not match input \(xs)")
+            throw ModuleError.invalidInput("attention context \(cs) does not match input \(xs)")
         }
         return (source, xs[0], xs[1], cs[1])
     }
@@ -111,7 +101,7 @@ public final class MultiHeadAttention: Module {
         guard let editWeights else { return weights }
         let edited = try editWeights(weights)
         guard edited.shape == weights.shape else {
-            throw TorchError.invalidArgument("edited attention weights \(edited.shape) must keep the shape \(weights.shape)")
+            throw ModuleError.invalidInput("edited attention weights \(edited.shape) must keep the shape \(weights.shape)")
         }
         return edited
     }
@@ -164,13 +154,13 @@ public final class MultiHeadAttention: Module {
         var bias: Tensor?
         if let keyMask {
             guard keyMask.shape == [b, m] else {
-                throw TorchError.invalidArgument("key mask \(keyMask.shape) must be [\(b), \(m)]")
+                throw ModuleError.invalidInput("key mask \(keyMask.shape) must be [\(b), \(m)]")
             }
             bias = try Tensor.zeros([b, 1, 1, m]).maskedFill(keyMask.to(.bool).logicalNot().reshaped([b, 1, 1, m]), value: -.infinity)
                 .expanded([b, heads, 1, m]).reshaped([b * heads, 1, m])
         }
         if causal {
-            guard n == m else { throw TorchError.invalidArgument("causal attention needs as many keys as queries") }
+            guard n == m else { throw ModuleError.invalidInput("causal attention needs as many keys as queries") }
             let future = try Tensor.zeros([1, n, m]).maskedFill(Tensor.ones([n, m], dtype: .bool).triu(1), value: -.infinity)
             bias = try bias.map { try $0 + future } ?? future
         }

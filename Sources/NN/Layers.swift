@@ -36,7 +36,7 @@ public final class Conv2d: Module, UnaryLayer {
         _ inputs: Int, _ outputs: Int, kernel: Int, stride: Int = 1, padding: Int = 0, groups: Int = 1, bias: Bool = true
     ) throws {
         guard inputs % groups == 0, outputs % groups == 0 else {
-            throw TorchError.invalidArgument("Conv2d: channels \(inputs)->\(outputs) not divisible by groups \(groups)")
+            throw ModuleError.invalidConfiguration("Conv2d: channels \(inputs)->\(outputs) not divisible by groups \(groups)")
         }
         let fanIn = inputs / groups * kernel * kernel
         let bound = 1 / Double(fanIn).squareRoot()
@@ -62,7 +62,7 @@ public final class GroupNorm: Module, UnaryLayer {
 
     public init(groups: Int, channels: Int, eps: Double = 1e-5, affine: Bool = true) throws {
         guard groups > 0, channels % groups == 0 else {
-            throw TorchError.invalidArgument("GroupNorm: \(channels) channels not divisible into \(groups) groups")
+            throw ModuleError.invalidConfiguration("GroupNorm: \(channels) channels not divisible into \(groups) groups")
         }
         weight = affine ? try Tensor.ones([channels]) : nil
         bias = affine ? try Tensor.zeros([channels]) : nil
@@ -118,7 +118,7 @@ public final class Dropout: Module, UnaryLayer {
 
     public init(_ probability: Double, generator: Generator? = nil) throws {
         guard (0..<1).contains(probability) else {
-            throw TorchError.invalidArgument("dropout probability \(probability) outside [0, 1)")
+            throw ModuleError.invalidConfiguration("dropout probability \(probability) outside [0, 1)")
         }
         self.probability = probability
         self.generator = generator

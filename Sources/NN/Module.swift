@@ -5,16 +5,14 @@ import Torch
 /// Parameters are discovered by reflection: every stored property of type `Tensor` (or a
 /// non-nil `Tensor?`) is a parameter named after the property; every `Module`, `Module?` or
 /// `[Module]` property is a child whose parameters are prefixed with its name (`blocks.0.norm.weight`).
-/// Leading underscores (from property wrappers) are dropped. A subclass may rename keys for a
-/// checkpoint format by overriding ``key(forProperty:)``.
+/// Leading underscores (from property wrappers) are dropped. A property whose checkpoint key
+/// differs from its Swift name (diffusers' `to_q` for `toQ`) declares it where it is declared,
+/// with ``CheckpointKey``.
 open class Module {
     /// Training mode (dropout active, ...). Set for a whole tree with ``train(_:)``.
     public private(set) var isTraining = true
 
     public init() {}
-
-    /// The checkpoint key of a property; override to follow another format's names.
-    open func key(forProperty name: String) -> String { name }
 
     /// Walks the stored properties of this module's class and its superclasses, in declaration order.
     private func forEachChild(_ body: (String, Any) -> Void) {
@@ -26,9 +24,13 @@ open class Module {
         }
         for level in levels.reversed() {
             for child in level.children {
+                if let keyed = child.value as? any CheckpointKeyed {
+                    if let value = keyed.storedValue { body(keyed.key, value) }
+                    continue
+                }
                 guard var label = child.label else { continue }
                 if label.hasPrefix("_") { label.removeFirst() }
-                body(key(forProperty: label), child.value)
+                body(label, child.value)
             }
         }
     }
@@ -101,6 +103,32 @@ open class Module {
         }
     }
 
+    /// Moves every parameter to `device` in place, keeping tensor identities (an optimizer built
+    /// before the move keeps working), as PyTorch's `Module.to` does. Every copy is made before
+    /// any parameter changes, so a failed move (a device libtorch lacks, one whose storage cannot
+    /// take another device's data, such as meta) leaves the module where it was.
+    public func to(_ device: Device) throws {
+        try Torch.withNoGrad {
+            let params = parameters()
+            let moved = try params.map { try $0.detached().to(device) }
+            for (param, copy) in zip(params, moved) where try param.device != device {
+                try param.setData(copy)
+            }
+        }
+    }
+
+    /// The device holding the parameters: nil for a module without any; an error when they are
+    /// split across devices.
+    public var device: Device? {
+        get throws {
+            let devices = try Set(parameters().map { try $0.device })
+            guard devices.count <= 1 else {
+                throw ModuleError.invalidInput("parameters on several devices: \(devices.map(\.description).sorted())")
+            }
+            return devices.first
+        }
+    }
+
     /// Copies `state` into the parameters, verifying that every key is present, none is unused,
     /// and shapes and dtypes agree. Throws ``ModuleError`` naming the first offending tensor.
     public func load(_ state: [String: Tensor], allowDTypeConversion: Bool = false) throws {
@@ -124,12 +152,53 @@ open class Module {
     }
 }
 
-/// Errors from loading weights into a module.
+/// Declares a parameter's or a child module's checkpoint key beside the property:
+///
+/// ```swift
+/// @CheckpointKey("to_q") public private(set) var toQ: Linear
+/// init(...) { _toQ.wrappedValue = try Linear(...) }
+/// ```
+///
+/// The key replaces the property's name in ``Module/namedParameters()`` (`to_q.weight`); it may
+/// contain dots (`mid.resnet_1`) to nest under a name that has no module of its own. Set the
+/// value through the backing property (`_toQ.wrappedValue = ...`) in `init`, as Swift requires
+/// for a wrapper with arguments, and before reading it.
+@propertyWrapper
+public struct CheckpointKey<Value> {
+    public let key: String
+    private var storage: Value?
+
+    public init(_ key: String) { self.key = key }
+
+    public var wrappedValue: Value {
+        get {
+            guard let storage else { preconditionFailure("\(key) read before init set it") }
+            return storage
+        }
+        set { storage = newValue }
+    }
+}
+
+/// What ``Module``'s reflection reads from a ``CheckpointKey``.
+protocol CheckpointKeyed {
+    var key: String { get }
+    var storedValue: Any? { get }
+}
+
+extension CheckpointKey: CheckpointKeyed {
+    var storedValue: Any? { storage.map { $0 as Any } }
+}
+
+/// Errors from building a module, calling it, or loading weights into it.
 public enum ModuleError: Error, Equatable, CustomStringConvertible {
     case missingKey(String)
     case unexpectedKey(String)
     case shapeMismatch(key: String, expected: [Int], found: [Int])
     case dtypeMismatch(key: String, expected: DType, found: DType)
+    /// A configuration the module cannot be built from (names the module and the field).
+    case invalidConfiguration(String)
+    /// An input the module cannot take (a wrong shape, too many tokens, a missing mask).
+    case invalidInput(String)
 
     public var description: String {
         switch self {
@@ -137,6 +206,7 @@ public enum ModuleError: Error, Equatable, CustomStringConvertible {
         case let .unexpectedKey(k): "checkpoint has unexpected tensor '\(k)'"
         case let .shapeMismatch(k, e, f): "tensor '\(k)' has shape \(f), the model expects \(e)"
         case let .dtypeMismatch(k, e, f): "tensor '\(k)' has dtype \(f), the model expects \(e)"
+        case let .invalidConfiguration(message), let .invalidInput(message): message
         }
     }
 }

@@ -34,7 +34,7 @@ public final class AdamW: Optimizer {
         eps: Double = 1e-8, weightDecay: Double = 1e-2
     ) throws {
         guard learningRate >= 0, eps >= 0, weightDecay >= 0, (0..<1).contains(betas.0), (0..<1).contains(betas.1) else {
-            throw TorchError.invalidArgument("AdamW: invalid hyper-parameters lr=\(learningRate) betas=\(betas) eps=\(eps) wd=\(weightDecay)")
+            throw OptimizerError.invalidHyperparameters("AdamW: invalid hyper-parameters lr=\(learningRate) betas=\(betas) eps=\(eps) wd=\(weightDecay)")
         }
         self.parameters = parameters
         self.learningRate = learningRate
@@ -193,6 +193,17 @@ public final class ExponentialMovingAverage {
     public func copy(to parameters: [Tensor]) throws {
         try Torch.withNoGrad {
             for (p, s) in zip(parameters, shadow) { try p.copy(from: s) }
+        }
+    }
+}
+
+/// An optimizer built with hyper-parameters outside their ranges.
+public enum OptimizerError: Error, Equatable, CustomStringConvertible {
+    case invalidHyperparameters(String)
+
+    public var description: String {
+        switch self {
+        case let .invalidHyperparameters(message): message
         }
     }
 }

@@ -77,27 +77,17 @@ public struct BertConfig: Codable, Sendable, Equatable {
 
 /// `BertEmbeddings`: word + token-type + absolute position embeddings, then LayerNorm.
 public final class BertEmbeddings: Module {
-    public let wordEmbeddings: Embedding
-    public let positionEmbeddings: Embedding
-    public let tokenTypeEmbeddings: Embedding
-    public let layerNorm: LayerNorm
+    @CheckpointKey("word_embeddings") public private(set) var wordEmbeddings: Embedding
+    @CheckpointKey("position_embeddings") public private(set) var positionEmbeddings: Embedding
+    @CheckpointKey("token_type_embeddings") public private(set) var tokenTypeEmbeddings: Embedding
+    @CheckpointKey("LayerNorm") public private(set) var layerNorm: LayerNorm
 
     init(_ c: BertConfig) throws {
-        wordEmbeddings = try Embedding(c.vocabSize, c.hiddenSize)
-        positionEmbeddings = try Embedding(c.maxPositionEmbeddings, c.hiddenSize)
-        tokenTypeEmbeddings = try Embedding(c.typeVocabSize, c.hiddenSize)
-        layerNorm = try LayerNorm(c.hiddenSize, eps: c.layerNormEps)
+        _wordEmbeddings.wrappedValue = try Embedding(c.vocabSize, c.hiddenSize)
+        _positionEmbeddings.wrappedValue = try Embedding(c.maxPositionEmbeddings, c.hiddenSize)
+        _tokenTypeEmbeddings.wrappedValue = try Embedding(c.typeVocabSize, c.hiddenSize)
+        _layerNorm.wrappedValue = try LayerNorm(c.hiddenSize, eps: c.layerNormEps)
         super.init()
-    }
-
-    override public func key(forProperty name: String) -> String {
-        switch name {
-        case "wordEmbeddings": "word_embeddings"
-        case "positionEmbeddings": "position_embeddings"
-        case "tokenTypeEmbeddings": "token_type_embeddings"
-        case "layerNorm": "LayerNorm"
-        default: name
-        }
     }
 
     /// int64 ids `[B, L]` → `[B, L, D]`; token type 0 everywhere, positions `0..<L`.
@@ -105,7 +95,7 @@ public final class BertEmbeddings: Module {
         let l = try ids.size(1)
         let maxPositions = try positionEmbeddings.weight.size(0)
         guard l <= maxPositions else {
-            throw TorchError.invalidArgument("sequence of \(l) tokens exceeds the \(maxPositions) position embeddings")
+            throw ModuleError.invalidInput("sequence of \(l) tokens exceeds the \(maxPositions) position embeddings")
         }
         let positions = try Tensor.arange(0, Double(l), dtype: .int64)
         let tokenType = try tokenTypeEmbeddings.weight.select(dim: 0, 0)  // [D]
@@ -118,19 +108,17 @@ public final class BertEmbeddings: Module {
 /// `BertSelfAttention`: multi-head scaled dot-product attention with an additive mask.
 public final class BertSelfAttention: Module {
     public let query: Linear
-    public let keyProjection: Linear
+    @CheckpointKey("key") public private(set) var keyProjection: Linear
     public let value: Linear
     public let heads: Int
 
     init(_ c: BertConfig) throws {
         query = try Linear(c.hiddenSize, c.hiddenSize)
-        keyProjection = try Linear(c.hiddenSize, c.hiddenSize)
+        _keyProjection.wrappedValue = try Linear(c.hiddenSize, c.hiddenSize)
         value = try Linear(c.hiddenSize, c.hiddenSize)
         heads = c.numAttentionHeads
         super.init()
     }
-
-    override public func key(forProperty name: String) -> String { name == "keyProjection" ? "key" : name }
 
     /// `[B, L, D]` → `[B, H, L, D/H]`
     private func splitHeads(_ x: Tensor) throws -> Tensor {
@@ -151,15 +139,13 @@ public final class BertSelfAttention: Module {
 /// `BertSelfOutput` / `BertOutput`: dense, residual, LayerNorm.
 public final class BertResidualOutput: Module {
     public let dense: Linear
-    public let layerNorm: LayerNorm
+    @CheckpointKey("LayerNorm") public private(set) var layerNorm: LayerNorm
 
     init(_ inputs: Int, _ c: BertConfig) throws {
         dense = try Linear(inputs, c.hiddenSize)
-        layerNorm = try LayerNorm(c.hiddenSize, eps: c.layerNormEps)
+        _layerNorm.wrappedValue = try LayerNorm(c.hiddenSize, eps: c.layerNormEps)
         super.init()
     }
-
-    override public func key(forProperty name: String) -> String { name == "layerNorm" ? "LayerNorm" : name }
 
     public func callAsFunction(_ x: Tensor, residual: Tensor) throws -> Tensor {
         try layerNorm(dense(x) + residual)
@@ -168,16 +154,14 @@ public final class BertResidualOutput: Module {
 
 /// `BertAttention`: self-attention (key `self`) and its output block.
 public final class BertAttention: Module {
-    public let selfAttention: BertSelfAttention
+    @CheckpointKey("self") public private(set) var selfAttention: BertSelfAttention
     public let output: BertResidualOutput
 
     init(_ c: BertConfig) throws {
-        selfAttention = try BertSelfAttention(c)
+        _selfAttention.wrappedValue = try BertSelfAttention(c)
         output = try BertResidualOutput(c.hiddenSize, c)
         super.init()
     }
-
-    override public func key(forProperty name: String) -> String { name == "selfAttention" ? "self" : name }
 
     public func callAsFunction(_ x: Tensor, attentionBias: Tensor) throws -> Tensor {
         try output(selfAttention(x, attentionBias: attentionBias), residual: x)
@@ -217,14 +201,13 @@ public final class BertLayer: Module {
 
 /// `BertEncoder`: the stack of layers (keys `encoder.layer.N...`).
 public final class BertEncoder: Module {
-    public let layers: [BertLayer]
+    @CheckpointKey("layer") public private(set) var layers: [BertLayer]
 
     init(_ c: BertConfig) throws {
-        layers = try (0..<c.numHiddenLayers).map { _ in try BertLayer(c) }
+        _layers.wrappedValue = try (0..<c.numHiddenLayers).map { _ in try BertLayer(c) }
         super.init()
     }
 
-    override public func key(forProperty name: String) -> String { name == "layers" ? "layer" : name }
 }
 
 /// Hugging Face's `BertModel` without its pooler (which sentence-transformers never uses):
@@ -248,7 +231,7 @@ public final class BertModel: Module {
     public func callAsFunction(_ ids: Tensor, mask: Tensor) throws -> Tensor {
         let s = ids.shape
         guard s.count == 2, mask.shape == s else {
-            throw TorchError.invalidArgument("BERT needs ids [B, L] and a mask of the same shape, got \(s) and \(mask.shape)")
+            throw ModuleError.invalidInput("BERT needs ids [B, L] and a mask of the same shape, got \(s) and \(mask.shape)")
         }
         let bias = try ((1.0 - mask.to(.float32)) * Double(-Float.greatestFiniteMagnitude)).reshaped([s[0], 1, 1, s[1]])
         var h = try embeddings(ids)

@@ -68,10 +68,10 @@ public final class TransformerEncoderLayer: Module {
 /// Unlike ``MiniLMTextEncoder`` it records gradients (call it inside the training step), so do
 /// not wrap it in a ``TextEmbeddingCache`` while it is being trained.
 public final class LearnedTextEncoder: Module, TextEncoder {
-    public let tokenEmbedding: Embedding
-    public let positionEmbedding: Embedding
+    @CheckpointKey("token_embedding") public private(set) var tokenEmbedding: Embedding
+    @CheckpointKey("position_embedding") public private(set) var positionEmbedding: Embedding
     public let layers: [TransformerEncoderLayer]
-    public let finalNorm: LayerNorm
+    @CheckpointKey("final_norm") public private(set) var finalNorm: LayerNorm
     public let config: LearnedTextEncoderConfig
     public let tokenizer: any TextTokenizer
 
@@ -85,10 +85,10 @@ public final class LearnedTextEncoder: Module, TextEncoder {
         guard width > 0, layers >= 0, heads > 0, width % heads == 0, mlpRatio > 0 else {
             throw TextEncoderError.invalidConfiguration(path: "<LearnedTextEncoder>", reason: "invalid shape \(config)")
         }
-        tokenEmbedding = try Embedding(config.vocabularySize, width)
-        positionEmbedding = try Embedding(config.maxLength, width)
+        _tokenEmbedding.wrappedValue = try Embedding(config.vocabularySize, width)
+        _positionEmbedding.wrappedValue = try Embedding(config.maxLength, width)
         self.layers = try (0..<layers).map { _ in try TransformerEncoderLayer(width: width, heads: heads, mlpRatio: mlpRatio) }
-        finalNorm = try LayerNorm(width)
+        _finalNorm.wrappedValue = try LayerNorm(width)
         self.config = config
         self.tokenizer = tokenizer
         super.init()
@@ -98,21 +98,12 @@ public final class LearnedTextEncoder: Module, TextEncoder {
         }
     }
 
-    override public func key(forProperty name: String) -> String {
-        switch name {
-        case "tokenEmbedding": "token_embedding"
-        case "positionEmbedding": "position_embedding"
-        case "finalNorm": "final_norm"
-        default: name
-        }
-    }
-
     public var width: Int { config.width }
 
     /// Token states `[B, L, D]` (padding zeroed) for a tokenized batch.
     public func callAsFunction(_ batch: TokenizedBatch) throws -> Tensor {
         guard batch.length <= config.maxLength else {
-            throw TorchError.invalidArgument("\(batch.length) tokens exceed the encoder's \(config.maxLength) positions")
+            throw ModuleError.invalidInput("\(batch.length) tokens exceed the encoder's \(config.maxLength) positions")
         }
         let mask = try batch.attentionMask()
         let positions = try Tensor.arange(0, Double(batch.length), dtype: .int64)

@@ -355,7 +355,7 @@ public struct ExperimentSummary: Encodable {
     public init(_ c: TextToImageExperiment, command: String) throws {
         self.command = command
         steps = c.steps
-        let runs = try c.runs()
+        let runs = c.runs()
         let sweepSeeds = Array(c.seeds.prefix(c.sweepSeeds))
         func metrics(_ run: TextToImageExperiment.Run, _ what: String) throws -> ExperimentMetrics {
             try ExperimentMetrics(report: c.evalFile(run, what))

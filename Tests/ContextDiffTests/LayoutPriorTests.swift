@@ -44,7 +44,7 @@ struct LayoutPriorTests {
         #expect(try pixel(0, 14, 13).allSatisfy { abs($0) < 1e-3 })
         #expect(try canvas.select(dim: 0, 1).abs().max().item() == 0)
         #expect(try canvas.select(dim: 0, 2).abs().max().item() == 0)
-        #expect(throws: TorchError.self) {
+        #expect(throws: ModuleError.self) {
             try prior.canvas(condition, boxes: target.boxes.slice(dim: 1, 0, 4), gates: target.gates, size: 16)
         }
     }
@@ -61,7 +61,7 @@ struct LayoutPriorTests {
         #expect((json["layout_prior"] as? [String: Any])?["max_tokens"] as? Int == 6)
         #expect(try JSONDecoder().decode(UNetConfig.self, from: JSONSerialization.data(withJSONObject: json)) == config)
         config.layoutPrior?.heads = 3
-        #expect(throws: TorchError.self) { try config.validate() }
+        #expect(throws: ModuleError.self) { try config.validate() }
         config.layoutPrior?.heads = 2
 
         // Same weights apart from the prior (copied, not seeded: other tests draw from the
@@ -110,7 +110,7 @@ struct LayoutPriorTests {
         #expect(try TestSupport.relativeDiff(reused, first) < 1e-5)
         #expect(try (fresh - b).abs().max().item() == 0)
         let long = try TinyConfigs.condition(batch: 2, length: 7)
-        #expect(throws: TorchError.self) { try with(x, timesteps: t, condition: long) }
+        #expect(throws: ModuleError.self) { try with(x, timesteps: t, condition: long) }
     }
 
     /// The supervised loss teaches a rule that needs the tokens to interact: in "W₁ REL W₂", the first word's box is in the left half for REL = "left" and in
@@ -223,6 +223,6 @@ struct LayoutPriorTests {
         #expect(std(try typical.select(dim: 1, 1).select(dim: 1, 0).to(.float64).scalars(as: Double.self)) < 1e-6)
         // A prior without a mixture cannot sample: a clear error.
         let plain = try LayoutPrior(LayoutPriorConfig(layers: 1, width: 16, heads: 2, channels: 2, maxTokens: 4), contextDim: dim, outputChannels: 4)
-        #expect(throws: TorchError.self) { try plain.sample(condition, generator: Generator(seed: 5)) }
+        #expect(throws: ModuleError.self) { try plain.sample(condition, generator: Generator(seed: 5)) }
     }
 }

@@ -253,7 +253,7 @@ struct NetworkTests {
         #expect(written["max_tokens"] as? Int == 6 && written["mlp_ratio"] as? Int == 2)
         #expect(try JSONDecoder().decode(UNetConfig.self, from: JSONSerialization.data(withJSONObject: json)) == config)
         config.textRefiner?.heads = 3
-        #expect(throws: TorchError.self) { try config.validate() }
+        #expect(throws: ModuleError.self) { try config.validate() }
         config.textRefiner?.heads = 2
 
         // Same weights apart from the refiner (copied, not seeded: other tests draw from the
@@ -279,7 +279,7 @@ struct NetworkTests {
             try Torch.withNoGrad { try output.bias!.zero() }
         }
         let long = try TinyConfigs.condition(batch: 2, length: 7)
-        #expect(throws: TorchError.self) { try with(x, timesteps: t, condition: long) }
+        #expect(throws: ModuleError.self) { try with(x, timesteps: t, condition: long) }
     }
 
     @Test func loadingVerifiesEveryTensor() throws {
@@ -320,13 +320,13 @@ struct NetworkTests {
         let unet = try UNet(TinyConfigs.unet)
         let c = try TinyConfigs.condition(batch: 2)
         let t = try Tensor([Int64(1), 2], shape: [2])
-        #expect(throws: TorchError.self) { try unet(Tensor.zeros([2, 3, 8, 8]), timesteps: t, condition: c) }
-        #expect(throws: TorchError.self) { try unet(Tensor.zeros([3, 3, 16, 16]), timesteps: t, condition: c) }
+        #expect(throws: ModuleError.self) { try unet(Tensor.zeros([2, 3, 8, 8]), timesteps: t, condition: c) }
+        #expect(throws: ModuleError.self) { try unet(Tensor.zeros([3, 3, 16, 16]), timesteps: t, condition: c) }
         var bad = TinyConfigs.unet
         bad.sampleSize = 15
-        #expect(throws: TorchError.self) { try UNet(bad) }
+        #expect(throws: ModuleError.self) { try UNet(bad) }
         var badAdapter = TinyConfigs.adapter
         badAdapter.width = 30
-        #expect(throws: TorchError.self) { try ContextAdapter(badAdapter) }
+        #expect(throws: ModuleError.self) { try ContextAdapter(badAdapter) }
     }
 }

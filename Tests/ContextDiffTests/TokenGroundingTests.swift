@@ -33,7 +33,7 @@ struct TokenGroundingTests {
             objects: [[left], []]).item()
         #expect(abs(both - (0.25 + 0) / 2) < 1e-6)
         #expect(try TokenGrounding.loss(maps: [], objects: [[left]]).item() == 0)
-        #expect(throws: TorchError.self) { try TokenGrounding.loss(maps: [(site, Tensor.zeros([1, 3, 3]))], objects: [[left]]) }
+        #expect(throws: ModuleError.self) { try TokenGrounding.loss(maps: [(site, Tensor.zeros([1, 3, 3]))], objects: [[left]]) }
     }
 
     /// Each object's words are found in caption order, so the same colour twice goes to the

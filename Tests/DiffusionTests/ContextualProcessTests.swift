@@ -33,8 +33,8 @@ struct ContextualProcessTests {
         #expect(high.min()! < 410 && high.max()! > 990)
         #expect(try diffusion.sampleTimesteps(count: 64, generator: Generator(seed: 2))
             == diffusion.sampleTimesteps(count: 64, generator: Generator(seed: 2), range: 0..<1000))
-        #expect(throws: TorchError.self) { try diffusion.sampleTimesteps(count: 1, generator: Generator(seed: 3), range: 900..<1001) }
-        #expect(throws: TorchError.self) { try diffusion.sampleTimesteps(count: 1, generator: Generator(seed: 3), range: 5..<5) }
+        #expect(throws: SamplingError.self) { try diffusion.sampleTimesteps(count: 1, generator: Generator(seed: 3), range: 900..<1001) }
+        #expect(throws: SamplingError.self) { try diffusion.sampleTimesteps(count: 1, generator: Generator(seed: 3), range: 5..<5) }
     }
 
     @Test func contextCoefficient() throws {

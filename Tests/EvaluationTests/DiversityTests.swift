@@ -29,7 +29,7 @@ struct DiversityTests {
         let far = try real + 100
         let f = try PrecisionRecall.compute(real: real, generated: far)
         #expect(f.precision == 0 && f.recall == 0)
-        #expect(throws: TorchError.self) { try PrecisionRecall.compute(real: real, generated: real.slice(dim: 0, 0, 3)) }
+        #expect(throws: EvaluationError.self) { try PrecisionRecall.compute(real: real, generated: real.slice(dim: 0, 0, 3)) }
     }
 
     @Test func spreadOfCentresAndSizesGoldenValues() {

@@ -25,8 +25,66 @@ final class Stack: Module {
     }
 }
 
+/// Keys declared beside the properties: a renamed child, a dotted key, an absent optional, an
+/// array and a bare tensor.
+final class Keyed: Module {
+    @CheckpointKey("proj_in") private(set) var projIn: Linear
+    @CheckpointKey("mid.block_1") private(set) var midBlock: Block
+    @CheckpointKey("extra_head") private(set) var extra: Linear?
+    @CheckpointKey("layer") private(set) var layers: [Linear]
+    @CheckpointKey("logit_scale") private(set) var logitScale: Tensor
+    let plain: Linear
+    init(width: Int = 8) throws {
+        _projIn.wrappedValue = try Linear(8, 8)
+        _midBlock.wrappedValue = try Block()
+        _extra.wrappedValue = nil
+        _layers.wrappedValue = [try Linear(8, 8), try Linear(8, 8)]
+        _logitScale.wrappedValue = try Tensor.ones([1])
+        plain = try Linear(8, 2)
+        super.init()
+    }
+}
+
 @Suite("Modules: parameter discovery and verified loading")
 struct ModuleTests {
+    @Test func checkpointKeysAreDeclaredBesideTheProperties() throws {
+        let m = try Keyed()
+        let keys = m.namedParameters().map(\.0)
+        #expect(keys.first == "logit_scale")
+        #expect(keys.contains("proj_in.weight"))
+        #expect(keys.contains("mid.block_1.attention.to_k.weight"))
+        #expect(keys.contains("layer.1.bias"))
+        #expect(keys.contains("plain.weight"))
+        #expect(!keys.contains { $0.hasPrefix("projIn") || $0.hasPrefix("midBlock") || $0.hasPrefix("extra") || $0.hasPrefix("layers") })
+        #expect(m.namedChildren().map(\.0) == ["proj_in", "mid.block_1", "layer.0", "layer.1", "plain"])
+        // A round trip through the declared keys.
+        let copy = try Keyed()
+        try copy.load(m.stateDict())
+        #expect(try TestSupport.maxAbsDiff(copy.projIn.weight, m.projIn.weight) == 0)
+    }
+
+    @Test func movingToTheDeviceItIsOnKeepsIdentitiesAndValues() throws {
+        let m = try Stack(head: true)
+        #expect(try m.device == .cpu)
+        let before = m.parameters()
+        let values = try before.map { try $0.scalars(as: Float.self) }
+        try m.to(.cpu)
+        let after = m.parameters()
+        #expect(zip(before, after).allSatisfy { $0 === $1 })
+        for (p, v) in zip(after, values) { #expect(try p.scalars(as: Float.self) == v) }
+        #expect(try Module().device == nil)
+    }
+
+    @Test func aMoveThatFailsLeavesTheModuleWhereItWas() throws {
+        let m = try Stack(head: true)
+        let values = try m.parameters().map { try $0.scalars(as: Float.self) }
+        // No CUDA in this build (or no such device): libtorch refuses; the error is typed and
+        // nothing moved.
+        #expect(throws: TorchError.self) { try m.to(.cuda(99)) }
+        #expect(try m.device == .cpu)
+        for (p, v) in zip(m.parameters(), values) { #expect(try p.scalars(as: Float.self) == v) }
+    }
+
     @Test func discoversParametersByReflection() throws {
         let m = try Stack(head: true)
         let keys = m.namedParameters().map(\.0)
@@ -90,9 +148,9 @@ struct ModuleTests {
 
     @Test func attentionRejectsBadShapes() throws {
         let a = try MultiHeadAttention(queryDim: 8, heads: 2)
-        #expect(throws: TorchError.self) { try a(Tensor.zeros([2, 8])) }
-        #expect(throws: TorchError.self) { try a(Tensor.zeros([2, 3, 8]), keyMask: Tensor.ones([2, 4], dtype: .bool)) }
-        #expect(throws: TorchError.self) { try MultiHeadAttention(queryDim: 7, heads: 2) }
+        #expect(throws: ModuleError.self) { try a(Tensor.zeros([2, 8])) }
+        #expect(throws: ModuleError.self) { try a(Tensor.zeros([2, 3, 8]), keyMask: Tensor.ones([2, 4], dtype: .bool)) }
+        #expect(throws: ModuleError.self) { try MultiHeadAttention(queryDim: 7, heads: 2) }
     }
 
     /// Attention equals a direct evaluation of softmax(QKᵀ/√d)V for one head.

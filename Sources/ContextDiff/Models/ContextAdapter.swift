@@ -25,7 +25,7 @@ public struct ContextAdapterConfig: Codable, Sendable, Equatable {
     }
 
     public func validate() throws {
-        func fail(_ m: String) -> Error { TorchError.invalidArgument("adapter config: \(m)") }
+        func fail(_ m: String) -> Error { ModuleError.invalidConfiguration("adapter config: \(m)") }
         try ConfigLimits.check([
             "in_channels": inChannels, "sample_size": sampleSize, "patch_size": patchSize, "width": width, "context_dim": contextDim,
         ], in: 1...ConfigLimits.size, fail)
@@ -48,9 +48,9 @@ public struct ContextAdapterConfig: Codable, Sendable, Equatable {
 /// One adapter block: [LN → self-attention] → [LN → cross-attention to text] → [LN → MLP], residual each.
 public final class ContextBlock: Module {
     public let norm1: LayerNorm
-    public let selfAttention: MultiHeadAttention
+    @CheckpointKey("attn1") public private(set) var selfAttention: MultiHeadAttention
     public let norm2: LayerNorm
-    public let crossAttention: MultiHeadAttention
+    @CheckpointKey("attn2") public private(set) var crossAttention: MultiHeadAttention
     public let norm3: LayerNorm
     public let mlp1: Linear
     public let mlp2: Linear
@@ -60,17 +60,13 @@ public final class ContextBlock: Module {
 
     init(width: Int, heads: Int, contextDim: Int, mlpRatio: Int) throws {
         norm1 = try LayerNorm(width)
-        selfAttention = try MultiHeadAttention(queryDim: width, heads: heads)
+        _selfAttention.wrappedValue = try MultiHeadAttention(queryDim: width, heads: heads)
         norm2 = try LayerNorm(width)
-        crossAttention = try MultiHeadAttention(queryDim: width, contextDim: contextDim, heads: heads)
+        _crossAttention.wrappedValue = try MultiHeadAttention(queryDim: width, contextDim: contextDim, heads: heads)
         norm3 = try LayerNorm(width)
         mlp1 = try Linear(width, width * mlpRatio)
         mlp2 = try Linear(width * mlpRatio, width)
         super.init()
-    }
-
-    override public func key(forProperty name: String) -> String {
-        name == "selfAttention" ? "attn1" : name == "crossAttention" ? "attn2" : name
     }
 
     func inflate(heads: Int) throws {
@@ -95,39 +91,30 @@ public final class ContextBlock: Module {
 /// the output depends on the image, the text and the timestep.
 public final class ContextAdapter: Module {
     public private(set) var config: ContextAdapterConfig
-    public let patchEmbed: Conv2d
+    @CheckpointKey("patch_embed") public private(set) var patchEmbed: Conv2d
     public let positions: Tensor
-    public let timeEmbedding: TimestepEmbedding
+    @CheckpointKey("time_embedding") public private(set) var timeEmbedding: TimestepEmbedding
     public let blocks: [ContextBlock]
-    public let normOut: LayerNorm
-    public let projOut: Linear
+    @CheckpointKey("norm_out") public private(set) var normOut: LayerNorm
+    @CheckpointKey("proj_out") public private(set) var projOut: Linear
 
     public init(_ config: ContextAdapterConfig) throws {
         try config.validate()
         self.config = config
         let w = config.width
-        patchEmbed = try Conv2d(config.inChannels, w, kernel: config.patchSize, stride: config.patchSize)
+        _patchEmbed.wrappedValue = try Conv2d(config.inChannels, w, kernel: config.patchSize, stride: config.patchSize)
         positions = try Tensor.randn([1, config.tokenGrid * config.tokenGrid, w]) * 0.02
-        timeEmbedding = try TimestepEmbedding(featureDim: w, outputDim: w)
+        _timeEmbedding.wrappedValue = try TimestepEmbedding(featureDim: w, outputDim: w)
         blocks = try (0..<config.depth).map { _ in
             try ContextBlock(width: w, heads: config.heads, contextDim: config.contextDim, mlpRatio: config.mlpRatio)
         }
-        normOut = try LayerNorm(w)
-        projOut = try Linear(w, config.patchSize * config.patchSize * config.inChannels)
+        _normOut.wrappedValue = try LayerNorm(w)
+        let projOut = try Linear(w, config.patchSize * config.patchSize * config.inChannels)
         try projOut.weight.zero()
         try projOut.bias?.zero()
+        _projOut.wrappedValue = projOut
         super.init()
         if let heads = config.temporalHeads { try inflate(heads: heads) }
-    }
-
-    override public func key(forProperty name: String) -> String {
-        switch name {
-        case "patchEmbed": "patch_embed"
-        case "timeEmbedding": "time_embedding"
-        case "normOut": "norm_out"
-        case "projOut": "proj_out"
-        default: name
-        }
     }
 
     /// Whether ``inflate()`` has added temporal layers.
@@ -143,7 +130,7 @@ public final class ContextAdapter: Module {
         let heads = heads ?? config.temporalHeads ?? config.heads
         if isInflated {
             guard heads == config.temporalHeads else {
-                throw TorchError.invalidArgument("adapter is already inflated with \(config.temporalHeads ?? 0) temporal heads, not \(heads)")
+                throw ModuleError.invalidConfiguration("adapter is already inflated with \(config.temporalHeads ?? 0) temporal heads, not \(heads)")
             }
             return
         }
@@ -156,15 +143,15 @@ public final class ContextAdapter: Module {
     public func callAsFunction(_ x0: Tensor, timesteps: Tensor, condition: Condition, frames: Int? = nil) throws -> Tensor {
         let s = x0.shape
         if let frames, frames <= 0 || s.first.map({ $0 % frames != 0 }) ?? true {
-            throw TorchError.invalidArgument("adapter: batch \(s.first ?? 0) is not a whole number of \(frames)-frame videos")
+            throw ModuleError.invalidInput("adapter: batch \(s.first ?? 0) is not a whole number of \(frames)-frame videos")
         }
         let (c, size, p, g) = (config.inChannels, config.sampleSize, config.patchSize, config.tokenGrid)
         guard s.count == 4, s[1] == c, s[2] == size, s[3] == size else {
-            throw TorchError.invalidArgument("adapter input must be [B, \(c), \(size), \(size)], got \(s)")
+            throw ModuleError.invalidInput("adapter input must be [B, \(c), \(size), \(size)], got \(s)")
         }
         let b = s[0]
         guard timesteps.shape == [b], condition.batchSize == b else {
-            throw TorchError.invalidArgument("adapter: batch \(b) but timesteps \(timesteps.shape) and condition batch \(condition.batchSize)")
+            throw ModuleError.invalidInput("adapter: batch \(b) but timesteps \(timesteps.shape) and condition batch \(condition.batchSize)")
         }
         var h = try patchEmbed(x0).flattened(from: 2).transposed(1, 2)  // [B, N, W]
         h = try h + positions + timeEmbedding(timesteps).unsqueezed(1)

@@ -9,7 +9,7 @@ import Torch
 /// - Returns: `[B, dimension]` float32.
 public func timestepFeatures(_ timesteps: Tensor, dimension: Int) throws -> Tensor {
     guard dimension >= 2, dimension % 2 == 0 else {
-        throw TorchError.invalidArgument("timestep embedding width must be even and ≥ 2, got \(dimension)")
+        throw ModuleError.invalidConfiguration("timestep embedding width must be even and ≥ 2, got \(dimension)")
     }
     let half = dimension / 2
     let exponent = try Tensor.arange(0, Double(half)) * (-Foundation.log(10000.0) / Double(half))
@@ -19,19 +19,15 @@ public func timestepFeatures(_ timesteps: Tensor, dimension: Int) throws -> Tens
 
 /// Sinusoidal features followed by `Linear → SiLU → Linear` (diffusers' `TimestepEmbedding`).
 public final class TimestepEmbedding: Module {
-    public let linear1: Linear
-    public let linear2: Linear
+    @CheckpointKey("linear_1") public private(set) var linear1: Linear
+    @CheckpointKey("linear_2") public private(set) var linear2: Linear
     public let featureDim: Int
 
     public init(featureDim: Int, outputDim: Int) throws {
-        linear1 = try Linear(featureDim, outputDim)
-        linear2 = try Linear(outputDim, outputDim)
+        _linear1.wrappedValue = try Linear(featureDim, outputDim)
+        _linear2.wrappedValue = try Linear(outputDim, outputDim)
         self.featureDim = featureDim
         super.init()
-    }
-
-    override public func key(forProperty name: String) -> String {
-        name == "linear1" ? "linear_1" : name == "linear2" ? "linear_2" : name
     }
 
     public func callAsFunction(_ timesteps: Tensor) throws -> Tensor {

@@ -31,7 +31,7 @@ public struct LayoutPriorConfig: Codable, Sendable, Equatable {
     }
 
     public func validate() throws {
-        func fail(_ m: String) -> Error { TorchError.invalidArgument("UNet config: layout_prior: \(m)") }
+        func fail(_ m: String) -> Error { ModuleError.invalidConfiguration("UNet config: layout_prior: \(m)") }
         try ConfigLimits.check(["width": width, "channels": channels, "max_tokens": maxTokens], in: 1...ConfigLimits.size, fail)
         try ConfigLimits.check(["layers": layers], in: 1...ConfigLimits.count, fail)
         if let mixtureComponents { try ConfigLimits.check(["mixture_components": mixtureComponents], in: 1...ConfigLimits.count, fail) }
@@ -121,15 +121,15 @@ public struct LayoutTarget {
 /// computing what it did before.
 public final class LayoutPrior: Module {
     public let config: LayoutPriorConfig
-    public let projIn: Linear
-    public let posEmbed: Tensor
+    @CheckpointKey("proj_in") public private(set) var projIn: Linear
+    @CheckpointKey("pos_embed") public private(set) var posEmbed: Tensor
     public let layers: [TransformerEncoderLayer]
     public let norm: LayerNorm
     /// Per token: `(cx, cy, w, h)` logits and the gate logit.
     public let head: Linear
     /// Each token's state projected to the canvas channels.
     public let value: Linear
-    public let canvasIn: Conv2d
+    @CheckpointKey("canvas_in") public private(set) var canvasIn: Conv2d
     /// Per token and mixture component: a weight logit, the mean and the log-std of the box in
     /// logit coordinates (``LayoutPriorConfig/mixtureComponents``); nil without a mixture.
     public let mixture: Linear?
@@ -137,26 +137,17 @@ public final class LayoutPrior: Module {
     public init(_ config: LayoutPriorConfig, contextDim: Int, outputChannels: Int) throws {
         try config.validate()
         self.config = config
-        projIn = try Linear(contextDim, config.width)
-        posEmbed = try Tensor.randn([1, config.maxTokens, config.width]) * 0.02
+        _projIn.wrappedValue = try Linear(contextDim, config.width)
+        _posEmbed.wrappedValue = try Tensor.randn([1, config.maxTokens, config.width]) * 0.02
         layers = try (0..<config.layers).map { _ in try TransformerEncoderLayer(width: config.width, heads: config.heads, mlpRatio: 2) }
         norm = try LayerNorm(config.width)
         head = try Linear(config.width, 5)
         value = try Linear(contextDim, config.channels)
-        canvasIn = try Conv2d(config.channels, outputChannels, kernel: 3, padding: 1)
+        _canvasIn.wrappedValue = try Conv2d(config.channels, outputChannels, kernel: 3, padding: 1)
         mixture = try config.mixtureComponents.map { try Linear(config.width, 9 * $0) }
         super.init()
         try Torch.withNoGrad {
             for p in [canvasIn.weight, canvasIn.bias].compactMap({ $0 }) { try p.zero() }
-        }
-    }
-
-    override public func key(forProperty name: String) -> String {
-        switch name {
-        case "projIn": "proj_in"
-        case "posEmbed": "pos_embed"
-        case "canvasIn": "canvas_in"
-        default: name
         }
     }
 
@@ -218,7 +209,7 @@ public final class LayoutPrior: Module {
     public func sample(_ condition: Condition, generator: Generator) throws -> LayoutTarget {
         let (typical, params) = try predictAll(condition)
         guard let params, let k = config.mixtureComponents else {
-            throw TorchError.invalidArgument("layout prior: this model predicts typical boxes only (no mixture_components)")
+            throw ModuleError.invalidConfiguration("layout prior: this model predicts typical boxes only (no mixture_components)")
         }
         let b = condition.tokens.shape[0], t = condition.tokens.shape[1]
         let gates = try typical.gateLogits.sigmoid()
@@ -284,7 +275,7 @@ public final class LayoutPrior: Module {
     public func canvas(_ condition: Condition, boxes: Tensor, gates: Tensor, size: Int) throws -> Tensor {
         let b = condition.tokens.shape[0], t = condition.tokens.shape[1]
         guard boxes.shape == [b, t, 4], gates.shape == [b, t] else {
-            throw TorchError.invalidArgument("layout prior: boxes \(boxes.shape) and gates \(gates.shape) for \(b) rows of \(t) tokens")
+            throw ModuleError.invalidInput("layout prior: boxes \(boxes.shape) and gates \(gates.shape) for \(b) rows of \(t) tokens")
         }
         let grid = try Tensor.arange(0.5, Double(size), dtype: .float32) / Double(size)  // [S] cell centres
         let softness = 0.5 / Double(size)

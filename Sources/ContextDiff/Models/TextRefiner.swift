@@ -24,7 +24,7 @@ public struct TextRefinerConfig: Codable, Sendable, Equatable {
     }
 
     public func validate() throws {
-        func fail(_ m: String) -> Error { TorchError.invalidArgument("UNet config: text_refiner: \(m)") }
+        func fail(_ m: String) -> Error { ModuleError.invalidConfiguration("UNet config: text_refiner: \(m)") }
         try ConfigLimits.check(["width": width, "max_tokens": maxTokens], in: 1...ConfigLimits.size, fail)
         try ConfigLimits.check(["layers": layers, "mlp_ratio": mlpRatio], in: 1...ConfigLimits.count, fail)
         try ConfigLimits.check(["heads": heads], in: 1...ConfigLimits.heads, fail)
@@ -47,37 +47,27 @@ public struct TextRefinerConfig: Codable, Sendable, Equatable {
 /// can compute it.
 public final class TextRefiner: Module {
     public let config: TextRefinerConfig
-    public let projIn: Linear
-    public let posEmbed: Tensor
+    @CheckpointKey("proj_in") public private(set) var projIn: Linear
+    @CheckpointKey("pos_embed") public private(set) var posEmbed: Tensor
     public let layers: [TransformerEncoderLayer]
     public let norm: LayerNorm
-    public let tokensOut: Linear
-    public let pooledOut: Linear
+    @CheckpointKey("tokens_out") public private(set) var tokensOut: Linear
+    @CheckpointKey("pooled_out") public private(set) var pooledOut: Linear
 
     public init(_ config: TextRefinerConfig, contextDim: Int, pooledDim: Int) throws {
         try config.validate()
         self.config = config
-        projIn = try Linear(contextDim, config.width)
-        posEmbed = try Tensor.randn([1, config.maxTokens, config.width]) * 0.02
+        _projIn.wrappedValue = try Linear(contextDim, config.width)
+        _posEmbed.wrappedValue = try Tensor.randn([1, config.maxTokens, config.width]) * 0.02
         layers = try (0..<config.layers).map { _ in
             try TransformerEncoderLayer(width: config.width, heads: config.heads, mlpRatio: config.mlpRatio)
         }
         norm = try LayerNorm(config.width)
-        tokensOut = try Linear(config.width, contextDim)
-        pooledOut = try Linear(config.width, pooledDim)
+        _tokensOut.wrappedValue = try Linear(config.width, contextDim)
+        _pooledOut.wrappedValue = try Linear(config.width, pooledDim)
         super.init()
         try Torch.withNoGrad {
             for p in [tokensOut.weight, tokensOut.bias, pooledOut.weight, pooledOut.bias].compactMap({ $0 }) { try p.zero() }
-        }
-    }
-
-    override public func key(forProperty name: String) -> String {
-        switch name {
-        case "projIn": "proj_in"
-        case "posEmbed": "pos_embed"
-        case "tokensOut": "tokens_out"
-        case "pooledOut": "pooled_out"
-        default: name
         }
     }
 
@@ -103,7 +93,7 @@ func encodeTokens(
 ) throws -> Tensor {
     let length = condition.tokens.shape[1], available = positions.shape[1]
     guard length <= available else {
-        throw TorchError.invalidArgument("\(owner): \(length) tokens exceed its \(available) positions")
+        throw ModuleError.invalidInput("\(owner): \(length) tokens exceed its \(available) positions")
     }
     let mask = try condition.mask.to(.bool)
     var h = try projIn(condition.tokens) + positions.slice(dim: 1, 0, length)

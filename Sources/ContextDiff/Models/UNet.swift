@@ -75,7 +75,7 @@ public struct UNetConfig: Codable, Sendable, Equatable {
 
     /// Checks the configuration and throws a message naming the offending field.
     public func validate() throws {
-        func fail(_ m: String) -> Error { TorchError.invalidArgument("UNet config: \(m)") }
+        func fail(_ m: String) -> Error { ModuleError.invalidConfiguration("UNet config: \(m)") }
         try ConfigLimits.check([
             "in_channels": inChannels, "out_channels": outChannels, "sample_size": sampleSize, "base_channels": baseChannels,
             "context_dim": contextDim, "pooled_dim": pooledDim, "norm_groups": normGroups,
@@ -115,7 +115,7 @@ func groupCount(_ channels: Int, preferred: Int) -> Int {
 public final class ResBlock: Module {
     public let norm1: GroupNorm
     public let conv1: Conv2d
-    public let timeProj: Linear
+    @CheckpointKey("time_proj") public private(set) var timeProj: Linear
     public let norm2: GroupNorm
     public let dropout: Dropout
     public let conv2: Conv2d
@@ -124,15 +124,13 @@ public final class ResBlock: Module {
     public init(_ inputs: Int, _ outputs: Int, timeDim: Int, groups: Int, dropout: Double) throws {
         norm1 = try GroupNorm(groups: groupCount(inputs, preferred: groups), channels: inputs)
         conv1 = try Conv2d(inputs, outputs, kernel: 3, padding: 1)
-        timeProj = try Linear(timeDim, outputs)
+        _timeProj.wrappedValue = try Linear(timeDim, outputs)
         norm2 = try GroupNorm(groups: groupCount(outputs, preferred: groups), channels: outputs)
         self.dropout = try Dropout(dropout)
         conv2 = try Conv2d(outputs, outputs, kernel: 3, padding: 1)
         skip = inputs == outputs ? nil : try Conv2d(inputs, outputs, kernel: 1)
         super.init()
     }
-
-    override public func key(forProperty name: String) -> String { name == "timeProj" ? "time_proj" : name }
 
     public func callAsFunction(_ x: Tensor, time: Tensor) throws -> Tensor {
         var h = try conv1(norm1(x).silu())
@@ -147,17 +145,17 @@ public final class ResBlock: Module {
 /// the text tokens] → [LN → GELU MLP] → proj_out, with residuals (Stable Diffusion's block).
 public final class SpatialTransformer: Module {
     public let norm: GroupNorm
-    public let projIn: Linear
+    @CheckpointKey("proj_in") public private(set) var projIn: Linear
     public let norm1: LayerNorm?
-    public let selfAttention: MultiHeadAttention?
+    @CheckpointKey("attn1") public private(set) var selfAttention: MultiHeadAttention?
     public let norm2: LayerNorm?
-    public let crossAttention: MultiHeadAttention?
+    @CheckpointKey("attn2") public private(set) var crossAttention: MultiHeadAttention?
     public let norm3: LayerNorm
     public let ff1: Linear
     public let ff2: Linear
-    public let projOut: Linear
+    @CheckpointKey("proj_out") public private(set) var projOut: Linear
     /// Learned absolute position embedding `[1, H·W, C]` (``UNetConfig/positionalEmbedding``), or nil.
-    public let posEmbed: Tensor?
+    @CheckpointKey("pos_embed") public private(set) var posEmbed: Tensor?
     /// Temporal attention over the frames of a video (Tune-A-Video's `attn_temp`), added by
     /// ``UNet/inflate()``; nil in a 2-D model, so 2-D checkpoints keep their keys.
     public private(set) var temporal: TemporalAttention?
@@ -168,30 +166,19 @@ public final class SpatialTransformer: Module {
         channels: Int, heads: Int, contextDim: Int, groups: Int, selfAttention: Bool, crossAttention: Bool,
         positions: Int? = nil
     ) throws {
-        posEmbed = try positions.map { try Tensor.zeros([1, $0, channels]) }
+        _posEmbed.wrappedValue = try positions.map { try Tensor.zeros([1, $0, channels]) }
         norm = try GroupNorm(groups: groupCount(channels, preferred: groups), channels: channels, eps: 1e-6)
-        projIn = try Linear(channels, channels)
+        _projIn.wrappedValue = try Linear(channels, channels)
         norm1 = selfAttention ? try LayerNorm(channels) : nil
-        self.selfAttention = selfAttention ? try MultiHeadAttention(queryDim: channels, heads: heads) : nil
+        _selfAttention.wrappedValue = selfAttention ? try MultiHeadAttention(queryDim: channels, heads: heads) : nil
         norm2 = crossAttention ? try LayerNorm(channels) : nil
-        self.crossAttention = crossAttention
+        _crossAttention.wrappedValue = crossAttention
             ? try MultiHeadAttention(queryDim: channels, contextDim: contextDim, heads: heads) : nil
         norm3 = try LayerNorm(channels)
         ff1 = try Linear(channels, 4 * channels)
         ff2 = try Linear(4 * channels, channels)
-        projOut = try Linear(channels, channels)
+        _projOut.wrappedValue = try Linear(channels, channels)
         super.init()
-    }
-
-    override public func key(forProperty name: String) -> String {
-        switch name {
-        case "projIn": "proj_in"
-        case "projOut": "proj_out"
-        case "selfAttention": "attn1"
-        case "crossAttention": "attn2"
-        case "posEmbed": "pos_embed"
-        default: name
-        }
     }
 
     /// Adds ``temporal`` (zero-initialised output, so the layer starts as the identity).
@@ -209,7 +196,7 @@ public final class SpatialTransformer: Module {
         var h = try projIn(norm(x).reshaped([b, c, hw]).transposed(1, 2))  // [B, HW, C]
         if let posEmbed {
             guard posEmbed.shape[1] == hw else {
-                throw TorchError.invalidArgument("position embedding of \(posEmbed.shape[1]) tokens for a \(s[2])×\(s[3]) feature map (the model's sample_size is fixed)")
+                throw ModuleError.invalidInput("position embedding of \(posEmbed.shape[1]) tokens for a \(s[2])×\(s[3]) feature map (the model's sample_size is fixed)")
             }
             h = try h + posEmbed
         }
@@ -257,20 +244,20 @@ public final class UNetLevel: Module {
 /// and cross-attention over the full sequence of text-token states.
 public final class UNet: Module {
     public private(set) var config: UNetConfig
-    public let timeEmbedding: TimestepEmbedding
-    public let pooledProj: Linear
-    public let convIn: Conv2d
+    @CheckpointKey("time_embedding") public private(set) var timeEmbedding: TimestepEmbedding
+    @CheckpointKey("pooled_proj") public private(set) var pooledProj: Linear
+    @CheckpointKey("conv_in") public private(set) var convIn: Conv2d
     public let down: [UNetLevel]
-    public let midResnet1: ResBlock
-    public let midAttention: SpatialTransformer
-    public let midResnet2: ResBlock
+    @CheckpointKey("mid.resnet_1") public private(set) var midResnet1: ResBlock
+    @CheckpointKey("mid.attention") public private(set) var midAttention: SpatialTransformer
+    @CheckpointKey("mid.resnet_2") public private(set) var midResnet2: ResBlock
     public let up: [UNetLevel]
-    public let normOut: GroupNorm
-    public let convOut: Conv2d
+    @CheckpointKey("norm_out") public private(set) var normOut: GroupNorm
+    @CheckpointKey("conv_out") public private(set) var convOut: Conv2d
     /// The trainable text refiner (``UNetConfig/textRefiner``), or nil.
-    public let textRefiner: TextRefiner?
+    @CheckpointKey("text_refiner") public private(set) var textRefiner: TextRefiner?
     /// The text-side layout prior (``UNetConfig/layoutPrior``), or nil.
-    public let layoutPrior: LayoutPrior?
+    @CheckpointKey("layout_prior") public private(set) var layoutPrior: LayoutPrior?
     /// Whether the prior paints the layout it predicts when no `layout` is given (true for
     /// text-to-image). A video edit turns it off: the layout is the source video's, carried by
     /// its inversion, and a text-side box would pin a moving object to one place.
@@ -282,9 +269,9 @@ public final class UNet: Module {
         let base = config.baseChannels
         let timeDim = 4 * base
         let groups = config.normGroups
-        timeEmbedding = try TimestepEmbedding(featureDim: base, outputDim: timeDim)
-        pooledProj = try Linear(config.pooledDim, timeDim)
-        convIn = try Conv2d(config.inChannels, base, kernel: 3, padding: 1)
+        _timeEmbedding.wrappedValue = try TimestepEmbedding(featureDim: base, outputDim: timeDim)
+        _pooledProj.wrappedValue = try Linear(config.pooledDim, timeDim)
+        _convIn.wrappedValue = try Conv2d(config.inChannels, base, kernel: 3, padding: 1)
 
         func transformer(_ channels: Int, resolution: Int) throws -> SpatialTransformer? {
             let selfAttn = config.attentionResolutions.contains(resolution)
@@ -319,12 +306,12 @@ public final class UNet: Module {
         }
         down = downLevels
 
-        midResnet1 = try ResBlock(channels, channels, timeDim: timeDim, groups: groups, dropout: config.dropout)
-        midAttention = try SpatialTransformer(
+        _midResnet1.wrappedValue = try ResBlock(channels, channels, timeDim: timeDim, groups: groups, dropout: config.dropout)
+        _midAttention.wrappedValue = try SpatialTransformer(
             channels: channels, heads: config.heads, contextDim: config.contextDim, groups: groups,
             selfAttention: true, crossAttention: true,
             positions: config.positionalEmbedding ? resolution * resolution : nil)
-        midResnet2 = try ResBlock(channels, channels, timeDim: timeDim, groups: groups, dropout: config.dropout)
+        _midResnet2.wrappedValue = try ResBlock(channels, channels, timeDim: timeDim, groups: groups, dropout: config.dropout)
 
         var upLevels: [UNetLevel] = []
         for (i, mult) in config.channelMultipliers.enumerated().reversed() {
@@ -341,33 +328,17 @@ public final class UNet: Module {
             upLevels.append(UNetLevel(resnets: resnets, attentions: attentions, resample: resample))
         }
         up = upLevels
-        normOut = try GroupNorm(groups: groupCount(channels, preferred: groups), channels: channels)
-        convOut = try Conv2d(channels, config.outChannels, kernel: 3, padding: 1)
+        _normOut.wrappedValue = try GroupNorm(groups: groupCount(channels, preferred: groups), channels: channels)
+        _convOut.wrappedValue = try Conv2d(channels, config.outChannels, kernel: 3, padding: 1)
         // Built last, so that a config without it draws the same initial weights as before.
-        textRefiner = try config.textRefiner.map {
+        _textRefiner.wrappedValue = try config.textRefiner.map {
             try TextRefiner($0, contextDim: config.contextDim, pooledDim: config.pooledDim)
         }
-        layoutPrior = try config.layoutPrior.map {
+        _layoutPrior.wrappedValue = try config.layoutPrior.map {
             try LayoutPrior($0, contextDim: config.contextDim, outputChannels: config.baseChannels)
         }
         super.init()
         if let heads = config.temporalHeads { try inflate(temporalHeads: heads) }
-    }
-
-    override public func key(forProperty name: String) -> String {
-        switch name {
-        case "timeEmbedding": "time_embedding"
-        case "pooledProj": "pooled_proj"
-        case "convIn": "conv_in"
-        case "midResnet1": "mid.resnet_1"
-        case "midAttention": "mid.attention"
-        case "midResnet2": "mid.resnet_2"
-        case "normOut": "norm_out"
-        case "convOut": "conv_out"
-        case "textRefiner": "text_refiner"
-        case "layoutPrior": "layout_prior"
-        default: name
-        }
     }
 
     /// Every transformer of the U-Net with its site name and feature-map side, in call order.
@@ -400,7 +371,7 @@ public final class UNet: Module {
         let heads = temporalHeads ?? config.temporalHeads ?? config.heads
         if isInflated {
             guard heads == config.temporalHeads else {
-                throw TorchError.invalidArgument("UNet is already inflated with \(config.temporalHeads ?? 0) temporal heads, not \(heads)")
+                throw ModuleError.invalidConfiguration("UNet is already inflated with \(config.temporalHeads ?? 0) temporal heads, not \(heads)")
             }
             return
         }
@@ -421,15 +392,15 @@ public final class UNet: Module {
         let s = x.shape
         if let video {
             guard video.frames > 0, s.first.map({ $0 % video.frames == 0 }) == true else {
-                throw TorchError.invalidArgument("UNet: batch \(s.first ?? 0) is not a whole number of \(video.frames)-frame videos")
+                throw ModuleError.invalidInput("UNet: batch \(s.first ?? 0) is not a whole number of \(video.frames)-frame videos")
             }
         }
         guard s.count == 4, s[1] == config.inChannels, s[2] == config.sampleSize, s[3] == config.sampleSize else {
-            throw TorchError.invalidArgument(
+            throw ModuleError.invalidInput(
                 "UNet input must be [B, \(config.inChannels), \(config.sampleSize), \(config.sampleSize)], got \(s)")
         }
         guard timesteps.shape == [s[0]], condition.batchSize == s[0] else {
-            throw TorchError.invalidArgument(
+            throw ModuleError.invalidInput(
                 "UNet: batch \(s[0]) but timesteps \(timesteps.shape) and condition batch \(condition.batchSize)")
         }
         let encoded = condition

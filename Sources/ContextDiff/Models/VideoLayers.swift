@@ -60,7 +60,7 @@ public struct VideoLayout {
 public func sparseCausalKeys(_ tokens: Tensor, frames f: Int) throws -> Tensor {
     let s = tokens.shape
     guard s.count == 3, f > 0, s[0] % f == 0 else {
-        throw TorchError.invalidArgument("sparse-causal attention: \(s) is not [B·\(f), N, C]")
+        throw ModuleError.invalidInput("sparse-causal attention: \(s) is not [B·\(f), N, C]")
     }
     let b = s[0] / f
     let v = try tokens.reshaped([b, f, s[1], s[2]])
@@ -93,7 +93,7 @@ public final class TemporalAttention: Module {
     public func callAsFunction(_ h: Tensor, frames f: Int) throws -> Tensor {
         let s = h.shape
         guard s.count == 3, f > 0, s[0] % f == 0 else {
-            throw TorchError.invalidArgument("temporal attention: \(s) is not [B·\(f), N, C]")
+            throw ModuleError.invalidInput("temporal attention: \(s) is not [B·\(f), N, C]")
         }
         let (b, n, c) = (s[0] / f, s[1], s[2])
         let seq = try h.reshaped([b, f, n, c]).permuted([0, 2, 1, 3]).reshaped([b * n, f, c])

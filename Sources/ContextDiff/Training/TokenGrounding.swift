@@ -1,4 +1,5 @@
 import Foundation
+import NN
 import Torch
 
 /// One object of a training image: the caption's token positions that name it (its colour,
@@ -72,11 +73,11 @@ public enum TokenGrounding {
         for (_, weights) in maps {
             let s = weights.shape
             guard s.count == 3, b > 0, s[0] % b == 0 else {
-                throw TorchError.invalidArgument("grounding: attention weights \(s) for a batch of \(b)")
+                throw ModuleError.invalidInput("grounding: attention weights \(s) for a batch of \(b)")
             }
             let (heads, n, m) = (s[0] / b, s[1], s[2])
             let r = Int(Double(n).squareRoot().rounded())
-            guard r * r == n else { throw TorchError.invalidArgument("grounding: \(n) queries are not a square feature map") }
+            guard r * r == n else { throw ModuleError.invalidInput("grounding: \(n) queries are not a square feature map") }
             if selections[m] == nil {
                 var select = [Float](repeating: 0, count: b * m * k), valid = [Float](repeating: 0, count: b * k)
                 for (row, objs) in objects.enumerated() {

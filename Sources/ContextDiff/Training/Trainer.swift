@@ -296,7 +296,7 @@ public final class Trainer {
             let trainable = Set(mixture.parameters().map { ObjectIdentifier($0) })
             let frozen = prior.predictorParameters.filter { !trainable.contains(ObjectIdentifier($0)) && $0.requiresGrad }
             for p in frozen { try p.requiringGrad(false) }
-            defer { for p in frozen { try? p.requiringGrad(true) } }
+            defer { for p in frozen { _ = try? p.requiringGrad(true) } }
             return try fitLayoutPrior(prior, parameters: mixture.parameters(), groundings: groundings, progress: progress)
         }
         return try fitLayoutPrior(prior, parameters: prior.predictorParameters, groundings: groundings, progress: progress)

@@ -115,7 +115,7 @@ public struct ContextualDiffusion: Sendable {
     public func sampleTimesteps(count: Int, generator: Generator, range: Range<Int>? = nil) throws -> [Int] {
         let r = range ?? 0..<trainTimesteps
         guard r.lowerBound >= 0, r.upperBound <= trainTimesteps, !r.isEmpty else {
-            throw TorchError.invalidArgument("timestep range \(r) is not inside 0..<\(trainTimesteps)")
+            throw SamplingError.invalidTimestepRange(lower: r.lowerBound, upper: r.upperBound, trainTimesteps: trainTimesteps)
         }
         return try Tensor.randint(r.lowerBound, r.upperBound, shape: [count], generator: generator).scalars(as: Int64.self).map {
             Int($0)

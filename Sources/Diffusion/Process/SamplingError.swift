@@ -21,6 +21,8 @@ public enum SamplingError: Error, Equatable, CustomStringConvertible, Sendable {
     case unsupportedSpacing(TimestepSpacing, sampler: String)
     /// A timestep that the sampler's schedule does not contain.
     case timestepOutOfRange(Int, trainTimesteps: Int)
+    /// A training timestep range `lower..<upper` that is empty or not inside 0..<T.
+    case invalidTimestepRange(lower: Int, upper: Int, trainTimesteps: Int)
     /// A forward transition must go from an earlier level to a later one.
     case invalidTransition(from: Int, to: Int)
     /// Tensors whose shapes (or dtypes) must agree do not.
@@ -45,6 +47,7 @@ public enum SamplingError: Error, Equatable, CustomStringConvertible, Sendable {
         case .invalidProbability(let v): "probability must be in [0, 1], got \(v)"
         case .unsupportedSpacing(let s, let sampler): "\(sampler) does not support '\(s.rawValue)' timestep spacing"
         case .timestepOutOfRange(let t, let n): "timestep \(t) is outside 0..<\(n)"
+        case let .invalidTimestepRange(lower, upper, n): "timestep range \(lower)..<\(upper) is empty or not inside 0..<\(n)"
         case .invalidTransition(let s, let t):
             "a forward transition goes from an earlier timestep to a later one, got \(s) -> \(t)"
         case .shapeMismatch(let what): "shape mismatch: \(what)"

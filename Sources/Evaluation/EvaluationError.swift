@@ -1,0 +1,15 @@
+/// Errors from evaluating models and training the evaluation models.
+public enum EvaluationError: Error, Equatable, CustomStringConvertible {
+    /// Training options outside their ranges (the message names them).
+    case invalidConfiguration(String)
+    /// Inputs a metric or an evaluation cannot take: too few images, mismatched sizes or widths.
+    case invalidInput(String)
+    /// A training loss became non-finite.
+    case diverged(String)
+
+    public var description: String {
+        switch self {
+        case let .invalidConfiguration(message), let .invalidInput(message), let .diverged(message): message
+        }
+    }
+}
