@@ -107,7 +107,7 @@ struct EvaluateCommand: ParsableCommand {
         }
         if pixelOnly { return try runPixelOnly(modelURL: modelURL) }
         let textEncoder = try MiniLMTextEncoder()
-        let loaded = try loadModel(modelURL)
+        let loaded = try EvaluationRun.loadModel(modelURL, checkpoint: checkpoint)
         let (evaluatorModel, evaluatorURL) = try loadEvaluator(evaluator)
         let (scorer, clipURL) = try loadScorer(clip, textEncoder: textEncoder)
         var request = EvaluationRequest(options: generationOptions)
@@ -117,7 +117,7 @@ struct EvaluateCommand: ParsableCommand {
         request.evaluatorCheckImages = evaluatorCheckImages
         request.referencePerKind = referencePerKind
         if let prompts {
-            request.prompts = .file(try readPromptFile(prompts))
+            request.prompts = .file(try EvaluationRun.readPromptFile(URL(fileURLWithPath: prompts)))
         } else {
             request.prompts = .benchmark(splits: split.splits, perKind: numSamples)
         }
@@ -138,103 +138,24 @@ struct EvaluateCommand: ParsableCommand {
         if json { try printJSON(report) } else { print(report.table()) }
     }
 
-    /// The model folder, or with `--checkpoint` the EMA weights of that step of a run folder.
-    func loadModel(_ url: URL) throws -> ContextDiffModel {
-        guard let checkpoint else { return try ContextDiffModel.load(from: url) }
-        let available = TrainingCheckpoints.steps(in: url)
-        guard available.contains(checkpoint) else {
-            throw ValidationError("run folder \(url.path) has no checkpoint at step \(checkpoint)"
-                + (available.isEmpty ? " (it has none)" : "; it has steps \(available.map(String.init).joined(separator: ", "))"))
-        }
-        return try TrainingCheckpoints.emaModel(runDirectory: url, step: checkpoint)
-    }
-
-    func readPromptFile(_ path: String) throws -> [String] {
-        guard let text = try? String(contentsOf: URL(fileURLWithPath: path), encoding: .utf8) else {
-            throw ValidationError("cannot read prompts file \(path)")
-        }
-        let lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        guard !lines.isEmpty else { throw ValidationError("prompts file \(path) has no prompts") }
-        return lines
-    }
-
-    // MARK: - The earlier, pixel-only evaluation
-
-    struct KindResult: Codable {
-        var kind: String
-        var prompts: Int
-        var correct: Int
-        var accuracy: Double
-    }
-
-    struct PixelReport: Codable {
-        var model: String
-        var split: String
-        var sampler: String
-        var steps: Int
-        var guidance: Double
-        var seed: UInt64
-        var context: Bool
-        var results: [KindResult]
-        var twoObjectAccuracy: Double
-        var seconds: Double
-    }
-
-    /// The colour-binding and position metric measured on pixels alone: single objects — the
-    /// dominant non-background colour is the prompt's; two objects with a relation — the first
-    /// object's colour dominates the named half and the second's the other.
+    /// The pixel-only check (``PixelCheckRun``), one report per split.
     func runPixelOnly(modelURL: URL) throws {
-        let loaded = try loadModel(modelURL)
-        let pipeline = try TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder())
-        var benchmarkConfig = SyntheticBenchmarkConfig()
-        benchmarkConfig.imageSize = loaded.unet.config.sampleSize
-        let benchmark = try SyntheticBenchmark(benchmarkConfig)
-        let checker = ColorPositionChecker()
-        var options = generationOptions
-        options.imagesPerPrompt = 1
-        try options.validate(trainTimesteps: loaded.schedule.config.trainTimesteps)
+        let loaded = try EvaluationRun.loadModel(modelURL, checkpoint: checkpoint)
+        var run = try PixelCheckRun(pipeline: TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder()), modelDescription: modelURL.path)
+        run.batch = batch
         for s in split.splits {
-            let kinds: [PromptKind] = [.singleObject, .horizontalPair, .verticalPair]
-            let prompts = kinds.flatMap { benchmark.prompts(split: s, count: numSamples, kind: $0) }
-            let bar = ProgressBar(total: prompts.count, label: "evaluate")
-            var images: [RGBImage] = []
-            let started = Date()
-            for start in stride(from: 0, to: prompts.count, by: batch) {
-                let chunk = Array(prompts[start..<min(prompts.count, start + batch)])
-                options.seed = seed &+ UInt64(start)
-                let out = try pipeline.generate(prompts: chunk.map(\.text), options: options)
-                images += try RGBImage.images(fromBatch: out.images)
-                bar.update(images.count)
+            var bar: ProgressBar?
+            let (report, images) = try run.run(split: s, perKind: numSamples, options: generationOptions) { p in
+                if bar == nil { bar = ProgressBar(total: p.total, label: "evaluate") }
+                bar?.update(p.completed)
+                return true
             }
-            var results: [KindResult] = []
-            for kind in kinds {
-                let pairs = zip(prompts, images).filter { $0.0.kind == kind }
-                let correct = pairs.filter { checker.isCorrect($0.1, prompt: $0.0) }.count
-                results.append(KindResult(kind: kind.rawValue, prompts: pairs.count, correct: correct,
-                                          accuracy: Double(correct) / Double(max(1, pairs.count))))
-            }
-            let two = results.filter { $0.kind != PromptKind.singleObject.rawValue }
-            let report = PixelReport(
-                model: modelURL.path, split: s.rawValue, sampler: sampling.sampler.rawValue, steps: sampling.steps, guidance: sampling.guidance,
-                seed: seed, context: !noContext && loaded.adapter != nil, results: results,
-                twoObjectAccuracy: Double(two.map(\.correct).reduce(0, +)) / Double(max(1, two.map(\.prompts).reduce(0, +))),
-                seconds: Date().timeIntervalSince(started))
             if let grid {
                 let url = URL(fileURLWithPath: grid)
-                let target = split == .both
-                    ? url.deletingPathExtension().appendingPathExtension("\(s.rawValue).png") : url
+                let target = split == .both ? url.deletingPathExtension().appendingPathExtension("\(s.rawValue).png") : url
                 try RGBImage.grid(images, columns: 16).writePNG(to: target)
             }
-            if json {
-                try printJSON(report)
-            } else {
-                print("\(s.rawValue):")
-                for r in results {
-                    print(r.kind.padding(toLength: 16, withPad: " ", startingAt: 0)
-                          + String(format: " %3d/%3d  %.1f%%", r.correct, r.prompts, 100 * r.accuracy))
-                }
-                print(String(format: "two objects       %.1f%%", 100 * report.twoObjectAccuracy))
-            }
+            if json { try printJSON(report) } else { print(report.table()) }
         }
     }
 }

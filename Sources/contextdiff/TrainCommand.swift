@@ -163,7 +163,7 @@ struct TrainCommand: ParsableCommand {
             throw ValidationError("--init-from \(initFrom): not a model folder (no unet/ inside)")
         }
         let settings = try distributed.resolve()
-        if let text = ProcessInfo.processInfo.environment[LaunchCommand.launcherVariable], let launcher = Int32(text),
+        if let text = ProcessInfo.processInfo.environment[RankLauncher.launcherVariable], let launcher = Int32(text),
            !Torch.exitWithParent(launcher) {
             throw ValidationError("the launcher (pid \(launcher)) exited before this rank started")
         }
