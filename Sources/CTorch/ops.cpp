@@ -782,6 +782,14 @@ int64_t ct_get_num_threads(void) { return at::get_num_threads(); }
 int ct_exit_with_parent(int64_t parent) {
 #if defined(__linux__)
   if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) return -1;
+  // A blocked SIGTERM would stay pending forever: the signal mask is inherited through fork and
+  // exec, and a launcher started from a thread that blocks signals (a test runner's worker, a
+  // dispatch queue) passes that mask on to its ranks. Unblock it on this (the main) thread, so
+  // the process-directed signal has a thread to take it.
+  sigset_t term;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  if (pthread_sigmask(SIG_UNBLOCK, &term, nullptr) != 0) return -1;
   // The parent may have died before the request was made: then no signal will ever come.
   return getppid() == (pid_t)parent ? 1 : 0;
 #else

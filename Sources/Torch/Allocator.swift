@@ -17,7 +17,9 @@ extension Torch {
 
 extension Torch {
     /// Makes this process receive SIGTERM when its parent exits (Linux `PR_SET_PDEATHSIG`), so
-    /// that workers started by a launcher do not outlive it when it is killed. Returns false when
+    /// that workers started by a launcher do not outlive it when it is killed; SIGTERM is
+    /// unblocked on the calling thread (a blocked mask is inherited from whoever started the
+    /// launcher). Call it from the main thread, early. Returns false when
     /// `parent` is no longer this process's parent (it died before the request) or the platform
     /// lacks the mechanism; the caller decides what to do then.
     @discardableResult

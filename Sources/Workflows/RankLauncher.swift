@@ -25,10 +25,11 @@ public enum LaunchError: Error, CustomStringConvertible, Equatable {
 /// `stopGrace` seconds). Rank 0 keeps this process's standard streams; the other ranks' lines
 /// are prefixed with `[rank N]`. `contextdiff launch` is this with flags.
 ///
-/// The launcher ignores SIGINT and SIGTERM itself (to receive them as dispatch sources and
-/// forward them), and a child process inherits ignored signals: a rank program must install its
-/// own handlers for a graceful stop (`contextdiff train` does); one that does not is killed
-/// (SIGKILL) `stopGrace` seconds after the stop is asked.
+/// A rank inherits the signal mask of the thread that started the launcher: started from a
+/// thread that blocks SIGTERM (a test runner's worker, a dispatch queue), a rank does not see the
+/// launcher's SIGTERM unless it unblocks it (`contextdiff train` does, in
+/// ``Torch/exitWithParent(_:)``), and is then killed (SIGKILL) `stopGrace` seconds after the stop
+/// is asked.
 public struct RankLauncher {
     /// The program every rank runs, and its arguments.
     public var executable: String

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Workflows
 import ContextDiff
 
 extension SamplerKind: ExpressibleByArgument {
@@ -64,11 +65,36 @@ enum CLIMessages {
     ]
 
     static func describe(_ error: any Error) -> String {
-        if case let SamplingError.invalidSolverOption(option, message) = error,
-            let key = SamplerOptions.Key(rawValue: option), let flag = flags[key]
-        {
-            return "\(flag) \(message)"
+        switch error {
+        case let SamplingError.invalidSolverOption(option, message):
+            if let key = SamplerOptions.Key(rawValue: option), let flag = flags[key] { return "\(flag) \(message)" }
+        case let BenchmarkError.invalidSetting(option, message), let LaunchError.invalidSetting(option, message):
+            return "\(flag(option)) \(message)"
+        case let DistributedTrainingError.invalidSettings(message):
+            var text = message
+            for option in ["master_addr", "master_port", "world_size", "dist_timeout", "rank"] {
+                text = text.replacingOccurrences(of: option == "rank" ? "rank (RANK)" : option, with: option == "rank" ? "--rank (RANK)" : flag(option))
+            }
+            return text
+        default:
+            break
         }
         return String(describing: error)
     }
+
+    /// The flag of a setting: `train_batch` → `--train-batch`.
+    static func flag(_ option: String) -> String { "--" + option.replacingOccurrences(of: "_", with: "-") }
+
+    /// `error` with settings' names replaced by their flags; other errors unchanged (so
+    /// ArgumentParser's own errors keep their usage text and exit codes).
+    static func translate(_ error: any Error) -> any Error {
+        let described = describe(error)
+        return described == String(describing: error) ? error : CLIError(described)
+    }
+}
+
+/// A library error translated for the command line.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

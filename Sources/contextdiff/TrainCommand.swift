@@ -175,7 +175,7 @@ struct TrainCommand: ParsableCommand {
             throw ValidationError("the global batch \(recipe.training.batchSize) must split evenly over \(settings.worldSize) ranks")
         }
         // Join first, so that a bad address fails before the minutes of data preparation.
-        let group = try settings.join()
+        let group = try settings.join { note($0) }
         do {
             if group.rank == 0 { recipe = try prepareRunFolder(recipe) }
             let agreed = try settings.agree(on: RunAgreement(recipe: recipe, resume: !noResume), in: group)
@@ -269,9 +269,9 @@ struct TrainCommand: ParsableCommand {
 
 // MARK: - Data-parallel settings
 
-/// Where a rank finds its process group: torchrun's environment variables (`MASTER_ADDR`,
-/// `MASTER_PORT`, `RANK`, `WORLD_SIZE`) or these flags, which win over them. With neither a
-/// rank nor a world size, or a world size of 1, training runs in one process.
+/// Where a rank finds its process group (``DistributedSettings``): torchrun's environment
+/// variables (`MASTER_ADDR`, `MASTER_PORT`, `RANK`, `WORLD_SIZE`) or these flags, which win over
+/// them. With neither a rank nor a world size, or a world size of 1, training runs in one process.
 struct DistributedOptions: ParsableArguments {
     @Option(help: "Host or IP of rank 0, which serves the rendezvous store (env MASTER_ADDR).")
     var masterAddr: String?
@@ -288,114 +288,8 @@ struct DistributedOptions: ParsableArguments {
         guard distTimeout > 0, distTimeout.isFinite else { throw ValidationError("--dist-timeout must be a positive number of seconds") }
     }
 
-    /// A resolved rank of a process group.
-    struct Settings {
-        var host: String
-        var port: Int
-        var rank: Int
-        var worldSize: Int
-        var timeout: Double
-    }
-
-    /// The settings from flags and `environment`, or nil for a single process.
-    func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Settings? {
-        func integer(_ flag: Int?, _ variable: String) throws -> Int? {
-            if let flag { return flag }
-            guard let text = environment[variable], !text.isEmpty else { return nil }
-            guard let value = Int(text.trimmingCharacters(in: .whitespaces)) else {
-                throw ValidationError("\(variable)=\(text) is not an integer")
-            }
-            return value
-        }
-        let rank = try integer(rank, "RANK")
-        let worldSize = try integer(worldSize, "WORLD_SIZE")
-        let port = try integer(masterPort, "MASTER_PORT")
-        let host = masterAddr ?? environment["MASTER_ADDR"].flatMap { $0.isEmpty ? nil : $0 }
-        if rank == nil, worldSize == nil {
-            guard masterAddr == nil, masterPort == nil else {
-                throw ValidationError("--master-addr and --master-port need --rank and --world-size (or RANK and WORLD_SIZE)")
-            }
-            return nil
-        }
-        var missing: [String] = []
-        if rank == nil { missing.append("--rank or RANK") }
-        if worldSize == nil { missing.append("--world-size or WORLD_SIZE") }
-        if let worldSize, worldSize > 1 {
-            if host == nil { missing.append("--master-addr or MASTER_ADDR") }
-            if port == nil { missing.append("--master-port or MASTER_PORT") }
-        }
-        guard missing.isEmpty, let rank, let worldSize else {
-            throw ValidationError("data-parallel training needs a rank, a world size, and rank 0's address and port; missing \(missing.joined(separator: ", "))")
-        }
-        guard worldSize >= 1 else { throw ValidationError("the world size must be at least 1, got \(worldSize)") }
-        guard (0..<worldSize).contains(rank) else { throw ValidationError("rank \(rank) is outside 0..<\(worldSize)") }
-        if worldSize == 1 { return nil }
-        guard let host, let port else { return nil }
-        guard (1...65535).contains(port) else { throw ValidationError("master port \(port) is outside 1...65535") }
-        return Settings(host: host, port: port, rank: rank, worldSize: worldSize, timeout: distTimeout)
+    /// The settings from flags and the environment, or nil for a single process.
+    func resolve() throws -> DistributedSettings? {
+        try DistributedSettings.resolve(masterAddr: masterAddr, masterPort: masterPort, rank: rank, worldSize: worldSize, timeout: distTimeout)
     }
 }
-
-extension DistributedOptions.Settings {
-    /// Connects to rank 0's store (rank 0 serves it) and joins the Gloo group.
-    func join() throws -> ProcessGroup {
-        do {
-            let store = try TCPStore(host: host, port: port, worldSize: worldSize, isMaster: rank == 0, timeoutSeconds: timeout)
-            let group = try ProcessGroup(store: store, rank: rank, worldSize: worldSize, timeoutSeconds: timeout)
-            let loopback = ["127.", "::1", "localhost"]
-            if loopback.contains(where: group.listenAddress.hasPrefix), !loopback.contains(where: host.hasPrefix) {
-                note("warning: rank \(rank) listens on the loopback address \(group.listenAddress), which ranks on other machines cannot reach; use rank 0's IP address as MASTER_ADDR or set GLOO_SOCKET_IFNAME")
-            }
-            if rank == 0 {
-                note("process group of \(worldSize) ranks: store on port \(port), rank 0 listens on \(group.listenAddress)")
-            }
-            return group
-        } catch let TorchError.distributed(message) {
-            throw DistributedTrainingError.cannotJoin(rank: rank, worldSize: worldSize, host: host, port: port, timeout: timeout, message)
-        }
-    }
-
-    /// Rank 0's recipe (it may come from the run folder) and resume choice, on every rank.
-    func agree(on run: RunAgreement, in group: ProcessGroup) throws -> RunAgreement {
-        let mine = Array(try JSONEncoder().encode(run))
-        let length = try Tensor([Int64(mine.count)], shape: [1])
-        try group.broadcast([length], root: 0)
-        let count = Int(try length.scalars(as: Int64.self)[0])
-        let bytes = try Tensor(group.rank == 0 ? mine : [UInt8](repeating: 0, count: count), shape: [count])
-        try group.broadcast([bytes], root: 0)
-        let agreed = try JSONDecoder().decode(RunAgreement.self, from: Data(bytes.scalars(as: UInt8.self)))
-        guard agreed.recipe.training.batchSize % worldSize == 0 else {
-            throw ValidationError("the run folder's global batch \(agreed.recipe.training.batchSize) must split evenly over \(worldSize) ranks")
-        }
-        return agreed
-    }
-}
-
-/// What every rank takes from rank 0 before training.
-struct RunAgreement: Codable {
-    var recipe: TrainingRecipe
-    var resume: Bool
-}
-
-/// A rank could not join its group, or lost the other ranks while training.
-enum DistributedTrainingError: Error, CustomStringConvertible {
-    case cannotJoin(rank: Int, worldSize: Int, host: String, port: Int, timeout: Double, String)
-    case lostPeers(rank: Int, worldSize: Int, timeout: Double, String)
-
-    var description: String {
-        switch self {
-        case let .cannotJoin(rank, worldSize, host, port, timeout, message):
-            "rank \(rank) of \(worldSize) could not join the process group at \(host):\(port): \(message)"
-                + (message.lowercased().contains("timed out") || message.lowercased().contains("timeout")
-                    ? " (waited --dist-timeout \(seconds(timeout)): is rank 0 running with this address and port, did all \(worldSize) ranks start, and does the firewall let them connect?)"
-                    : "")
-        case let .lostPeers(rank, worldSize, timeout, message):
-            "rank \(rank) of \(worldSize) lost contact with the other ranks (one exited, or none answered within --dist-timeout \(seconds(timeout))): \(message)"
-        }
-    }
-}
-
-private func seconds(_ value: Double) -> String {
-    value == value.rounded() ? "\(Int(value)) s" : "\(value) s"
-}
-

@@ -35,8 +35,9 @@ struct RankLauncherTests {
         launcher.stopGrace = 5
         let started = Date()
         #expect(throws: LaunchError.failed("rank 1 exited with status 3; stopped the other ranks")) { try launcher.run() }
-        // Rank 0 (sleeping 60 s) was stopped, not waited for: `sleep` inherits the launcher's
-        // ignored SIGTERM, so it is the SIGKILL after the 5 s grace that ends it.
+        // Rank 0 (sleeping 60 s) was stopped, not waited for (by SIGTERM, or where the test
+        // runner's thread blocks SIGTERM and `sleep` inherits that mask, by the SIGKILL after the
+        // 5 s grace).
         #expect(Date().timeIntervalSince(started) < 30)
     }
 
@@ -49,5 +50,36 @@ struct RankLauncherTests {
         launcher.nodeRank = 0
         launcher.masterPort = 70000
         #expect(throws: LaunchError.self) { try launcher.validate() }
+    }
+}
+
+/// A rank's group settings from values and torchrun's variables.
+@Suite("Workflows: distributed settings")
+struct DistributedSettingsTests {
+    @Test func givenValuesWinOverTheEnvironment() throws {
+        let environment = ["MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500", "RANK": "1", "WORLD_SIZE": "4"]
+        let fromEnvironment = try DistributedSettings.resolve(
+            masterAddr: nil, masterPort: nil, rank: nil, worldSize: nil, timeout: 30, environment: environment)
+        #expect(fromEnvironment == DistributedSettings(host: "10.0.0.1", port: 29500, rank: 1, worldSize: 4, timeout: 30))
+        let given = try DistributedSettings.resolve(
+            masterAddr: "h", masterPort: 1234, rank: 3, worldSize: nil, timeout: 5, environment: environment)
+        #expect(given == DistributedSettings(host: "h", port: 1234, rank: 3, worldSize: 4, timeout: 5))
+        // One process: nothing given, or a world of one.
+        #expect(try DistributedSettings.resolve(masterAddr: nil, masterPort: nil, rank: nil, worldSize: nil, timeout: 5, environment: [:]) == nil)
+        #expect(try DistributedSettings.resolve(masterAddr: nil, masterPort: nil, rank: 0, worldSize: 1, timeout: 5, environment: [:]) == nil)
+    }
+
+    @Test func incompleteOrInconsistentSettingsNameWhatIsWrong() throws {
+        func message(_ rank: Int?, _ world: Int?, _ environment: [String: String] = [:], port: Int? = nil) -> String? {
+            do {
+                _ = try DistributedSettings.resolve(masterAddr: nil, masterPort: port, rank: rank, worldSize: world, timeout: 5, environment: environment)
+                return nil
+            } catch let DistributedTrainingError.invalidSettings(message) { return message } catch { return "\(error)" }
+        }
+        #expect(message(0, 2)?.contains("missing master_addr (MASTER_ADDR), master_port (MASTER_PORT)") == true)
+        #expect(message(nil, 2)?.contains("missing rank (RANK)") == true)
+        #expect(message(2, 2, ["MASTER_ADDR": "a", "MASTER_PORT": "1"])?.contains("outside 0..<2") == true)
+        #expect(message(nil, nil, ["RANK": "one"])?.contains("RANK=one is not an integer") == true)
+        #expect(message(0, 2, ["MASTER_ADDR": "a"], port: 70000)?.contains("outside 1...65535") == true)
     }
 }
