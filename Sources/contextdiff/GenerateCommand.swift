@@ -33,6 +33,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Layout of a model with a layout prior: sampled (one per image, from the seed) or typical (the same for every seed).")
     var layout: LayoutMode = .sampled
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Where the networks run: cpu, or cuda[:N] with a libtorch built with CUDA.") var device: Device = .cpu
 
     /// The prompts from the arguments and the prompts file.
     func allPrompts() throws -> [String] {
@@ -77,6 +78,11 @@ struct GenerateCommand: ParsableCommand {
         }
 
         let loaded = try ContextDiffModel.load(from: modelURL)
+        do { try loaded.to(device) } catch {
+            // libtorch's message lists every backend; its first sentence says what is missing.
+            let reason = "\(error)".split(separator: ".", maxSplits: 1).first.map(String.init) ?? "\(error)"
+            throw CLIError("--device \(device): this libtorch cannot place the model there (\(reason))")
+        }
         let pipeline = try TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder())
         var options = GenerationOptions()
         sampling.apply(to: &options)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Workflows
 import ContextDiff
+import Torch
 
 extension SamplerKind: ExpressibleByArgument {
     public init?(argument: String) { try? self.init(parsing: argument) }
@@ -97,4 +98,9 @@ enum CLIMessages {
 struct CLIError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+extension Device: ExpressibleByArgument {
+    public init?(argument: String) { self.init(argument) }
+    public static var defaultCompletionKind: CompletionKind { .list(["cpu", "cuda", "cuda:0"]) }
 }

@@ -97,6 +97,25 @@ struct PipelineTests {
         #expect(throws: PipelineError.self) { try pipeline.generate(prompts: ["a red circle"], options: bad) }
     }
 
+    /// The model knows its device and moves as a whole; a move libtorch cannot make (no CUDA in
+    /// this build) is a typed error that leaves the model where it was, still generating the
+    /// same images. Conditions follow the model's device.
+    @Test func theModelMovesAsAWholeAndSamplingFollowsIt() throws {
+        let model = try TinyPipeline.model()
+        let pipeline = try TextToImagePipeline(model: model, textEncoder: TinyPipeline.encoder())
+        #expect(try model.device == .cpu)
+        let before = try pipeline.generate(prompts: ["a red circle"], options: TinyPipeline.options(.ddim, steps: 3))
+        try model.to(.cpu)
+        #expect(throws: TorchError.self) { try model.to(.cuda(99)) }
+        #expect(try model.device == .cpu)
+        #expect(try model.adapter?.device == .cpu)
+        let after = try pipeline.generate(prompts: ["a red circle"], options: TinyPipeline.options(.ddim, steps: 3))
+        #expect(try TestSupport.relativeDiff(before.images, after.images) == 0)
+        let condition = try pipeline.condition(for: ["a red circle"]).condition
+        let moved = try condition.to(.cpu)
+        #expect(moved.tokens === condition.tokens, "already there: the same tensors")
+    }
+
     /// A container serves concurrent callers one at a time, each getting what a lone call gets.
     @Test func containerServesConcurrentCalls() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("container-\(UUID().uuidString)")

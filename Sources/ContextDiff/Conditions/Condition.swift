@@ -66,6 +66,12 @@ public struct Condition {
             pooled: pooled.indexSelect(dim: 0, indices))
     }
 
+    /// This condition on `device` (itself, tensors shared, when it is already there).
+    public func to(_ device: Device) throws -> Condition {
+        guard try tokens.device != device || mask.device != device || pooled.device != device else { return self }
+        return try Condition(tokens: tokens.to(device), mask: mask.to(device), pooled: pooled.to(device))
+    }
+
     /// Each row repeated `times` times (row-major: a, a, b, b for 2).
     public func repeated(_ times: Int) throws -> Condition {
         let idx = try Tensor.arange(0, Double(batchSize), dtype: .int64).unsqueezed(1)

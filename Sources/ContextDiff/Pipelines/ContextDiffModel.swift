@@ -64,6 +64,19 @@ public final class ContextDiffModel {
         return out
     }
 
+    /// The device holding the networks' weights.
+    public var device: Device {
+        get throws { try unet.device ?? .cpu }
+    }
+
+    /// Moves the U-Net and the adapter to `device` in place (``Module/to(_:)``). Sampling then
+    /// runs there: the seeded noise is drawn on the CPU (so a seed gives the same x_T on every
+    /// device, as diffusers' `randn_tensor` does) and moved. Only `cpu` has kernels in this build.
+    public func to(_ device: Device) throws {
+        try unet.to(device)
+        try adapter?.to(device)
+    }
+
     public func train(_ on: Bool = true) {
         unet.train(on)
         adapter?.train(on)

@@ -198,7 +198,15 @@ public final class TextToImagePipeline {
         }
         let sampler = try sampler(for: options, model: model)
         model.train(false)
-        return try Torch.withInferenceMode {
+        let device = try model.device
+        let (conditional, unconditional) = (try conditional.to(device), try unconditional.to(device))
+        let c = model.unet.config
+        let generator = Generator(seed: options.seed)
+        // x_T from the CPU generator, then moved: the same picture for a seed on every device.
+        let start = try Torch.withDefaultDevice(.cpu) {
+            try Tensor.randn([batch, c.inChannels, c.sampleSize, c.sampleSize], generator: generator)
+        }.to(device)
+        return try Torch.withDefaultDevice(device) { try Torch.withInferenceMode {
             let both = try Condition.concatenate(unconditional, conditional).cachingAttention()
             let conditional = conditional.cachingAttention()
             let guidance = options.guidance
@@ -219,11 +227,8 @@ public final class TextToImagePipeline {
             let context: (any ContextBias)? = try (options.useContext ? model.adapter : nil).map { adapter in
                 try AdapterContext(adapter: adapter, condition: conditional)
             }
-            let c = model.unet.config
-            let generator = Generator(seed: options.seed)
-            let start = try Tensor.randn([batch, c.inChannels, c.sampleSize, c.sampleSize], generator: generator)
             return try sampler.run(from: start, context: context, generator: generator, progress: progress, denoiser: denoiser)
-        }
+        } }
     }
 
     /// The layout a sampling run paints, for the conditional rows and (guided) the doubled batch;
