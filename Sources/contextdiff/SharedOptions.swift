@@ -71,6 +71,14 @@ enum CLIMessages {
             if let key = SamplerOptions.Key(rawValue: option), let flag = flags[key] { return "\(flag) \(message)" }
         case let BenchmarkError.invalidSetting(option, message), let LaunchError.invalidSetting(option, message):
             return "\(flag(option)) \(message)"
+        case let PipelineError.invalidOption(message), let VideoEditError.invalidOption(message):
+            // The message starts with the option's name; the sampler is named with its flag too.
+            var text = message.replacingOccurrences(of: "not to sampler ", with: "not to --sampler ")
+            if let first = text.split(separator: " ", maxSplits: 1).first,
+               ["steps", "guidance", "eta", "tune_steps", "tune_learning_rate"].contains(String(first)) {
+                text = flag(String(first)) + text.dropFirst(first.count)
+            }
+            return text
         case let DistributedTrainingError.invalidSettings(message):
             var text = message
             for option in ["master_addr", "master_port", "world_size", "dist_timeout", "rank"] {

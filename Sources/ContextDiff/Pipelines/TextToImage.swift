@@ -79,16 +79,16 @@ public struct GenerationOptions: Codable, Sendable, Equatable {
 
     /// Throws a message naming the first invalid option.
     public func validate(trainTimesteps: Int) throws {
-        guard steps > 0 else { throw PipelineError.invalidOption("--steps must be positive, got \(steps)") }
+        guard steps > 0 else { throw PipelineError.invalidOption("steps must be positive, got \(steps)") }
         guard steps <= trainTimesteps else {
-            throw PipelineError.invalidOption("--steps \(steps) exceeds the model's \(trainTimesteps) training timesteps")
+            throw PipelineError.invalidOption("steps \(steps) exceeds the model's \(trainTimesteps) training timesteps")
         }
         guard guidance.isFinite, guidance >= 0 else {
-            throw PipelineError.invalidOption("--guidance must be ≥ 0, got \(guidance)")
+            throw PipelineError.invalidOption("guidance must be ≥ 0, got \(guidance)")
         }
-        guard eta.isFinite, (0...1).contains(eta) else { throw PipelineError.invalidOption("--eta must be in [0, 1], got \(eta)") }
+        guard eta.isFinite, (0...1).contains(eta) else { throw PipelineError.invalidOption("eta must be in [0, 1], got \(eta)") }
         if eta != 0, !SamplerRegistry.registration(for: sampler).reads.contains(.eta) {
-            throw PipelineError.invalidOption("--eta applies to DDIM only, not to --sampler \(sampler)")
+            throw PipelineError.invalidOption("eta applies to DDIM only, not to sampler \(sampler)")
         }
         guard (1...1024).contains(imagesPerPrompt) else {
             throw PipelineError.invalidOption("images per prompt must be in 1...1024, got \(imagesPerPrompt)")
@@ -98,6 +98,7 @@ public struct GenerationOptions: Codable, Sendable, Equatable {
 
 /// Errors of the generation pipelines.
 public enum PipelineError: Error, CustomStringConvertible, Equatable {
+    /// An option outside its range; the message starts with the option's name (`steps`, `eta`).
     case invalidOption(String)
     case emptyPrompt
     case incompatibleTextEncoder(String)

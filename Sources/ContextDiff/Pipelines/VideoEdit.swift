@@ -34,16 +34,55 @@ public struct VideoEditOptions: Codable, Sendable, Equatable {
 
     public init() {}
 
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case method, steps, guidance, seed, fusion
+        case tuneSteps = "tune_steps", tuneLearningRate = "tune_learning_rate", frameAttention = "frame_attention"
+        case inversionEvaluation = "inversion_evaluation"
+    }
+
+    /// Reads snake_case keys and, for files written before 2026-12-03, the camelCase ones;
+    /// a missing key keeps its default.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let legacy = try decoder.container(keyedBy: LegacyKey.self)
+        func value<T: Decodable>(_ key: CodingKeys, _ type: T.Type) throws -> T? {
+            if let v = try c.decodeIfPresent(type, forKey: key) { return v }
+            return try legacy.decodeIfPresent(type, forKey: LegacyKey(key))
+        }
+        method = try value(.method, VideoEditMethod.self) ?? method
+        tuneSteps = try value(.tuneSteps, Int.self) ?? tuneSteps
+        tuneLearningRate = try value(.tuneLearningRate, Double.self) ?? tuneLearningRate
+        steps = try value(.steps, Int.self) ?? steps
+        guidance = try value(.guidance, Double.self) ?? guidance
+        seed = try value(.seed, UInt64.self) ?? seed
+        frameAttention = try value(.frameAttention, FrameAttention.self) ?? frameAttention
+        fusion = try value(.fusion, AttentionFusionConfig.self) ?? fusion
+        inversionEvaluation = try value(.inversionEvaluation, InversionEvaluation.self) ?? inversionEvaluation
+    }
+
+    /// The camelCase spelling of a key (the Swift property name).
+    struct LegacyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+        init(_ key: CodingKeys) {
+            // snake_case → camelCase: tune_learning_rate → tuneLearningRate.
+            let parts = key.stringValue.split(separator: "_")
+            stringValue = parts.enumerated().map { $0.offset == 0 ? String($0.element) : $0.element.capitalized }.joined()
+        }
+    }
+
     public func validate(trainTimesteps: Int) throws {
-        guard tuneSteps >= 0 else { throw VideoEditError.invalidOption("--tune-steps must be ≥ 0, got \(tuneSteps)") }
+        guard tuneSteps >= 0 else { throw VideoEditError.invalidOption("tune_steps must be ≥ 0, got \(tuneSteps)") }
         guard tuneLearningRate.isFinite, tuneLearningRate > 0 else {
-            throw VideoEditError.invalidOption("the tuning learning rate must be > 0, got \(tuneLearningRate)")
+            throw VideoEditError.invalidOption("tune_learning_rate must be > 0, got \(tuneLearningRate)")
         }
         guard steps > 0, steps <= trainTimesteps else {
-            throw VideoEditError.invalidOption("--steps must be in 1...\(trainTimesteps), got \(steps)")
+            throw VideoEditError.invalidOption("steps must be in 1...\(trainTimesteps), got \(steps)")
         }
         guard guidance.isFinite, guidance >= 0 else {
-            throw VideoEditError.invalidOption("--guidance must be ≥ 0, got \(guidance)")
+            throw VideoEditError.invalidOption("guidance must be ≥ 0, got \(guidance)")
         }
         try fusion.validate()
     }
