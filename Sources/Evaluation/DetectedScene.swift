@@ -37,6 +37,17 @@ public struct DetectedScene: Codable, Hashable, Sendable {
     public var imageSize: Int
     public var objects: [DetectedObject]
 
+    enum CodingKeys: String, CodingKey {
+        case imageSize = "image_size", objects
+    }
+
+    /// As stored (no reordering); reads `imageSize` from reports written before 2026-12-03.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: AnyCodingKey.self)
+        imageSize = try c.decode(Int.self, snakeOrCamel: "image_size")
+        objects = try c.decode([DetectedObject].self, snakeOrCamel: "objects")
+    }
+
     public init(imageSize: Int, objects: [DetectedObject]) {
         self.imageSize = imageSize
         self.objects = Self.canonicalOrder(objects)

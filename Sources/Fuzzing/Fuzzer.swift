@@ -44,6 +44,11 @@ public struct FuzzReport: Codable, Sendable {
         public var rejected: Int { rejectedBy.values.reduce(0, +) }
         /// The slowest case, in seconds.
         public var slowestSeconds = 0.0
+
+        enum CodingKeys: String, CodingKey {
+            case cases, accepted
+            case rejectedBy = "rejected_by", slowestSeconds = "slowest_seconds"
+        }
     }
 
     public var seed: UInt64
@@ -55,6 +60,11 @@ public struct FuzzReport: Codable, Sendable {
     /// The bound on the rise of the peak, in bytes.
     public var memoryBoundBytes = 0
     public var seconds = 0.0
+
+    enum CodingKeys: String, CodingKey {
+        case seed, counts, failures, seconds
+        case peakBytesBefore = "peak_bytes_before", peakBytesAfter = "peak_bytes_after", memoryBoundBytes = "memory_bound_bytes"
+    }
 
     public var totalCases: Int { counts.values.reduce(0) { $0 + $1.cases } }
     public var passed: Bool { failures.isEmpty }

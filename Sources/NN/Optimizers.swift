@@ -131,6 +131,10 @@ public struct WarmupCosineSchedule: LearningRateSchedule, Codable, Equatable {
     public var totalSteps: Int
     public var floor: Double
 
+    enum CodingKeys: String, CodingKey {
+        case peak, floor, warmupSteps = "warmup_steps", totalSteps = "total_steps"
+    }
+
     public init(peak: Double, warmupSteps: Int, totalSteps: Int, floor: Double = 0) {
         self.peak = peak
         self.warmupSteps = warmupSteps

@@ -334,6 +334,12 @@ public struct ExperimentSummary: Encodable {
         public var clipScore: MeanStd
         public var frechetSeen: MeanStd
         public var frechetHeldOut: MeanStd
+
+        enum CodingKeys: String, CodingKey {
+            case method, seeds, position
+            case seenAlignment = "seen_alignment", heldOutAlignment = "held_out_alignment", colorAttribution = "color_attribution"
+            case clipScore = "clip_score", frechetSeen = "frechet_seen", frechetHeldOut = "frechet_held_out"
+        }
     }
 
     public struct CurvePoint: Encodable {

@@ -1,4 +1,5 @@
 import ContextDiff
+import Datasets
 import Evaluation
 import Foundation
 import NN
@@ -46,6 +47,21 @@ struct JSONConventionTests {
         #expect(try offending(EvaluatorTrainingConfig()) == [])
         #expect(try offending(ContrastiveTrainingConfig()) == [])
         #expect(try offending(AttributeEvaluatorConfig()) == [])
+        #expect(try offending(WarmupCosineSchedule(peak: 1, warmupSteps: 2, totalSteps: 3)) == [])
+        let box = BoundingBox(minX: 1, minY: 2, maxX: 3, maxY: 4)
+        let scene = Scene(imageSize: 32, objects: [SceneObject(shape: .circle, color: .red, size: .small, bbox: box)], relation: nil)
+        #expect(try offending(scene) == [])
+        #expect(try offending(DetectedScene(scene)) == [])
+    }
+
+    /// Scenes and boxes in reports and exported metadata written before the convention still load.
+    @Test func oldCamelCaseScenesStillLoad() throws {
+        let old = #"{"imageSize": 32, "objects": [{"shape": "circle", "color": "red", "size": "small", "center": {"x": 2, "y": 3}, "bbox": {"minX": 1, "minY": 2, "maxX": 3, "maxY": 4}}]}"#
+        let scene = try JSONDecoder().decode(Scene.self, from: Data(old.utf8))
+        #expect(scene.imageSize == 32 && scene.objects[0].bbox == BoundingBox(minX: 1, minY: 2, maxX: 3, maxY: 4) && scene.relation == nil)
+        #expect(try JSONDecoder().decode(Scene.self, from: JSONEncoder().encode(scene)) == scene)
+        let detected = try JSONDecoder().decode(DetectedScene.self, from: Data(#"{"imageSize": 16, "objects": []}"#.utf8))
+        #expect(detected.imageSize == 16)
     }
 
     /// Files written before the convention still load.

@@ -105,6 +105,17 @@ public struct BoundingBox: Codable, Hashable, Sendable {
     public var maxX: Double
     public var maxY: Double
 
+    enum CodingKeys: String, CodingKey {
+        case minX = "min_x", minY = "min_y", maxX = "max_x", maxY = "max_y"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: AnyCodingKey.self)
+        self.init(
+            minX: try c.decode(Double.self, snakeOrCamel: "min_x"), minY: try c.decode(Double.self, snakeOrCamel: "min_y"),
+            maxX: try c.decode(Double.self, snakeOrCamel: "max_x"), maxY: try c.decode(Double.self, snakeOrCamel: "max_y"))
+    }
+
     public init(minX: Double, minY: Double, maxX: Double, maxY: Double) {
         self.minX = minX
         self.minY = minY
@@ -147,6 +158,17 @@ public struct Scene: Codable, Hashable, Sendable {
     public var imageSize: Int
     public var objects: [SceneObject]
     public var relation: SpatialRelation?
+
+    enum CodingKeys: String, CodingKey {
+        case imageSize = "image_size", objects, relation
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: AnyCodingKey.self)
+        self.init(
+            imageSize: try c.decode(Int.self, snakeOrCamel: "image_size"), objects: try c.decode([SceneObject].self, snakeOrCamel: "objects"),
+            relation: try c.decodeIfPresent(SpatialRelation.self, snakeOrCamel: "relation"))
+    }
 
     public init(imageSize: Int, objects: [SceneObject], relation: SpatialRelation?) {
         self.imageSize = imageSize

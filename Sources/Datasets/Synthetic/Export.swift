@@ -87,6 +87,11 @@ extension SyntheticBenchmark {
         var count: Int
         var heldOutShapeColors: [ShapeColor]
         var heldOutArrangements: [ColorArrangement]
+
+        enum CodingKeys: String, CodingKey {
+            case config, split, count
+            case heldOutShapeColors = "held_out_shape_colors", heldOutArrangements = "held_out_arrangements"
+        }
     }
 
     static func writeAtomically(_ data: Data, to url: URL) throws {
