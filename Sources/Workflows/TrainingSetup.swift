@@ -223,3 +223,95 @@ public struct TrainingSetup {
         try chart.write(to: folder.lossCurve)
     }
 }
+
+// MARK: - The run
+
+extension TrainingSetup {
+    /// What a training run does besides the recipe.
+    public struct RunOptions: Sendable {
+        /// A model folder to start the networks from (warm start), or nil for fresh weights.
+        public var initFrom: URL?
+        /// The command line, recorded in the model's provenance (local paths become placeholders).
+        public var command: [String] = []
+        /// Continue from the run folder's latest checkpoint, if any.
+        public var resume = true
+        /// Write a grid of validation samples at every checkpoint (rank 0).
+        public var writeSamples = true
+
+        public init() {}
+    }
+
+    /// The whole run: data, caption table, networks (fresh or warm-started), groundings, the
+    /// layout prior's fit where the recipe asks for it, the training loop with checkpoints and
+    /// validation grids, and the loss curve. As one rank of `group`, only rank 0 writes files,
+    /// reports progress and notes. Progress phases: the data's (rendering), then
+    /// ``TrainingPhase`` (layout prior, training; metrics loss, lr, steps per second).
+    public func train(
+        textEncoder: MiniLMTextEncoder, options: RunOptions, group: ProcessGroup? = nil,
+        progress: ProgressHandler = { _ in true }, notes: (String) -> Void = { _ in }
+    ) throws {
+        let isRankZero = (group?.rank ?? 0) == 0
+        func note(_ text: String) { if isRankZero { notes(text) } }
+        let quiet: ProgressHandler = { _ in true }
+        let report = isRankZero ? progress : quiet
+
+        let (data, annotations) = try loadData(progress: report)
+        note("encoding \(Set((0..<data.count).map { data.caption(at: $0) }).count) distinct captions…")
+        let captions = try captionTable(for: data, textEncoder: textEncoder)
+        let model = try makeModel(textEncoderWidth: textEncoder.width, initFrom: options.initFrom, command: options.command)
+        let groundings = needsGroundings ? try Self.groundings(annotations, tokenizer: textEncoder.tokenizer) : nil
+        if let groundings {
+            let grounded = groundings.filter { !$0.isEmpty }.count
+            if recipe.training.groundingWeight > 0 {
+                note("grounding loss (weight \(recipe.training.groundingWeight)) on \(grounded) of \(groundings.count) images")
+            }
+            if recipe.unet.layoutPrior != nil {
+                note("layout prior (loss weight \(recipe.training.layoutWeight)) learns from \(grounded) of \(groundings.count) images")
+            }
+        }
+        let trainer = try Trainer(
+            model: model, config: recipe.training, data: data, captions: captions, runDirectory: folder.url, processGroup: group,
+            groundings: groundings)
+        if options.resume, try trainer.resumeFromLatest() {
+            note("resumed from step \(trainer.step)")
+        }
+        if trainer.step == 0, model.unet.layoutPrior != nil, recipe.training.layoutFitSteps > 0 {
+            let loss = try trainer.fitLayoutPrior(progress: report)
+            note(String(format: "layout prior fitted: loss %.4f after %d steps", loss ?? .nan, recipe.training.layoutFitSteps))
+            if recipe.training.steps == 0 {
+                // Fit only: the U-Net and adapter are the source's; save the model with the fitted prior.
+                try trainer.saveCheckpoint()
+                note("done: model at \(folder.model.path)")
+                return
+            }
+        }
+        let ranks = group.map { " on \($0.worldSize) ranks" } ?? ""
+        note("training \(model.adapter == nil ? "the baseline (r_φ ≡ 0)" : "ContextDiff"): U-Net \(model.unet.parameterCount) parameters, adapter \(model.adapter?.parameterCount ?? 0); \(recipe.training.steps) steps of batch \(recipe.training.batchSize)\(ranks)")
+        var lastSampledStep = trainer.step
+        try trainer.run(resume: false) { p in
+            guard report(p) else { return false }
+            let step = p.completed
+            if isRankZero, options.writeSamples, step % recipe.training.checkpointEvery == 0 || step == p.total, step != lastSampledStep {
+                lastSampledStep = step
+                do {
+                    try writeValidationGrid(step: step, textEncoder: textEncoder)
+                } catch {
+                    note("warning: validation samples failed: \(error)")
+                }
+            }
+            return true
+        }
+        if let group {
+            // A broadcast-free check that data parallelism kept every rank's weights the same.
+            let spread = try trainer.parameterSpreadAcrossRanks()
+            if spread == 0 {
+                note("ranks in sync: weights and EMA identical on all \(group.worldSize) ranks")
+            } else {
+                note("warning: weights differ between ranks by up to \(spread) (different CPUs or libraries round differently)")
+            }
+        }
+        guard isRankZero else { return }
+        try writeLossCurve()
+        note("done: model at \(folder.model.path)")
+    }
+}

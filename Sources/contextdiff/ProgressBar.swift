@@ -6,7 +6,6 @@ import Torch
 final class ProgressBar {
     let total: Int
     let label: String
-    let started = Date()
     var lastDraw = Date.distantPast
     let isTerminal = isatty(STDERR_FILENO) != 0
     var lastPlainPercent = -1
@@ -16,11 +15,17 @@ final class ProgressBar {
         self.label = label
     }
 
+    /// The count and time of the first update: the rate is measured from there, so a bar made
+    /// when the first result arrives (or a resumed run starting at step N) shows the real rate.
+    private var first: (count: Int, at: Date)?
+
     func update(_ done: Int, status: String = "") {
         let now = Date()
         let finished = done >= total
-        let elapsed = now.timeIntervalSince(started)
-        let rate = elapsed > 0 ? Double(done) / elapsed : 0
+        let origin = first ?? (done, now)
+        if first == nil { first = origin }
+        let elapsed = now.timeIntervalSince(origin.at)
+        let rate = elapsed > 0 ? Double(done - origin.count) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : 0
         let line = "\(label) \(done)/\(total) " + String(format: "%.2f it/s", rate) + " ETA \(Self.clock(eta)) \(status)"
         if isTerminal {

@@ -192,78 +192,32 @@ struct TrainCommand: ParsableCommand {
         return recipe
     }
 
-    /// Trains in this process, alone or as one rank of `group` (only rank 0 writes files and
-    /// draws progress; the other ranks stay quiet unless something fails).
+    /// Trains in this process, alone or as one rank of `group` (``TrainingSetup/train(textEncoder:options:group:progress:notes:)``;
+    /// only rank 0 writes files and draws progress; the other ranks stay quiet unless something fails).
     func train(recipe given: TrainingRecipe, resume: Bool, group: ProcessGroup?) throws {
-        let folder = RunFolder(URL(fileURLWithPath: output))
         let isRankZero = (group?.rank ?? 0) == 0
-        let setup = TrainingSetup(recipe: group == nil ? try prepareRunFolder(given) : given, folder: folder)
-        let recipe = setup.recipe
-        func note(_ text: String) { if isRankZero { contextdiff.note(text) } }
-
-        note("loading the MiniLM text encoder…")
+        let setup = TrainingSetup(
+            recipe: group == nil ? try prepareRunFolder(given) : given, folder: RunFolder(URL(fileURLWithPath: output)))
+        if isRankZero { note("loading the MiniLM text encoder…") }
         let textEncoder = try MiniLMTextEncoder()
-        let display = isRankZero ? ProgressDisplay() : nil
-        let (data, annotations) = try setup.loadData { display?.update($0) ?? true }
-        note("encoding \(Set((0..<data.count).map { data.caption(at: $0) }).count) distinct captions…")
-        let captions = try setup.captionTable(for: data, textEncoder: textEncoder)
-        let model = try setup.makeModel(
-            textEncoderWidth: textEncoder.width, initFrom: initFrom.map { URL(fileURLWithPath: $0) }, command: CommandLine.arguments)
-        let groundings = setup.needsGroundings ? try TrainingSetup.groundings(annotations, tokenizer: textEncoder.tokenizer) : nil
-        if let groundings {
-            let grounded = groundings.filter { !$0.isEmpty }.count
-            if recipe.training.groundingWeight > 0 {
-                note("grounding loss (weight \(recipe.training.groundingWeight)) on \(grounded) of \(groundings.count) images")
-            }
-            if recipe.unet.layoutPrior != nil {
-                note("layout prior (loss weight \(recipe.training.layoutWeight)) learns from \(grounded) of \(groundings.count) images")
-            }
-        }
-        let trainer = try Trainer(
-            model: model, config: recipe.training, data: data, captions: captions, runDirectory: folder.url, processGroup: group,
-            groundings: groundings)
-        if resume, try trainer.resumeFromLatest() {
-            note("resumed from step \(trainer.step)")
-        }
-        if trainer.step == 0, model.unet.layoutPrior != nil, recipe.training.layoutFitSteps > 0 {
-            let loss = try trainer.fitLayoutPrior { display?.update($0) ?? true }
-            note(String(format: "layout prior fitted: loss %.4f after %d steps", loss ?? .nan, recipe.training.layoutFitSteps))
-            if recipe.training.steps == 0 {
-                // Fit only: the U-Net and adapter are the source's; save the model with the fitted prior.
-                try trainer.saveCheckpoint()
-                note("done: model at \(folder.model.path)")
-                return
-            }
-        }
-        let ranks = group.map { " on \($0.worldSize) ranks" } ?? ""
-        note("training \(model.adapter == nil ? "the baseline (r_φ ≡ 0)" : "ContextDiff"): U-Net \(model.unet.parameterCount) parameters, adapter \(model.adapter?.parameterCount ?? 0); \(recipe.training.steps) steps of batch \(recipe.training.batchSize)\(ranks)")
-        let bar = isRankZero ? ProgressBar(total: recipe.training.steps, label: "train") : nil
-        var lastSampledStep = trainer.step
-        try trainer.run(resume: false) { p in
-            let step = p.completed
-            bar?.update(step, status: String(format: "loss %.4f lr %.1e", p.metric("loss") ?? Double.nan, p.metric("lr") ?? Double.nan))
-            if isRankZero, !noSamples, step % recipe.training.checkpointEvery == 0 || step == p.total, step != lastSampledStep {
-                lastSampledStep = step
-                do {
-                    try setup.writeValidationGrid(step: step, textEncoder: textEncoder)
-                } catch {
-                    note("\nwarning: validation samples failed: \(error)")
-                }
-            }
+        var options = TrainingSetup.RunOptions()
+        options.initFrom = initFrom.map { URL(fileURLWithPath: $0) }
+        options.command = CommandLine.arguments
+        options.resume = resume
+        options.writeSamples = !noSamples
+        let display = ProgressDisplay()
+        var bar: ProgressBar?
+        var midBar = false
+        try setup.train(textEncoder: textEncoder, options: options, group: group) { p in
+            guard p.phase == TrainingPhase.training.rawValue else { return display.update(p) }
+            if bar == nil { bar = ProgressBar(total: p.total, label: "train") }
+            bar?.update(p.completed, status: String(format: "loss %.4f lr %.1e", p.metric("loss") ?? Double.nan, p.metric("lr") ?? Double.nan))
+            midBar = p.completed < p.total
             return true
+        } notes: { text in
+            // A note in the middle of the training bar starts on its own line.
+            note(midBar ? "\n" + text : text)
         }
-        if let group {
-            // A broadcast-free check that data parallelism kept every rank's weights the same.
-            let spread = try trainer.parameterSpreadAcrossRanks()
-            if spread == 0 {
-                note("ranks in sync: weights and EMA identical on all \(group.worldSize) ranks")
-            } else {
-                note("warning: weights differ between ranks by up to \(spread) (different CPUs or libraries round differently)")
-            }
-        }
-        guard isRankZero else { return }
-        try setup.writeLossCurve()
-        note("done: model at \(folder.model.path)")
     }
 }
 
