@@ -23,6 +23,40 @@ public struct TrainingRecipe: Codable, Equatable, Sendable {
 
     public init() {}
 
+    /// Checks every part and that the parts agree, before anything is rendered or trained: the
+    /// synthetic data's image size and the networks' sample sizes are one size, the timestep range
+    /// lies in the schedule, losses and priors that need object boxes have the synthetic data, and
+    /// the token limits of the prior and the refiner cover the recipe's.
+    public func validate() throws {
+        func fail(_ message: String) -> WorkflowError { .inconsistentRecipe(message) }
+        guard datasetSize > 0 || imageFolder != nil else { throw fail("dataset_size must be positive, got \(datasetSize)") }
+        try training.validate()
+        try unet.validate()
+        try adapter?.validate()
+        let size = unet.sampleSize
+        if imageFolder == nil, benchmark.imageSize != size {
+            throw fail("benchmark.image_size \(benchmark.imageSize) differs from unet.sample_size \(size)")
+        }
+        if let adapter, adapter.sampleSize != size {
+            throw fail("adapter.sample_size \(adapter.sampleSize) differs from unet.sample_size \(size)")
+        }
+        if let range = training.timestepRange, range.count == 2, range[1] > schedule.trainTimesteps {
+            throw fail("training.timestep_range \(range[0])..<\(range[1]) goes past the schedule's \(schedule.trainTimesteps) timesteps")
+        }
+        if imageFolder != nil, training.groundingWeight > 0 {
+            throw fail("the grounding loss needs the synthetic benchmark's object boxes; an image folder has none")
+        }
+        if imageFolder != nil, unet.layoutPrior != nil {
+            throw fail("a layout prior learns from the synthetic benchmark's object boxes; an image folder has none")
+        }
+        if let prior = unet.layoutPrior, prior.maxTokens < maxTokens {
+            throw fail("unet.layout_prior.max_tokens \(prior.maxTokens) is below the recipe's max_tokens \(maxTokens)")
+        }
+        if let refiner = unet.textRefiner, refiner.maxTokens < maxTokens {
+            throw fail("unet.text_refiner.max_tokens \(refiner.maxTokens) is below the recipe's max_tokens \(maxTokens)")
+        }
+    }
+
     /// A recipe may name only what it changes: a missing section or key keeps its default
     /// (`"adapter": null` asks for the baseline; a missing `adapter` keeps the default adapter).
     public init(from decoder: Decoder) throws {

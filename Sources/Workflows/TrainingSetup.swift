@@ -10,11 +10,18 @@ public enum WorkflowError: Error, CustomStringConvertible, Equatable {
     case notAModelFolder(String)
     /// The global batch does not split over the ranks.
     case batchDoesNotSplit(batch: Int, ranks: Int)
+    /// An evaluation model (`evaluator`, `clip`) is not at `path`; `train` is the command that makes one.
+    case missingEvaluationModel(kind: String, path: String, train: String)
+    /// Two settings of a recipe disagree (the data's image size and the networks' sample size).
+    case inconsistentRecipe(String)
 
     public var description: String {
         switch self {
         case let .notAModelFolder(path): "\(path): not a model folder (no unet/ inside)"
         case let .batchDoesNotSplit(batch, ranks): "the global batch \(batch) must split evenly over \(ranks) ranks"
+        case let .missingEvaluationModel(kind, path, train):
+            "no \(kind == "clip" ? "contrastive image–text model" : "attribute evaluator") at \(path); train one with `\(train)` (a few minutes)"
+        case let .inconsistentRecipe(message): "inconsistent recipe: \(message)"
         }
     }
 }
@@ -49,6 +56,7 @@ public struct TrainingSetup {
                 replaced = true
             }
         }
+        try recipe.validate()
         try fm.createDirectory(at: folder.url, withIntermediateDirectories: true)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

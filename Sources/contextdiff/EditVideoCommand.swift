@@ -5,6 +5,7 @@ import Evaluation
 import Foundation
 import NN
 import Torch
+import Workflows
 
 extension VideoEditMethod: ExpressibleByArgument {}
 extension FrameAttention: ExpressibleByArgument {}
@@ -211,7 +212,7 @@ struct EvaluateVideoCommand: ParsableCommand {
         }
         let (scorer, _) = try loadScorer(clip, textEncoder: MiniLMTextEncoder())
         let attributeEvaluator: AttributeEvaluator?
-        if evaluator != nil || FileManager.default.fileExists(atPath: defaultEvaluatorDirectory().appendingPathComponent(ModelFolder.configName).path) {
+        if evaluator != nil || EvaluationModels.exists(defaultEvaluatorDirectory()) {
             attributeEvaluator = try loadEvaluator(evaluator).0
         } else {
             attributeEvaluator = nil

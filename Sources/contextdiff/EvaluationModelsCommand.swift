@@ -7,29 +7,20 @@ import NN
 import Torch
 import Workflows
 
-/// Where the evaluation models live when none is given (``ModelLocator``; `models/<name>` under
-/// the current folder when none is found, so that the error names the usual place).
-func defaultEvaluatorDirectory() -> URL {
-    ModelLocator().locate(.evaluator) ?? URL(fileURLWithPath: "models/evaluator")
-}
-func defaultClipDirectory() -> URL { ModelLocator().locate(.clip) ?? URL(fileURLWithPath: "models/clip") }
+func defaultEvaluatorDirectory() -> URL { EvaluationModels.evaluatorURL() }
 
-/// Loads the attribute evaluator, or explains how to train one.
+/// Loads the attribute evaluator (``EvaluationModels``); the error also names the flag.
 func loadEvaluator(_ path: String?) throws -> (AttributeEvaluator, URL) {
-    let url = path.map { URL(fileURLWithPath: $0) } ?? defaultEvaluatorDirectory()
-    guard FileManager.default.fileExists(atPath: url.appendingPathComponent(ModelFolder.configName).path) else {
-        throw ValidationError("no attribute evaluator at \(url.path); train one with `contextdiff evaluator train -o \(url.path)` (a few minutes) or pass --evaluator DIR")
+    do { return try EvaluationModels.loadEvaluator(path.map { URL(fileURLWithPath: $0) }) } catch let error as WorkflowError {
+        throw ValidationError("\(error) or pass --evaluator DIR")
     }
-    return (try AttributeEvaluator.load(from: url), url)
 }
 
-/// Loads the contrastive model with the MiniLM encoder, or explains how to train one.
+/// Loads the contrastive model with the MiniLM encoder; the error also names the flag.
 func loadScorer(_ path: String?, textEncoder: MiniLMTextEncoder) throws -> (ContrastiveScorer, URL) {
-    let url = path.map { URL(fileURLWithPath: $0) } ?? defaultClipDirectory()
-    guard FileManager.default.fileExists(atPath: url.appendingPathComponent(ModelFolder.configName).path) else {
-        throw ValidationError("no contrastive image–text model at \(url.path); train one with `contextdiff clip train -o \(url.path)` (a few minutes) or pass --clip DIR")
+    do { return try EvaluationModels.loadScorer(path.map { URL(fileURLWithPath: $0) }, textEncoder: textEncoder) } catch let error as WorkflowError {
+        throw ValidationError("\(error) or pass --clip DIR")
     }
-    return (try ContrastiveScorer(model: ContrastiveImageText.load(from: url), textEncoder: textEncoder), url)
 }
 
 /// The accuracy line printed with every evaluation.

@@ -124,7 +124,7 @@ struct TextToImageExperimentCommand: ParsableCommand {
     }
 
     func checkEvaluationModels() throws {
-        for (url, how) in [(defaultEvaluatorDirectory(), "contextdiff evaluator train"), (defaultClipDirectory(), "contextdiff clip train")] {
+        for (url, how) in [(defaultEvaluatorDirectory(), "contextdiff evaluator train"), (EvaluationModels.clipURL(), "contextdiff clip train")] {
             guard FileManager.default.fileExists(atPath: url.appendingPathComponent(ModelFolder.configName).path) else {
                 throw ValidationError("no evaluation model at \(url.path): run `\(how) -o \(url.path)` first")
             }

@@ -79,6 +79,13 @@ enum CLIMessages {
                 text = flag(String(first)) + text.dropFirst(first.count)
             }
             return text
+        case let WorkflowError.inconsistentRecipe(message):
+            // Recipe keys that have a flag are named by it.
+            var text = message
+            for (key, flag) in [("training.timestep_range", "--timestep-range"), ("dataset_size", "--dataset-size")] {
+                text = text.replacingOccurrences(of: key, with: flag)
+            }
+            return "inconsistent recipe: " + text
         case let DistributedTrainingError.invalidSettings(message):
             var text = message
             for option in ["master_addr", "master_port", "world_size", "dist_timeout", "rank"] {

@@ -127,21 +127,6 @@ struct TrainCommand: ParsableCommand {
             guard parts.count == 2 else { throw ValidationError("--timestep-range must look like 400..<1000, got '\(timestepRange)'") }
             r.training.timestepRange = parts
         }
-        if let range = r.training.timestepRange, range.count == 2, range[1] > r.schedule.trainTimesteps {
-            throw ValidationError("--timestep-range \(range[0])..<\(range[1]) goes past the schedule's \(r.schedule.trainTimesteps) timesteps")
-        }
-        if r.training.groundingWeight > 0, r.imageFolder != nil {
-            throw ValidationError("the grounding loss needs the synthetic benchmark's object boxes; an image folder has none")
-        }
-        if r.unet.layoutPrior != nil, r.imageFolder != nil {
-            throw ValidationError("a layout prior learns from the synthetic benchmark's object boxes; an image folder has none")
-        }
-        if let prior = r.unet.layoutPrior, prior.maxTokens < r.maxTokens {
-            throw ValidationError("unet.layout_prior.max_tokens \(prior.maxTokens) is below the recipe's max_tokens \(r.maxTokens)")
-        }
-        if let refiner = r.unet.textRefiner, refiner.maxTokens < r.maxTokens {
-            throw ValidationError("unet.text_refiner.max_tokens \(refiner.maxTokens) is below the recipe's max_tokens \(r.maxTokens)")
-        }
         if let imageSize {
             r.unet.sampleSize = imageSize
             r.adapter?.sampleSize = imageSize
@@ -149,10 +134,7 @@ struct TrainCommand: ParsableCommand {
             r.unet.attentionResolutions = [imageSize / 4]
             r.unet.crossAttentionResolutions = [imageSize / 2, imageSize / 4]
         }
-        guard r.datasetSize > 0 else { throw ValidationError("--dataset-size must be positive") }
-        try r.training.validate()
-        try r.unet.validate()
-        try r.adapter?.validate()
+        try r.validate()
         return r
     }
 

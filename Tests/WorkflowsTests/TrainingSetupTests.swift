@@ -119,4 +119,91 @@ struct TrainingSetupTests {
             try TrainingSetup.warmStart(unet: warm.unet, adapter: warm.adapter, from: dir)
         }
     }
+
+    /// The whole run as a library call: notes, progress phases, a model folder, a resumed run
+    /// that starts where the first stopped.
+    @Test func aTinyRunTrainsSavesAndResumes() throws {
+        let dir = temporaryFolder("tiny-run")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var recipe = TrainingRecipe()
+        recipe.datasetSize = 16
+        recipe.unet.sampleSize = 16
+        recipe.unet.baseChannels = 8
+        recipe.unet.channelMultipliers = [1, 2]
+        recipe.unet.layersPerBlock = 1
+        recipe.unet.attentionResolutions = [8]
+        recipe.unet.crossAttentionResolutions = [8]
+        recipe.unet.normGroups = 4
+        recipe.adapter?.sampleSize = 16
+        let folder = RunFolder(dir)
+        // The data's size must match the networks' before anything is rendered.
+        #expect(throws: WorkflowError.inconsistentRecipe("benchmark.image_size 32 differs from unet.sample_size 16")) {
+            try TrainingSetup.prepare(folder: folder, given: recipe, resume: true)
+        }
+        recipe.benchmark.imageSize = 16
+        recipe.adapter?.width = 16
+        recipe.adapter?.depth = 1
+        recipe.training.steps = 2
+        recipe.training.batchSize = 4
+        recipe.training.checkpointEvery = 2
+        let setup = TrainingSetup(recipe: try TrainingSetup.prepare(folder: folder, given: recipe, resume: true).recipe, folder: folder)
+        var options = TrainingSetup.RunOptions()
+        options.writeSamples = false
+        var notes: [String] = [], phases: [String] = [], lastTraining = 0
+        try setup.train(textEncoder: MiniLMTextEncoder(), options: options, progress: { p in
+            if phases.last != p.phase { phases.append(p.phase) }
+            if p.phase == TrainingPhase.training.rawValue { lastTraining = p.completed }
+            return true
+        }, notes: { notes.append($0) })
+        #expect(phases.last == TrainingPhase.training.rawValue && lastTraining == 2)
+        #expect(notes.last == "done: model at \(folder.model.path)")
+        #expect(FileManager.default.fileExists(atPath: folder.model.appendingPathComponent("unet").path))
+        #expect(folder.checkpointSteps() == [2])
+        // Two more steps resume from step 2.
+        var longer = setup.recipe
+        longer.training.steps = 4
+        notes = []
+        try TrainingSetup(recipe: longer, folder: folder).train(textEncoder: MiniLMTextEncoder(), options: options, notes: { notes.append($0) })
+        #expect(notes.contains("resumed from step 2"))
+        #expect(folder.checkpointSteps().last == 4)
+    }
+
+    /// A recipe whose parts disagree is refused with the keys named; the default one is valid.
+    @Test func recipeValidationNamesTheDisagreeingKeys() throws {
+        try TrainingRecipe().validate()
+        var sizes = TrainingRecipe()
+        sizes.adapter?.sampleSize = 16
+        #expect(throws: WorkflowError.inconsistentRecipe("adapter.sample_size 16 differs from unet.sample_size 32")) {
+            try sizes.validate()
+        }
+        var range = TrainingRecipe()
+        range.training.timestepRange = [500, 1200]
+        #expect(throws: WorkflowError.inconsistentRecipe(
+            "training.timestep_range 500..<1200 goes past the schedule's 1000 timesteps")) { try range.validate() }
+        var folder = TrainingRecipe()
+        folder.imageFolder = "/data"
+        folder.unet.layoutPrior = LayoutPriorConfig(maxTokens: 32)
+        #expect(throws: WorkflowError.self) { try folder.validate() }
+        var tokens = TrainingRecipe()
+        tokens.unet.layoutPrior = LayoutPriorConfig(maxTokens: 8)
+        #expect(throws: WorkflowError.inconsistentRecipe("unet.layout_prior.max_tokens 8 is below the recipe's max_tokens 32")) {
+            try tokens.validate()
+        }
+        var empty = TrainingRecipe()
+        empty.datasetSize = 0
+        #expect(throws: WorkflowError.self) { try empty.validate() }
+    }
+
+    /// The evaluation models: the shipped ones load; a missing one is a typed error naming the
+    /// command that makes it.
+    @Test func evaluationModelsLoadOrSayHowToMakeThem() throws {
+        let missing = temporaryFolder("no-evaluator")
+        #expect(throws: WorkflowError.missingEvaluationModel(
+            kind: "evaluator", path: missing.path, train: "contextdiff evaluator train -o \(missing.path)")) {
+            try EvaluationModels.loadEvaluator(missing)
+        }
+        let shipped = repositoryRoot.appendingPathComponent("models/evaluator")
+        let (evaluator, url) = try EvaluationModels.loadEvaluator(shipped)
+        #expect(url == shipped && evaluator.imageSize == 32)
+    }
 }
