@@ -70,6 +70,10 @@ struct EvaluateCommand: ParsableCommand {
     @Option(help: "Real renders per prompt kind for the Fréchet reference.") var referencePerKind = 334
     @Flag(help: "Only the pixel color/position check (the earlier behaviour; needs no evaluation models).")
     var pixelOnly = false
+    @Flag(help: "Layout-to-image: generate --num-samples benchmark scenes of each split from their captions and boxes, and count the objects drawn right and within 3 px of their box's centre.")
+    var layoutToImage = false
+    @Flag(help: "Inpainting: for --num-samples benchmark scenes of each split, repaint one object's box in a new colour (with and without r_φ) and check the colour and the kept pixels.")
+    var inpainting = false
     @Option(help: "Write a grid of the samples to this PNG.") var grid: String?
     @Flag(help: "Print the result as JSON.") var json = false
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
@@ -81,6 +85,9 @@ struct EvaluateCommand: ParsableCommand {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         guard evaluatorCheckImages >= 2, referencePerKind >= 1 else {
             throw ValidationError("--evaluator-check-images ≥ 2 and --reference-per-kind ≥ 1 required")
+        }
+        if layoutToImage || inpainting, pixelOnly || prompts != nil || (layoutToImage && inpainting) {
+            throw ValidationError("--layout-to-image and --inpainting work on benchmark scenes, one at a time")
         }
         if pixelOnly, prompts != nil { throw ValidationError("--pixel-only works on the benchmark prompts, not --prompts") }
         if let checkpoint {
@@ -106,6 +113,8 @@ struct EvaluateCommand: ParsableCommand {
             throw ValidationError("no model given and no shipped model found; pass --model DIR")
         }
         if pixelOnly { return try runPixelOnly(modelURL: modelURL) }
+        if layoutToImage { return try runLayoutToImage(modelURL: modelURL) }
+        if inpainting { return try runInpainting(modelURL: modelURL) }
         let textEncoder = try MiniLMTextEncoder()
         let loaded = try EvaluationRun.loadModel(modelURL, checkpoint: checkpoint)
         let (evaluatorModel, evaluatorURL) = try loadEvaluator(evaluator)
@@ -154,6 +163,49 @@ struct EvaluateCommand: ParsableCommand {
                 let url = URL(fileURLWithPath: grid)
                 let target = split == .both ? url.deletingPathExtension().appendingPathExtension("\(s.rawValue).png") : url
                 try RGBImage.grid(images, columns: 16).writePNG(to: target)
+            }
+            if json { try printJSON(report) } else { print(report.table()) }
+        }
+    }
+
+    /// Layout-to-image (``LayoutToImageEvaluation``), one report per split.
+    func runLayoutToImage(modelURL: URL) throws {
+        let loaded = try EvaluationRun.loadModel(modelURL, checkpoint: checkpoint)
+        let (evaluatorModel, _) = try loadEvaluator(evaluator)
+        let evaluation = try LayoutToImageEvaluation(
+            pipeline: TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder()), evaluator: evaluatorModel)
+        for s in split.splits {
+            let bar = ProgressBar(total: numSamples, label: "layouts \(promptSetName(s))")
+            let (report, images) = try evaluation.run(count: numSamples, split: s, options: generationOptions, batchSize: batch) { p in
+                bar.update(p.completed)
+                return true
+            }
+            if let grid {
+                let url = URL(fileURLWithPath: grid)
+                let target = split == .both ? url.deletingPathExtension().appendingPathExtension("\(s.rawValue).png") : url
+                try RGBImage.grid(images, columns: 16).writePNG(to: target)
+            }
+            if json { try printJSON(report) } else { print(report.table()) }
+        }
+    }
+
+    /// Inpainting (``InpaintingEvaluation``), one report per split; the grid shows, per scene,
+    /// the input and the results (ContextDiff, then r_φ ≡ 0).
+    func runInpainting(modelURL: URL) throws {
+        let loaded = try EvaluationRun.loadModel(modelURL, checkpoint: checkpoint)
+        let (evaluatorModel, _) = try loadEvaluator(evaluator)
+        let evaluation = try InpaintingEvaluation(
+            pipeline: TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder()), evaluator: evaluatorModel)
+        for s in split.splits {
+            let bar = ProgressBar(total: numSamples, label: "inpaint \(promptSetName(s))")
+            let (report, images) = try evaluation.run(count: numSamples, split: s, options: generationOptions, batchSize: batch) { p in
+                bar.update(p.completed)
+                return true
+            }
+            if let grid {
+                let url = URL(fileURLWithPath: grid)
+                let target = split == .both ? url.deletingPathExtension().appendingPathExtension("\(s.rawValue).png") : url
+                try RGBImage.grid(images, columns: images.count / numSamples * 6).writePNG(to: target)
             }
             if json { try printJSON(report) } else { print(report.table()) }
         }

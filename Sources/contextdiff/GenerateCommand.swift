@@ -4,6 +4,7 @@ import Datasets
 import Foundation
 import NN
 import Torch
+import Workflows
 
 extension LayoutMode: ExpressibleByArgument {}
 
@@ -30,8 +31,21 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output folder (image-N.png and grid.png) or a .png file.")
     var output = "outputs"
     @Flag(help: "Sample without the context adapter (as if r_φ ≡ 0).") var noContext = false
-    @Option(help: "Layout of a model with a layout prior: sampled (one per image, from the seed) or typical (the same for every seed).")
-    var layout: LayoutMode = .sampled
+    @Option(help: ArgumentHelp(
+        "Where a model with a layout prior puts the objects: sampled (one layout per image, from the seed), typical (the same for every seed), or a layout JSON file (layout-to-image).",
+        valueName: "sampled|typical|FILE.json"))
+    var layout = LayoutMode.sampled.rawValue
+    @Option(name: .customLong("box"), help: ArgumentHelp(
+        "An object of the layout, inline: words of the prompt and a box in fractions of the image side (repeat for more objects).",
+        valueName: "PHRASE@x0,y0,x1,y1"))
+    var boxes: [String] = []
+    @Option(help: "Start from this picture (img2img, SDEdit) instead of pure noise; with --mask or --mask-box, inpaint.")
+    var initImage: String?
+    @Option(help: "With --init-image: the share of the steps that run, in (0, 1] (1: from pure noise; default 0.6 for img2img, 1 for inpainting).")
+    var strength: Double?
+    @Option(help: "With --init-image: a mask image whose light pixels are repainted and dark ones kept.") var mask: String?
+    @Option(help: ArgumentHelp("With --init-image: repaint this box (fractions of the side), keep the rest.", valueName: "x0,y0,x1,y1"))
+    var maskBox: String?
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Where the networks run: cpu, or cuda[:N] with a libtorch built with CUDA.") var device: Device = .cpu
 
@@ -56,6 +70,25 @@ struct GenerateCommand: ParsableCommand {
         }
         guard (1...256).contains(numImages) else { throw ValidationError("--num-images must be in 1...256") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        if initImage == nil, strength != nil || mask != nil || maskBox != nil {
+            throw ValidationError("--strength, --mask and --mask-box need --init-image")
+        }
+        if mask != nil, maskBox != nil { throw ValidationError("give --mask or --mask-box, not both") }
+        if let strength, !(strength > 0 && strength <= 1) { throw ValidationError("--strength must be in (0, 1], got \(strength)") }
+    }
+
+    /// The picture to start from (`--init-image`, `--strength`, `--mask`, `--mask-box`), nil without one.
+    func imageStart(size: Int) throws -> (start: ImageStart, notices: [String])? {
+        guard let initImage else { return nil }
+        let box = try maskBox.map { text -> [Double] in
+            let numbers = text.split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
+            guard numbers.count == 4 else { throw ValidationError("--mask-box must be four numbers x0,y0,x1,y1, got '\(text)'") }
+            return numbers
+        }
+        let inpainting = mask != nil || box != nil
+        return try ImageStart.load(
+            image: URL(fileURLWithPath: initImage), strength: strength ?? (inpainting ? 1 : 0.6),
+            mask: mask.map { URL(fileURLWithPath: $0) }, maskBox: box, size: size)
     }
 
     func run() throws {
@@ -90,12 +123,16 @@ struct GenerateCommand: ParsableCommand {
         options.seed = seed
         options.imagesPerPrompt = numImages
         options.useContext = !noContext
-        options.layout = layout
+        let given = try givenLayout()
+        if given == nil { options.layout = LayoutMode(rawValue: layout) ?? .sampled }
         try options.validate(trainTimesteps: loaded.schedule.config.trainTimesteps)
-        let bar = ProgressBar(total: sampling.steps, label: "\(sampling.sampler.rawValue)")
+        let start = try imageStart(size: loaded.unet.config.sampleSize)
+        for notice in start?.notices ?? [] { note("note: \(notice)") }
+        let steps = try start.map { try sampling.steps - $0.start.firstStep(of: sampling.steps) } ?? sampling.steps
+        let bar = ProgressBar(total: steps, label: "\(sampling.sampler.rawValue)")
         let started = Date()
         let prompts = try allPrompts()
-        let result = try pipeline.generate(prompts: prompts, options: options) { p in
+        let result = try pipeline.generate(prompts: prompts, options: options, layouts: given.map { [$0] }, start: start?.start) { p in
             bar.update(p.completed)
             return true
         }
@@ -115,6 +152,18 @@ struct GenerateCommand: ParsableCommand {
             print(grid.path)
         }
         note(String(format: "generated %d image(s) in %.1f s", rgb.count, Date().timeIntervalSince(started)))
+    }
+
+    /// The layout of `--layout FILE.json` or `--box`, nil for a layout mode.
+    func givenLayout() throws -> Layout? {
+        if LayoutMode(rawValue: layout) != nil {
+            return boxes.isEmpty ? nil : try Layout(parsing: boxes)
+        }
+        guard boxes.isEmpty else { throw ValidationError("give the layout as --layout FILE.json or as --box, not both") }
+        guard FileManager.default.fileExists(atPath: layout) else {
+            throw ValidationError("--layout \(layout): not sampled, typical or a layout file")
+        }
+        return try Layout(contentsOf: URL(fileURLWithPath: layout))
     }
 
     /// One row per prompt when there are several prompts; otherwise up to 4 columns.

@@ -119,7 +119,7 @@ struct ContextualSamplerTests {
             configuration: .init(predictionType: .sample, eta: 0, setAlphaToOne: false))
 
         func inversionDistanceToMarginals(context: (any ContextBias)?) throws -> (latent: Tensor, distance: Double) {
-            var iterator = SamplingIterator(sampler: inverse, initialSample: start, context: context, denoiser: oracle)
+            var iterator = try SamplingIterator(sampler: inverse, initialSample: start, context: context, denoiser: oracle)
             var distance = 0.0
             while let step = try iterator.next() {
                 let expected = try process.marginal(
@@ -206,7 +206,7 @@ struct ContextualSamplerTests {
         for (label, sampler) in samplers {
             let first = sampler.timesteps[0]
             let start = try process.marginal(x0: x0, timestep: first, noise: noise, context: r.context(x0: x0, timestep: first))
-            var iterator = SamplingIterator(
+            var iterator = try SamplingIterator(
                 sampler: sampler, initialSample: start, context: r, generator: Generator(seed: 12),
                 denoiser: { x, t in try process.perfectOutput(prediction, x0: x0, xt: x, timestep: t) })
             while let step = try iterator.next() {

@@ -149,7 +149,7 @@ struct SamplerOptionsTests {
         #expect(throws: SamplingError.cancelled(completedSteps: 3, totalSteps: 10)) {
             try sampler.run(from: x, progress: { $0.completed < 3 }, denoiser: model)
         }
-        var iterator = SamplingIterator(sampler: sampler, initialSample: x, denoiser: model)
+        var iterator = try SamplingIterator(sampler: sampler, initialSample: x, denoiser: model)
         var timesteps: [Int] = []
         while let step = try iterator.next() { timesteps.append(step.timestep) }
         #expect(timesteps == sampler.timesteps)

@@ -150,6 +150,11 @@ struct CLITests {
         try failure(["generate", "   ", "--model", model], mentions: "prompt is empty")
         try failure(["generate", "a red circle", "--model", model, "--steps", "5000"], mentions: "exceeds")
         try failure(["generate", "a red circle", "--model", model, "-o", "/proc/forbidden/out"], mentions: "output folder")
+        // Layouts: a model without a layout prior, a bad box, a missing file, a phrase not in the prompt.
+        try failure(["generate", "a red circle", "--model", model, "--box", "red circle@0.1,0.1,0.5,0.5"], mentions: "no layout prior")
+        try failure(["generate", "a red circle", "--model", model, "--box", "red circle@0.5,0.1,0.4,0.5"], mentions: "x0 < x1")
+        try failure(["generate", "a red circle", "--model", model, "--layout", "/nowhere/layout.json"], mentions: "not sampled, typical or a layout file")
+        try failure(["generate", "a red circle", "--steps", "2", "--box", "green circle@0.1,0.1,0.5,0.5"], mentions: "not in the prompt")
         // A corrupt model folder: truncate the U-Net's weights.
         let corrupt = root.appendingPathComponent("corrupt")
         try FileManager.default.copyItem(atPath: model, toPath: corrupt.path)

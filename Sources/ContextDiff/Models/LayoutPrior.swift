@@ -69,6 +69,11 @@ public struct LayoutTarget {
             known: try Tensor.cat([pa.known, pb.known]))
     }
 
+    /// This layout on `device`.
+    public func to(_ device: Device) throws -> LayoutTarget {
+        LayoutTarget(boxes: try boxes.to(device), gates: try gates.to(device), known: try known.to(device))
+    }
+
     /// Pads with tokens that name nothing (gate 0) up to `length`.
     public func padded(toTokens length: Int) throws -> LayoutTarget {
         let s = boxes.shape

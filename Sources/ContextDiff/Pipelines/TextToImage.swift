@@ -155,14 +155,19 @@ public final class TextToImagePipeline {
     }
 
     /// Generates `imagesPerPrompt` images for each prompt: `[N, C, H, W]` in [-1, 1], grouped
-    /// by prompt. `progress` (phase "sampling") may return false to cancel.
+    /// by prompt. `layouts` (layout-to-image; models with a layout prior) places the objects: one
+    /// for every prompt, or one per prompt; without it the prior places them (``LayoutMode``).
+    /// `start` begins from a picture instead of noise (img2img, inpainting: ``ImageStart``).
+    /// `progress` (phase "sampling") may return false to cancel.
     public func generate(
-        prompts: [String], options: GenerationOptions, progress: ProgressHandler? = nil
+        prompts: [String], options: GenerationOptions, layouts: [Layout]? = nil, start: ImageStart? = nil,
+        progress: ProgressHandler? = nil
     ) throws -> GenerationResult {
         guard !prompts.isEmpty, prompts.allSatisfy({ !$0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }) else {
             throw PipelineError.emptyPrompt
         }
         try options.validate(trainTimesteps: model.schedule.config.trainTimesteps)
+        let given = try layouts.map { try layoutTarget(prompts: prompts, layouts: $0, imagesPerPrompt: options.imagesPerPrompt) }
         model.train(false)
         return try Torch.withInferenceMode {
             let encoded = try condition(for: prompts)
@@ -170,9 +175,34 @@ public final class TextToImagePipeline {
             let negative = try condition(for: [options.negativePrompt ?? ""])
             let unconditional = try negative.condition.repeated(conditional.batchSize)
             let images = try Self.sample(
-                model: model, conditional: conditional, unconditional: unconditional, options: options, progress: progress)
-            return GenerationResult(images: images, notices: encoded.notices + negative.notices)
+                model: model, conditional: conditional, unconditional: unconditional, options: options, layout: given,
+                start: start, progress: progress)
+            var notices = encoded.notices + negative.notices
+            if start != nil, layouts == nil, model.unet.layoutPrior != nil {
+                notices.append(
+                    "this model places objects with its layout prior, which does not see the init image; give the picture's layout (a layout or boxes) to keep its structure")
+            }
+            return GenerationResult(images: images, notices: notices)
         }
+    }
+
+    /// The layout the U-Net paints for `layouts` (one for all prompts or one per prompt), one row
+    /// per image, over the prompts' token positions (truncated to the model's token limit).
+    public func layoutTarget(prompts: [String], layouts: [Layout], imagesPerPrompt: Int) throws -> LayoutTarget {
+        guard model.unet.layoutPrior != nil else { throw LayoutError.modelHasNoLayoutPrior }
+        guard layouts.count == 1 || layouts.count == prompts.count else {
+            throw LayoutError.countMismatch(layouts: layouts.count, prompts: prompts.count)
+        }
+        let tokens = min(conditionEncoder.maxTokens, prompts.map { textEncoder.tokenizer.encode($0).count }.max() ?? 1)
+        var rows: [[GroundedObject]?] = []
+        for (i, prompt) in prompts.enumerated() {
+            let objects = try layouts[layouts.count == 1 ? 0 : i].grounded(in: prompt, tokenizer: textEncoder.tokenizer)
+            if objects.contains(where: { $0.tokens.contains { $0 >= tokens } }) {
+                throw LayoutError.invalid("an object's words lie past the model's \(tokens)-token limit in \"\(prompt)\"")
+            }
+            rows += Array(repeating: objects, count: imagesPerPrompt)
+        }
+        return try LayoutTarget(objects: rows, tokens: tokens)
     }
 
     /// The sampler an options value selects for `model`.
@@ -186,10 +216,12 @@ public final class TextToImagePipeline {
     /// x_T, then every step calls the U-Net once on the doubled batch (classifier-free guidance)
     /// and, for ContextDiff, the adapter once on the guided x̂0 at both levels of the step.
     /// Runs in inference mode. Text-side work that is the same in every step (the cross-attention
-    /// keys and values of the tokens) is computed once, before the loop.
+    /// keys and values of the tokens) is computed once, before the loop. `layout` (one row per
+    /// image) is painted instead of the prior's layout; `start` begins from a picture
+    /// (``ImageStart``), drawn down the same process with the same x_T noise.
     public static func sample(
         model: ContextDiffModel, conditional: Condition, unconditional: Condition, options: GenerationOptions,
-        progress: ProgressHandler? = nil
+        layout: LayoutTarget? = nil, start: ImageStart? = nil, progress: ProgressHandler? = nil
     ) throws -> Tensor {
         try options.validate(trainTimesteps: model.schedule.config.trainTimesteps)
         let batch = conditional.batchSize
@@ -202,17 +234,20 @@ public final class TextToImagePipeline {
         let device = try model.device
         let (conditional, unconditional) = (try conditional.to(device), try unconditional.to(device))
         let c = model.unet.config
+        try start?.validate(batch: batch, channels: c.inChannels, size: c.sampleSize)
         let generator = Generator(seed: options.seed)
         // x_T from the CPU generator, then moved: the same picture for a seed on every device.
-        let start = try Torch.withDefaultDevice(.cpu) {
+        let noise = try Torch.withDefaultDevice(.cpu) {
             try Tensor.randn([batch, c.inChannels, c.sampleSize, c.sampleSize], generator: generator)
         }.to(device)
+        let picture = start
         return try Torch.withDefaultDevice(device) { try Torch.withInferenceMode {
             let both = try Condition.concatenate(unconditional, conditional).cachingAttention()
             let conditional = conditional.cachingAttention()
             let guidance = options.guidance
             let unet = model.unet
-            let layouts = try layouts(model: model, conditional: conditional, unconditional: unconditional, options: options)
+            let layouts = try layouts(
+                model: model, conditional: conditional, unconditional: unconditional, options: options, given: layout?.to(device))
             let denoiser: Denoiser = { x, t in
                 if guidance == 1 {
                     return try unet(
@@ -228,20 +263,40 @@ public final class TextToImagePipeline {
             let context: (any ContextBias)? = try (options.useContext ? model.adapter : nil).map { adapter in
                 try AdapterContext(adapter: adapter, condition: conditional)
             }
-            return try sampler.run(from: start, context: context, generator: generator, progress: progress, denoiser: denoiser)
+            guard let picture else {
+                return try sampler.run(from: noise, context: context, generator: generator, progress: progress, denoiser: denoiser)
+            }
+            let begin = try picture.begin(sampler: sampler, noise: noise, context: context)
+            return try sampler.run(
+                from: begin.sample, context: context, generator: generator, firstStep: begin.firstStep,
+                constraint: begin.constraint, progress: progress, denoiser: denoiser)
         } }
     }
 
-    /// The layout a sampling run paints, for the conditional rows and (guided) the doubled batch;
-    /// nil when the U-Net paints its typical prediction (or has no prior). The layout has its
-    /// own random stream, so a seed's x_T is the same in either mode.
+    /// The layout a sampling run paints, for the conditional rows and (guided) the doubled batch:
+    /// the given one, else (``LayoutMode/sampled``) one drawn from the prior; nil when the U-Net
+    /// paints its typical prediction (or has no prior). The drawn layout has its own random
+    /// stream, so a seed's x_T is the same in every mode. The unconditional rows get the prior's
+    /// typical layout of the empty (or negative) caption.
     static func layouts(
-        model: ContextDiffModel, conditional: Condition, unconditional: Condition, options: GenerationOptions
+        model: ContextDiffModel, conditional: Condition, unconditional: Condition, options: GenerationOptions,
+        given: LayoutTarget? = nil
     ) throws -> (conditional: LayoutTarget, both: LayoutTarget)? {
-        guard options.layout == .sampled, let prior = model.unet.layoutPrior, prior.config.mixtureComponents != nil,
-              model.unet.paintsPredictedLayout
-        else { return nil }
-        let drawn = try prior.sample(conditional, generator: Generator(seed: options.seed ^ 0x1A70_75A3_5EED_0001))
+        guard let prior = model.unet.layoutPrior else {
+            if given != nil { throw LayoutError.modelHasNoLayoutPrior }
+            return nil
+        }
+        let drawn: LayoutTarget
+        if let given {
+            guard given.gates.shape[0] == conditional.batchSize else {
+                throw PipelineError.invalidOption("layout rows \(given.gates.shape[0]) differ from the batch \(conditional.batchSize)")
+            }
+            drawn = given
+        } else {
+            guard options.layout == .sampled, prior.config.mixtureComponents != nil, model.unet.paintsPredictedLayout
+            else { return nil }
+            drawn = try prior.sample(conditional, generator: Generator(seed: options.seed ^ 0x1A70_75A3_5EED_0001))
+        }
         let typical = try prior.predict(unconditional)
         let none = LayoutTarget(boxes: typical.boxes, gates: try typical.gateLogits.sigmoid(), known: try Tensor.ones([unconditional.batchSize]))
         return (drawn, try LayoutTarget.concatenate(none, drawn))

@@ -96,6 +96,9 @@ public struct Point: Codable, Hashable, Sendable {
         self.x = x
         self.y = y
     }
+
+    /// The Euclidean distance to `other`.
+    public func distance(to other: Point) -> Double { ((x - other.x) * (x - other.x) + (y - other.y) * (y - other.y)).squareRoot() }
 }
 
 /// An axis-aligned box in pixel coordinates (see ``Point``).

@@ -110,6 +110,13 @@ public struct DPMSolverSampler: DiffusionSampler {
         history = []
     }
 
+    /// Starts at step `index` with no history: the first update is first order, as diffusers'
+    /// `lower_order_nums` counts the steps taken, not the index.
+    public mutating func reset(beginningAt index: Int) {
+        stepIndex = index
+        history = []
+    }
+
     // MARK: - Timesteps and sigmas (diffusers `set_timesteps`)
 
     static func levels(schedule: NoiseSchedule, inferenceSteps n: Int, configuration c: Configuration) throws

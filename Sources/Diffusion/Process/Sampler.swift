@@ -96,11 +96,15 @@ public protocol DiffusionSampler: Sendable {
     func modelTimestep(forStep timestep: Int) -> Int?
     /// Forgets the history of previous steps (a no-op for single-step samplers).
     mutating func reset()
+    /// Forgets the history and expects the next step at `timesteps[index]` (img2img and
+    /// inpainting start part-way down the schedule; diffusers' `set_begin_index`).
+    mutating func reset(beginningAt index: Int)
 }
 
 extension DiffusionSampler {
     public func modelTimestep(forStep timestep: Int) -> Int? { timestep }
     public mutating func reset() {}
+    public mutating func reset(beginningAt index: Int) { reset() }
 
     /// The model output at the clean level (ᾱ = 1), which needs no model call: x̂0 is the sample
     /// itself, and ε or v are multiplied by zero there.

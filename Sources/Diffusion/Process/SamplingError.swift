@@ -35,6 +35,8 @@ public enum SamplingError: Error, Equatable, CustomStringConvertible, Sendable {
     case unexpectedTimestep(Int, expected: Int?)
     /// A solver option outside its range (`option`: the option's name, e.g. "solver_order").
     case invalidSolverOption(option: String, message: String)
+    /// A loop started at a step outside `0..<steps`.
+    case invalidStart(firstStep: Int, steps: Int)
 
     public var description: String {
         switch self {
@@ -57,6 +59,7 @@ public enum SamplingError: Error, Equatable, CustomStringConvertible, Sendable {
             expected.map { "step at timestep \(t), expected the next timestep \($0) (call reset() to start again)" }
                 ?? "step at timestep \(t) after the last step (call reset() to start again)"
         case .invalidSolverOption(let option, let message): "\(option): \(message)"
+        case .invalidStart(let first, let steps): "a sampling loop of \(steps) steps cannot start at step \(first)"
         }
     }
 }
