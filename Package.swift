@@ -56,7 +56,7 @@ let package = Package(
         .testTarget(name: "TorchTests", dependencies: ["Torch", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "TestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["contextdiff", "Torch", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["contextdiff", "Torch", "Datasets", "TestSupport"]),
         .testTarget(name: "ContextDiffTests", dependencies: ["ContextDiff", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),
         .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing", "TestSupport"]),

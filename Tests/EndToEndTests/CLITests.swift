@@ -1,3 +1,4 @@
+import Datasets
 import Foundation
 import Testing
 import Torch
@@ -339,5 +340,20 @@ struct CLITests {
         #expect(bad.status != 0)
         let badTrain = try CLI.run(["train", "-o", "/tmp/never", "--steps", "0"])
         #expect(badTrain.status != 0 && badTrain.stderr.contains("steps"))
+    }
+
+    /// `attention-maps` on the shipped model: one PNG with both panels; a bad output refused.
+    @Test func attentionMapsWritesBothPanels() throws {
+        let root = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let out = root.appendingPathComponent("maps.png")
+        let r = try CLI.run(["attention-maps", "a red circle", "--steps", "4", "--columns", "2", "--scale", "1", "-o", out.path, "--threads", "1"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("rows: a, red, circle") && r.stderr.contains("ContextDiff | the same model without r_φ"), "\(r.stderr)")
+        let png = try RGBImage(contentsOf: out)
+        // Two panels of 3 rows × 3 cells of 32 px (gutter 1), 4 px apart.
+        #expect(png.width == 2 * (3 * 32 + 2) + 4 && png.height == 3 * 32 + 2, "\(png.width)×\(png.height)")
+        let bad = try CLI.run(["attention-maps", "a red circle", "-o", root.appendingPathComponent("maps.jpg").path])
+        #expect(bad.status != 0 && bad.stderr.contains(".png"))
     }
 }

@@ -207,3 +207,16 @@ struct TrainingSetupTests {
         #expect(url == shipped && evaluator.imageSize == 32)
     }
 }
+
+@Suite("Workflows: the attention-map figure")
+struct AttentionMapFigureTests {
+    @Test func wordsAndStepsAreFoundAndSpread() throws {
+        let tokenizer = try MiniLMTextEncoder().tokenizer
+        let words = try AttentionMapFigure.words(of: "A red circle, left of a blue square.", tokenizer: tokenizer)
+        #expect(words.map(\.word) == ["a", "red", "circle", "left", "of", "a", "blue", "square"])
+        #expect(words.map(\.positions.first!) == [1, 2, 3, 5, 6, 7, 8, 9])  // 4 is the comma
+        #expect(AttentionMapFigure.shownSteps(of: 50, count: 5) == [0, 12, 25, 37, 49])
+        #expect(AttentionMapFigure.shownSteps(of: 3, count: 8) == [0, 1, 2])
+        #expect(AttentionMapFigure.shownSteps(of: 10, count: 1) == [9])
+    }
+}

@@ -218,10 +218,12 @@ public final class TextToImagePipeline {
     /// Runs in inference mode. Text-side work that is the same in every step (the cross-attention
     /// keys and values of the tokens) is computed once, before the loop. `layout` (one row per
     /// image) is painted instead of the prior's layout; `start` begins from a picture
-    /// (``ImageStart``), drawn down the same process with the same x_T noise.
+    /// (``ImageStart``), drawn down the same process with the same x_T noise. `attention` sees
+    /// every attention layer's weights (``AttentionMapRecorder``).
     public static func sample(
         model: ContextDiffModel, conditional: Condition, unconditional: Condition, options: GenerationOptions,
-        layout: LayoutTarget? = nil, start: ImageStart? = nil, progress: ProgressHandler? = nil
+        layout: LayoutTarget? = nil, start: ImageStart? = nil, attention: (any AttentionController)? = nil,
+        progress: ProgressHandler? = nil
     ) throws -> Tensor {
         try options.validate(trainTimesteps: model.schedule.config.trainTimesteps)
         let batch = conditional.batchSize
@@ -248,15 +250,17 @@ public final class TextToImagePipeline {
             let unet = model.unet
             let layouts = try layouts(
                 model: model, conditional: conditional, unconditional: unconditional, options: options, given: layout?.to(device))
+            // An attention controller sees the 2-D model as a one-frame video (no change to the result).
+            let video = attention.map { VideoLayout(frames: 1, selfAttention: .perFrame, control: $0) }
             let denoiser: Denoiser = { x, t in
                 if guidance == 1 {
                     return try unet(
                         x, timesteps: Tensor.full([batch], value: Double(t), dtype: .int64), condition: conditional,
-                        layout: layouts?.conditional)
+                        video: video, layout: layouts?.conditional)
                 }
                 let out = try unet(
                     Tensor.cat([x, x]), timesteps: Tensor.full([2 * batch], value: Double(t), dtype: .int64), condition: both,
-                    layout: layouts?.both)
+                    video: video, layout: layouts?.both)
                 let u = try out.slice(dim: 0, 0, batch), c = try out.slice(dim: 0, batch, 2 * batch)
                 return try u + (c - u) * guidance
             }

@@ -104,3 +104,22 @@ extension RGBImage {
         }
     }
 }
+
+extension RGBImage {
+    /// The image enlarged `factor` times in each direction by repeating pixels (nearest
+    /// neighbour): what a 32-pixel figure needs to be seen.
+    public func enlarged(by factor: Int) throws -> RGBImage {
+        guard factor >= 1, factor <= 64 else { throw ImageIOError.invalidImage("enlargement factor must be in 1...64, got \(factor)") }
+        let (w, h) = (width * factor, height * factor)
+        var out = [UInt8](repeating: 0, count: w * h * 3)
+        for y in 0..<h {
+            for x in 0..<w {
+                let from = ((y / factor) * width + x / factor) * 3, to = (y * w + x) * 3
+                out[to] = pixels[from]
+                out[to + 1] = pixels[from + 1]
+                out[to + 2] = pixels[from + 2]
+            }
+        }
+        return try RGBImage(width: w, height: h, pixels: out)
+    }
+}
