@@ -2,8 +2,19 @@ import ContextDiff
 import Datasets
 import Foundation
 
+/// What a model is conditioned on.
+public enum ConditionKind: String, Codable, Sendable, CaseIterable {
+    /// Captions through the frozen MiniLM encoder (text-to-image).
+    case text
+    /// Class labels — the benchmark's colour × shape classes seen in training — as learned
+    /// tokens (class-to-image, paper App. B); the data are single-object scenes.
+    case `class`
+}
+
 /// Everything that defines a training run, saved as `recipe.json` in the run folder.
 public struct TrainingRecipe: Codable, Equatable, Sendable {
+    /// Text (the default) or class labels.
+    public var condition = ConditionKind.text
     public var unet = UNetConfig.shapesDefault
     /// The adapter; `nil` trains the r_φ ≡ 0 baseline.
     public var adapter: ContextAdapterConfig? = .shapesDefault
@@ -18,7 +29,7 @@ public struct TrainingRecipe: Codable, Equatable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case unet, adapter, schedule, training, benchmark, datasetSize = "dataset_size", imageFolder = "image_folder"
-        case maxTokens = "max_tokens"
+        case maxTokens = "max_tokens", condition
     }
 
     public init() {}
@@ -55,6 +66,12 @@ public struct TrainingRecipe: Codable, Equatable, Sendable {
         if let refiner = unet.textRefiner, refiner.maxTokens < maxTokens {
             throw fail("unet.text_refiner.max_tokens \(refiner.maxTokens) is below the recipe's max_tokens \(maxTokens)")
         }
+        if condition == .class {
+            if imageFolder != nil { throw fail("condition class draws the synthetic benchmark's classes; an image folder has none") }
+            if unet.layoutPrior != nil || unet.textRefiner != nil || training.groundingWeight > 0 {
+                throw fail("condition class has no caption: no layout prior, text refiner or grounding loss")
+            }
+        }
     }
 
     /// A recipe may name only what it changes: a missing section or key keeps its default
@@ -74,6 +91,7 @@ public struct TrainingRecipe: Codable, Equatable, Sendable {
         datasetSize = try c.decodeIfPresent(Int.self, forKey: .datasetSize) ?? d.datasetSize
         imageFolder = try c.decodeIfPresent(String.self, forKey: .imageFolder)
         maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens) ?? d.maxTokens
+        condition = try c.decodeIfPresent(ConditionKind.self, forKey: .condition) ?? d.condition
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -86,6 +104,14 @@ public struct TrainingRecipe: Codable, Equatable, Sendable {
         try c.encode(datasetSize, forKey: .datasetSize)
         try c.encodeIfPresent(imageFolder, forKey: .imageFolder)
         try c.encode(maxTokens, forKey: .maxTokens)
+        if condition != .text { try c.encode(condition, forKey: .condition) }  // text recipes stay as they were
+    }
+
+    /// The class names of a class-conditional recipe: "colour shape" for every combination the
+    /// benchmark's training split draws, in a fixed order.
+    public var classNames: [String] {
+        guard let benchmark = try? SyntheticBenchmark(benchmark) else { return [] }
+        return benchmark.shapeColors(for: .train).map { "\($0.color.rawValue) \($0.shape.rawValue)" }
     }
 }
 

@@ -78,21 +78,26 @@ public struct TrainingSetup {
             }
             return (try InMemoryImageSource(pixels: RGBImage.batch(images), captions: dataset.entries.map(\.text)), [])
         }
-        let benchmark = try SyntheticBenchmark(recipe.benchmark)
+        var config = recipe.benchmark
+        if recipe.condition == .class { config.twoObjectFraction = 0 }  // one object: one class per image
+        let benchmark = try SyntheticBenchmark(config)
         var chunks: [Tensor] = []
         var captions: [String] = []
         var annotations: [SceneAnnotation] = []
         for start in stride(from: 0, to: recipe.datasetSize, by: 1000) {
             let batch = try benchmark.batch(indices: start..<min(recipe.datasetSize, start + 1000), split: .train)
             chunks.append(batch.images)
-            captions += batch.captions
+            captions += recipe.condition == .class
+                ? batch.annotations.map { "\($0.scene.objects[0].color.rawValue) \($0.scene.objects[0].shape.rawValue)" }
+                : batch.captions
             annotations += batch.annotations
             _ = progress(ProgressUpdate(phase: "rendering", completed: captions.count, total: recipe.datasetSize))
         }
         return (try InMemoryImageSource(pixels: Tensor.cat(chunks), captions: captions), annotations)
     }
 
-    /// Every distinct caption of `data` encoded once, truncated to the recipe's token limit.
+    /// Every distinct caption of `data` encoded once, truncated to the recipe's token limit; for a
+    /// class recipe, the model's class table (``classTable(model:)``).
     public func captionTable(for data: some CaptionedImageSource, textEncoder: any TextEncoder) throws -> CaptionTable {
         let limit = recipe.maxTokens
         return try CaptionTable(captions: (0..<data.count).map { data.caption(at: $0) }) { texts in
@@ -101,6 +106,16 @@ public struct TrainingSetup {
             return try Condition(
                 tokens: e.tokenStates.slice(dim: 1, 0, kept), mask: e.attentionMask.slice(dim: 1, 0, kept), pooled: e.pooled)
         }
+    }
+
+    /// The class table of a class-conditional model; every caption of `data` must be one of its classes.
+    public static func classTable(model: ContextDiffModel, data: some CaptionedImageSource) throws -> CaptionTable {
+        guard let classes = model.classEncoder else { throw WorkflowError.inconsistentRecipe("condition class needs a class encoder") }
+        let table = CaptionTable(classes: classes)
+        for i in 0..<data.count where table.index[data.caption(at: i)] == nil {
+            throw WorkflowError.inconsistentRecipe("training image \(i) has class '\(data.caption(at: i))', which the model does not have")
+        }
+        return table
     }
 
     /// Each synthetic image's objects for the grounding loss and the layout prior: the token
@@ -153,9 +168,12 @@ public struct TrainingSetup {
             return try ContextAdapter(c)
         }
         if let initFrom { try Self.warmStart(unet: unet, adapter: adapter, from: initFrom) }
+        let classes = recipe.condition == .class
+            ? try ClassLabelEncoder(ClassLabelEncoderConfig(names: recipe.classNames, width: width)) : nil
         let model = try ContextDiffModel(
             unet: unet, adapter: adapter, schedule: NoiseSchedule(recipe.schedule),
-            textEncoder: TextEncoderSpec(kind: "minilm", maxTokens: recipe.maxTokens))
+            textEncoder: TextEncoderSpec(kind: classes == nil ? "minilm" : "class", maxTokens: classes == nil ? recipe.maxTokens : 1),
+            classEncoder: classes)
         model.index.notes["command"] = Provenance.portableCommand(command)
         model.index.notes["recipe"] = try recipe.portable.sortedJSON()
         if let initFrom,
@@ -202,15 +220,22 @@ public struct TrainingSetup {
 
     // MARK: - Artefacts
 
-    /// Eight fixed prompts (single objects, relations, held-out combinations) from the run's
-    /// exported EMA model, 20 DDIM steps, seed 1: `samples/step-NNNNNNN.png`.
+    /// Eight fixed prompts (single objects, relations, held-out combinations; for a class model,
+    /// eight of its classes) from the run's exported EMA model, 20 DDIM steps, seed 1:
+    /// `samples/step-NNNNNNN.png`.
     public func writeValidationGrid(step: Int, textEncoder: any TextEncoder) throws {
         let model = try ContextDiffModel.load(from: folder.model)
-        let pipeline = try TextToImagePipeline(model: model, textEncoder: textEncoder)
         var options = GenerationOptions()
         options.steps = 20
         options.seed = 1
-        let images = try pipeline.generate(prompts: validationPrompts, options: options)
+        let images: GenerationResult
+        if let classes = model.classEncoder {
+            // Eight classes spread over the table.
+            let labels = (0..<8).map { $0 * classes.classes / 8 }
+            images = try ClassToImagePipeline(model: model).generate(labels: labels, options: options)
+        } else {
+            images = try TextToImagePipeline(model: model, textEncoder: textEncoder).generate(prompts: validationPrompts, options: options)
+        }
         let grid = try RGBImage.grid(RGBImage.images(fromBatch: images.images), columns: 4)
         try FileManager.default.createDirectory(at: folder.samples, withIntermediateDirectories: true)
         try grid.writePNG(to: folder.sample(step: step))
@@ -264,9 +289,15 @@ extension TrainingSetup {
         let report = isRankZero ? progress : quiet
 
         let (data, annotations) = try loadData(progress: report)
-        note("encoding \(Set((0..<data.count).map { data.caption(at: $0) }).count) distinct captions…")
-        let captions = try captionTable(for: data, textEncoder: textEncoder)
         let model = try makeModel(textEncoderWidth: textEncoder.width, initFrom: options.initFrom, command: options.command)
+        let captions: CaptionTable
+        if recipe.condition == .class {
+            captions = try Self.classTable(model: model, data: data)
+            note("class-conditional: \(captions.captions.count) classes")
+        } else {
+            note("encoding \(Set((0..<data.count).map { data.caption(at: $0) }).count) distinct captions…")
+            captions = try captionTable(for: data, textEncoder: textEncoder)
+        }
         let groundings = needsGroundings ? try Self.groundings(annotations, tokenizer: textEncoder.tokenizer) : nil
         if let groundings {
             let grounded = groundings.filter { !$0.isEmpty }.count

@@ -72,6 +72,8 @@ struct EvaluateCommand: ParsableCommand {
     var pixelOnly = false
     @Flag(help: "Layout-to-image: generate --num-samples benchmark scenes of each split from their captions and boxes, and count the objects drawn right and within 3 px of their box's centre.")
     var layoutToImage = false
+    @Flag(help: "Class-to-image (a class-conditional model): --num-samples images of every class; class accuracy, Fréchet distance, precision/recall and spread against real renders of each class.")
+    var classToImage = false
     @Flag(help: "Inpainting: for --num-samples benchmark scenes of each split, repaint one object's box in a new colour (with and without r_φ) and check the colour and the kept pixels.")
     var inpainting = false
     @Option(help: "Write a grid of the samples to this PNG.") var grid: String?
@@ -86,8 +88,8 @@ struct EvaluateCommand: ParsableCommand {
         guard evaluatorCheckImages >= 2, referencePerKind >= 1 else {
             throw ValidationError("--evaluator-check-images ≥ 2 and --reference-per-kind ≥ 1 required")
         }
-        if layoutToImage || inpainting, pixelOnly || prompts != nil || (layoutToImage && inpainting) {
-            throw ValidationError("--layout-to-image and --inpainting work on benchmark scenes, one at a time")
+        if [layoutToImage, inpainting, classToImage].filter({ $0 }).count > 1 || (layoutToImage || inpainting || classToImage) && (pixelOnly || prompts != nil) {
+            throw ValidationError("--layout-to-image, --inpainting and --class-to-image work on benchmark data, one at a time")
         }
         if pixelOnly, prompts != nil { throw ValidationError("--pixel-only works on the benchmark prompts, not --prompts") }
         if let checkpoint {
@@ -115,8 +117,12 @@ struct EvaluateCommand: ParsableCommand {
         if pixelOnly { return try runPixelOnly(modelURL: modelURL) }
         if layoutToImage { return try runLayoutToImage(modelURL: modelURL) }
         if inpainting { return try runInpainting(modelURL: modelURL) }
+        if classToImage { return try runClassToImage(modelURL: modelURL) }
         let textEncoder = try MiniLMTextEncoder()
         let loaded = try EvaluationRun.loadModel(modelURL, checkpoint: checkpoint)
+        guard loaded.classEncoder == nil else {
+            throw ValidationError("\(modelURL.path) is class-conditional: evaluate it with --class-to-image")
+        }
         let (evaluatorModel, evaluatorURL) = try loadEvaluator(evaluator)
         let (scorer, clipURL) = try loadScorer(clip, textEncoder: textEncoder)
         var request = EvaluationRequest(options: generationOptions)
@@ -209,5 +215,19 @@ struct EvaluateCommand: ParsableCommand {
             }
             if json { try printJSON(report) } else { print(report.table()) }
         }
+    }
+
+    /// Class-to-image (``ClassToImageEvaluation``): `--num-samples` images of every class.
+    func runClassToImage(modelURL: URL) throws {
+        let loaded = try EvaluationRun.loadModel(modelURL, checkpoint: checkpoint)
+        let (evaluatorModel, _) = try loadEvaluator(evaluator)
+        let evaluation = try ClassToImageEvaluation(pipeline: ClassToImagePipeline(model: loaded), evaluator: evaluatorModel)
+        let bar = ProgressBar(total: numSamples * loaded.classEncoder!.classes, label: "classes")
+        let (report, images) = try evaluation.run(perClass: numSamples, options: generationOptions, modelDescription: modelURL.path) { p in
+            bar.update(p.completed)
+            return true
+        }
+        if let grid { try RGBImage.grid(images, columns: numSamples).writePNG(to: URL(fileURLWithPath: grid)) }
+        if json { try printJSON(report) } else { print(report.table()) }
     }
 }

@@ -20,6 +20,10 @@ struct GenerateCommand: ParsableCommand {
     @Argument(help: "What to draw, e.g. \"a red circle to the left of a blue square\" (several prompts: one grid row each).")
     var prompts: [String] = []
 
+    @Option(name: .customLong("class"), help: ArgumentHelp(
+        "With a class-conditional model: a class to draw, e.g. red-circle (repeat for more; one grid row each).", valueName: "NAME"))
+    var classes: [String] = []
+
     @Option(help: "A file with one prompt per line (added to the prompts given).")
     var promptsFile: String?
 
@@ -60,11 +64,14 @@ struct GenerateCommand: ParsableCommand {
                 !$0.trimmingCharacters(in: .whitespaces).isEmpty
             }
         }
-        guard !all.isEmpty else { throw ValidationError("give a prompt (or --prompts-file)") }
+        guard !all.isEmpty else { throw ValidationError("give a prompt (or --prompts-file, or --class for a class-conditional model)") }
         return all
     }
 
     func validate() throws {
+        guard !(classes.isEmpty && prompts.isEmpty && promptsFile == nil) else {
+            throw ValidationError("give a prompt (or --prompts-file, or --class for a class-conditional model)")
+        }
         guard prompts.allSatisfy({ !$0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }) else {
             throw ValidationError("the prompt is empty; describe the image to generate")
         }
@@ -116,7 +123,6 @@ struct GenerateCommand: ParsableCommand {
             let reason = "\(error)".split(separator: ".", maxSplits: 1).first.map(String.init) ?? "\(error)"
             throw CLIError("--device \(device): this libtorch cannot place the model there (\(reason))")
         }
-        let pipeline = try TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder())
         var options = GenerationOptions()
         sampling.apply(to: &options)
         options.negativePrompt = negativePrompt
@@ -131,10 +137,26 @@ struct GenerateCommand: ParsableCommand {
         let steps = try start.map { try sampling.steps - $0.start.firstStep(of: sampling.steps) } ?? sampling.steps
         let bar = ProgressBar(total: steps, label: "\(sampling.sampler.rawValue)")
         let started = Date()
-        let prompts = try allPrompts()
-        let result = try pipeline.generate(prompts: prompts, options: options, layouts: given.map { [$0] }, start: start?.start) { p in
-            bar.update(p.completed)
-            return true
+        let result: GenerationResult
+        if loaded.classEncoder != nil || !classes.isEmpty {
+            guard prompts.isEmpty, promptsFile == nil, given == nil, start == nil else {
+                throw ValidationError(loaded.classEncoder == nil
+                    ? "--class needs a class-conditional model (train --condition class)"
+                    : "this model draws classes (--class NAME), not prompts, layouts or init images")
+            }
+            guard !classes.isEmpty else {
+                throw ValidationError("this model is class-conditional: give --class NAME (it knows \(loaded.classEncoder!.config.names.count) classes, e.g. \(loaded.classEncoder!.config.names.prefix(3).joined(separator: ", ")))")
+            }
+            result = try ClassToImagePipeline(model: loaded).generate(classes: classes, options: options) { p in
+                bar.update(p.completed)
+                return true
+            }
+        } else {
+            let pipeline = try TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder())
+            result = try pipeline.generate(prompts: try allPrompts(), options: options, layouts: given.map { [$0] }, start: start?.start) { p in
+                bar.update(p.completed)
+                return true
+            }
         }
         for notice in result.notices { note("warning: \(notice)") }
         let rgb = try RGBImage.images(fromBatch: result.images)

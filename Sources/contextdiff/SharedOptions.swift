@@ -119,3 +119,5 @@ extension Device: ExpressibleByArgument {
     public init?(argument: String) { self.init(argument) }
     public static var defaultCompletionKind: CompletionKind { .list(["cpu", "cuda", "cuda:0"]) }
 }
+
+extension ConditionKind: ExpressibleByArgument {}

@@ -20,6 +20,8 @@ struct TrainCommand: ParsableCommand {
 
     @Flag(help: "Train the plain-diffusion baseline (r_φ ≡ 0, no adapter).")
     var baseline = false
+    @Option(help: "What the model is conditioned on: text (captions) or class (the benchmark's colour × shape classes, single objects).")
+    var condition: ConditionKind?
 
     @Option(help: "Training steps.") var steps: Int?
     @Option(help: "Global batch size.") var batchSize: Int?
@@ -84,6 +86,7 @@ struct TrainCommand: ParsableCommand {
             }
         }
         if baseline { r.adapter = nil }
+        if let condition { r.condition = condition }
         if let steps { r.training.steps = steps }
         if let batchSize { r.training.batchSize = batchSize }
         if let learningRate {

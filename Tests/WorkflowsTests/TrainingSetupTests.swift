@@ -168,6 +168,51 @@ struct TrainingSetupTests {
         #expect(folder.checkpointSteps().last == 4)
     }
 
+    /// A class recipe renders single objects captioned by their class, trains the class tokens
+    /// with the networks and saves a model that draws from class names.
+    @Test func aTinyClassRunTrainsItsTokens() throws {
+        let dir = temporaryFolder("tiny-class-run")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var recipe = TrainingRecipe()
+        recipe.condition = .class
+        recipe.datasetSize = 16
+        recipe.benchmark.imageSize = 16
+        recipe.unet.sampleSize = 16
+        recipe.unet.baseChannels = 8
+        recipe.unet.channelMultipliers = [1, 2]
+        recipe.unet.layersPerBlock = 1
+        recipe.unet.attentionResolutions = [8]
+        recipe.unet.crossAttentionResolutions = [8]
+        recipe.unet.normGroups = 4
+        recipe.adapter?.sampleSize = 16
+        recipe.adapter?.width = 16
+        recipe.adapter?.depth = 1
+        recipe.training.steps = 3
+        recipe.training.batchSize = 4
+        recipe.training.checkpointEvery = 3
+        #expect(recipe.classNames.count == 18 && recipe.classNames.first == "red circle")
+        let setup = TrainingSetup(recipe: recipe, folder: RunFolder(dir))
+        let (data, _) = try setup.loadData()
+        #expect((0..<data.count).allSatisfy { recipe.classNames.contains(data.caption(at: $0)) })
+        var options = TrainingSetup.RunOptions()
+        options.writeSamples = false
+        try setup.train(textEncoder: MiniLMTextEncoder(), options: options)
+        let model = try ContextDiffModel.load(from: setup.folder.model)
+        let classes = try #require(model.classEncoder)
+        #expect(model.index.textEncoder.kind == "class" && classes.config.names == recipe.classNames)
+        // Trained: the saved (EMA) tokens moved away from the seeded initialisation.
+        let fresh = try setup.makeModel(textEncoderWidth: 384, initFrom: nil, command: [])
+        let moved = try (classes.embedding.weight - fresh.classEncoder!.embedding.weight).abs().max().item()
+        #expect(moved > 0)
+        var generation = GenerationOptions()
+        generation.steps = 2
+        #expect(try ClassToImagePipeline(model: model).generate(classes: ["red-circle"], options: generation).images.shape == [1, 3, 16, 16])
+        // A class recipe has no caption for a layout prior.
+        var bad = recipe
+        bad.unet.layoutPrior = LayoutPriorConfig()
+        #expect(throws: WorkflowError.self) { try bad.validate() }
+    }
+
     /// A recipe whose parts disagree is refused with the keys named; the default one is valid.
     @Test func recipeValidationNamesTheDisagreeingKeys() throws {
         try TrainingRecipe().validate()

@@ -11,6 +11,8 @@ public enum ConditionError: Error, CustomStringConvertible, Equatable, Sendable 
     case unknownClass(label: Int, classes: Int)
     /// The encoder's width is not the model's condition width.
     case widthMismatch(encoder: Int, model: Int)
+    /// A class name the model does not know.
+    case unknownClassName(String, known: [String])
 
     public var description: String {
         switch self {
@@ -18,6 +20,8 @@ public enum ConditionError: Error, CustomStringConvertible, Equatable, Sendable 
         case let .empty(what): "the \(what) is empty"
         case let .unknownClass(label, classes): "class label \(label) is outside 0..<\(classes)"
         case let .widthMismatch(e, m): "the condition encoder gives \(e)-wide states, the model expects \(m)"
+        case let .unknownClassName(name, known):
+            "unknown class '\(name)'; the model knows " + (known.count <= 40 ? known.joined(separator: ", ") : "\(known.count) classes")
         }
     }
 }
@@ -82,19 +86,63 @@ public struct TextConditionEncoder: ConditionEncoder {
     }
 }
 
+/// The shape of a ``ClassLabelEncoder``: its class names (a label is an index into them) and
+/// the token width (the model's condition width). Saved as `class_encoder/config.json`.
+public struct ClassLabelEncoderConfig: Codable, Sendable, Equatable {
+    /// One name per class, e.g. "red circle"; unique, non-empty.
+    public var names: [String]
+    public var width: Int
+
+    public init(names: [String], width: Int) {
+        self.names = names
+        self.width = width
+    }
+
+    public func validate() throws {
+        guard (1...ConfigLimits.size).contains(names.count), (1...ConfigLimits.size).contains(width) else {
+            throw ModuleError.invalidConfiguration(
+                "class encoder: give 1...\(ConfigLimits.size) class names and a width in 1...\(ConfigLimits.size), got \(names.count) and \(width)")
+        }
+        guard Set(names).count == names.count, names.allSatisfy({ !$0.trimmingCharacters(in: .whitespaces).isEmpty }) else {
+            throw ModuleError.invalidConfiguration("class encoder: class names must be unique and non-empty")
+        }
+    }
+}
+
 /// Class labels (paper Appendix B's class-to-image) as one learned token each: an embedding
 /// table of `classes + 1` rows, the last one the null class of classifier-free guidance. The
 /// token is also the pooled vector, so the U-Net's cross-attention and scale-shift and r_φ all
-/// see the class.
+/// see the class. Trained with the model (its weights are part of ``ContextDiffModel/parameters``).
 public final class ClassLabelEncoder: Module, ConditionEncoder {
+    public let config: ClassLabelEncoderConfig
     public let embedding: Embedding
     public let classes: Int
 
-    public init(classes: Int, width: Int) throws {
-        guard classes >= 1, width >= 1 else { throw ConditionError.unknownClass(label: 0, classes: classes) }
-        self.classes = classes
-        embedding = try Embedding(classes + 1, width)
+    public init(_ config: ClassLabelEncoderConfig) throws {
+        try config.validate()
+        self.config = config
+        classes = config.names.count
+        embedding = try Embedding(classes + 1, config.width)
         super.init()
+    }
+
+    /// Classes named by their index ("0", "1", ...).
+    public convenience init(classes: Int, width: Int) throws {
+        guard classes >= 1, width >= 1 else { throw ConditionError.unknownClass(label: 0, classes: classes) }
+        try self.init(ClassLabelEncoderConfig(names: (0..<classes).map(String.init), width: width))
+    }
+
+    /// The label of a class name; "red-circle", "Red Circle" and "red circle" are one name.
+    public func label(named name: String) throws -> Int {
+        let key = Self.normalized(name)
+        guard let i = config.names.firstIndex(where: { Self.normalized($0) == key }) else {
+            throw ConditionError.unknownClassName(name, known: config.names)
+        }
+        return i
+    }
+
+    static func normalized(_ name: String) -> String {
+        name.lowercased().split(whereSeparator: { $0 == "-" || $0 == "_" || $0.isWhitespace }).joined(separator: " ")
     }
 
     public var width: Int { embedding.weight.shape[1] }
@@ -102,7 +150,8 @@ public final class ClassLabelEncoder: Module, ConditionEncoder {
     /// The null class (classifier-free guidance's "no condition").
     public var nullClass: Int { classes }
 
-    func condition(_ labels: [Int]) throws -> Condition {
+    /// The condition of `labels` (``nullClass`` allowed), with gradients to the embedding.
+    public func condition(_ labels: [Int]) throws -> Condition {
         let ids = try Tensor(labels.map(Int64.init), shape: [labels.count])
         let pooled = try embedding(ids)  // [B, D]
         return try Condition(

@@ -2,3 +2,4 @@ import NN
 
 extension UNet: ConfiguredModel {}
 extension ContextAdapter: ConfiguredModel {}
+extension ClassLabelEncoder: ConfiguredModel {}

@@ -17,6 +17,9 @@ public final class VideoDiffusionModel {
     /// `Torch.manualSeed`); their output projections are zero, so at this point the model equals
     /// the 2-D one frame by frame (with per-frame self-attention, or on a still video).
     public init(inflating base: ContextDiffModel) throws {
+        guard base.classEncoder == nil else {
+            throw VideoEditError.incompatibleModel("this model is class-conditional; video edits are driven by prompts (a text model)")
+        }
         unet = try Self.inflated(base.unet)
         adapter = try base.adapter.map { try Self.inflated($0) }
         schedule = base.schedule

@@ -4,7 +4,8 @@ import Torch
 
 /// Which text encoder a model was trained with.
 public struct TextEncoderSpec: Codable, Sendable, Equatable {
-    /// `minilm` (the frozen all-MiniLM-L6-v2) is the only encoder a saved model may name today.
+    /// `minilm` (the frozen all-MiniLM-L6-v2), or `class` for a class-conditional model (its
+    /// condition is a learned class token, ``ContextDiffModel/classEncoder``).
     public var kind: String
     public var maxTokens: Int
 
@@ -38,29 +39,39 @@ public struct ModelIndex: Codable, Sendable, Equatable {
 }
 
 /// A denoiser f_θ, an optional context adapter r_φ and their noise schedule: everything a
-/// sampler needs besides the text encoder. Saved as
-/// `model_index.json`, `scheduler/scheduler_config.json`, `unet/`, `adapter/` (ContextDiff only).
+/// sampler needs besides the text encoder. Saved as `model_index.json`,
+/// `scheduler/scheduler_config.json`, `unet/`, `adapter/` (ContextDiff only) and
+/// `class_encoder/` (class-conditional models only).
 public final class ContextDiffModel {
     public let unet: UNet
     public let adapter: ContextAdapter?
     public let schedule: NoiseSchedule
+    /// The learned class tokens of a class-conditional model (paper App. B), nil for text.
+    public let classEncoder: ClassLabelEncoder?
     public var index: ModelIndex
 
-    public init(unet: UNet, adapter: ContextAdapter?, schedule: NoiseSchedule, textEncoder: TextEncoderSpec) {
+    public init(
+        unet: UNet, adapter: ContextAdapter?, schedule: NoiseSchedule, textEncoder: TextEncoderSpec,
+        classEncoder: ClassLabelEncoder? = nil
+    ) {
         self.unet = unet
         self.adapter = adapter
         self.schedule = schedule
+        self.classEncoder = classEncoder
         self.index = ModelIndex(contextual: adapter != nil, textEncoder: textEncoder)
     }
 
-    /// Every trainable parameter: the U-Net's, then the adapter's.
-    public var parameters: [Tensor] { unet.parameters() + (adapter?.parameters() ?? []) }
+    /// Every trainable parameter: the U-Net's, then the adapter's, then the class encoder's.
+    public var parameters: [Tensor] {
+        unet.parameters() + (adapter?.parameters() ?? []) + (classEncoder?.parameters() ?? [])
+    }
 
-    /// The state dict with `unet.` and `adapter.` prefixes.
+    /// The state dict with `unet.`, `adapter.` and `class_encoder.` prefixes.
     public func stateDict() -> [String: Tensor] {
         var out: [String: Tensor] = [:]
         for (k, v) in unet.namedParameters() { out["unet." + k] = v }
         for (k, v) in adapter?.namedParameters() ?? [] { out["adapter." + k] = v }
+        for (k, v) in classEncoder?.namedParameters() ?? [] { out["class_encoder." + k] = v }
         return out
     }
 
@@ -75,11 +86,13 @@ public final class ContextDiffModel {
     public func to(_ device: Device) throws {
         try unet.to(device)
         try adapter?.to(device)
+        try classEncoder?.to(device)
     }
 
     public func train(_ on: Bool = true) {
         unet.train(on)
         adapter?.train(on)
+        classEncoder?.train(on)
     }
 
     /// Writes the folder: sub-models first, the index last (a reader checks the index first).
@@ -92,6 +105,12 @@ public final class ContextDiffModel {
             try ModelFolder.save(adapter, to: adapterDir)
         } else if fm.fileExists(atPath: adapterDir.path) {
             try fm.removeItem(at: adapterDir)
+        }
+        let classDir = directory.appendingPathComponent("class_encoder")
+        if let classEncoder {
+            try ModelFolder.save(classEncoder, to: classDir)
+        } else if fm.fileExists(atPath: classDir.path) {
+            try fm.removeItem(at: classDir)
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -124,7 +143,15 @@ public final class ContextDiffModel {
         let unet = try ModelFolder.load(UNet.self, from: directory.appendingPathComponent("unet"))
         let adapter = index.contextual
             ? try ModelFolder.load(ContextAdapter.self, from: directory.appendingPathComponent("adapter")) : nil
-        let model = ContextDiffModel(unet: unet, adapter: adapter, schedule: schedule, textEncoder: index.textEncoder)
+        let classEncoder = index.textEncoder.kind == "class"
+            ? try ModelFolder.load(ClassLabelEncoder.self, from: directory.appendingPathComponent("class_encoder")) : nil
+        if let classEncoder, classEncoder.width != unet.config.contextDim {
+            throw CheckpointError.invalidConfig(
+                path: directory.appendingPathComponent("class_encoder").path,
+                reason: "class tokens are \(classEncoder.width) wide, the U-Net reads \(unet.config.contextDim)")
+        }
+        let model = ContextDiffModel(
+            unet: unet, adapter: adapter, schedule: schedule, textEncoder: index.textEncoder, classEncoder: classEncoder)
         model.index = index
         return model
     }

@@ -135,6 +135,10 @@ public final class TextToImagePipeline {
     public let conditionEncoder: TextConditionEncoder
 
     public init(model: ContextDiffModel, textEncoder: any TextEncoder) throws {
+        guard model.classEncoder == nil else {
+            throw PipelineError.incompatibleTextEncoder(
+                "this model is class-conditional: it draws classes (ClassToImagePipeline, generate --class), not prompts")
+        }
         guard textEncoder.width == model.unet.config.contextDim else {
             throw PipelineError.incompatibleTextEncoder(
                 "the text encoder gives \(textEncoder.width)-wide states, the model expects \(model.unet.config.contextDim)")

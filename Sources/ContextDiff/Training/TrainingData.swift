@@ -31,13 +31,17 @@ public struct InMemoryImageSource: CaptionedImageSource {
     public func caption(at index: Int) -> String { captions[index] }
 }
 
-/// Every distinct caption encoded once (frozen text encoder), padded to one length, plus the
-/// empty caption used as the unconditional ("dropped") condition for classifier-free guidance.
+/// The condition of every distinct caption: either encoded once by a frozen text encoder, or
+/// (class-to-image) a class name whose condition is the model's learned class token, computed
+/// at every step so that it trains. Plus the "no condition" row used for classifier-free
+/// guidance's dropout (the empty caption, the null class).
 public struct CaptionTable {
     public let captions: [String]
     public let index: [String: Int]
-    /// All rows; row `nullRow` is the empty caption.
-    public let condition: Condition
+    /// All rows of a text table; row `nullRow` is the empty caption. Nil for a class table.
+    public let condition: Condition?
+    /// The learned class tokens of a class table: row i is class i.
+    public let classEncoder: ClassLabelEncoder?
     public var nullRow: Int { captions.count }
 
     /// Encodes the distinct `captions` (and "") in chunks with `encode`.
@@ -60,11 +64,24 @@ public struct CaptionTable {
             pooled: Tensor.cat(padded.map(\.pooled)))
         self.captions = unique
         self.index = index
+        self.classEncoder = nil
     }
 
-    /// The conditions of `rows` (indices into the table; `nullRow` for the empty caption).
+    /// A class table: the captions are the encoder's class names (row i is class i; the null
+    /// row is the null class).
+    public init(classes: ClassLabelEncoder) {
+        captions = classes.config.names
+        index = Dictionary(uniqueKeysWithValues: classes.config.names.enumerated().map { ($1, $0) })
+        condition = nil
+        classEncoder = classes
+    }
+
+    /// The conditions of `rows` (indices into the table; `nullRow` for the empty caption or the
+    /// null class).
     public func rows(_ rows: [Int]) throws -> Condition {
-        try condition.selecting(Tensor(rows.map(Int64.init), shape: [rows.count]))
+        if let classEncoder { return try classEncoder.condition(rows) }  // nullRow == nullClass
+        guard let condition else { throw TrainingError.invalidData("caption table without conditions") }
+        return try condition.selecting(Tensor(rows.map(Int64.init), shape: [rows.count]))
     }
 }
 
