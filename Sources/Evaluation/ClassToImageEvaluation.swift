@@ -45,10 +45,7 @@ public struct ClassToImageEvaluation {
     public let evaluator: AttributeEvaluator
 
     public init(pipeline: ClassToImagePipeline, evaluator: AttributeEvaluator) throws {
-        guard evaluator.imageSize == pipeline.model.unet.config.sampleSize else {
-            throw EvaluationError.invalidInput(
-                "the evaluator reads \(evaluator.imageSize)-px images, the model draws \(pipeline.model.unet.config.sampleSize)-px ones")
-        }
+        try evaluator.checkReads(imagesOf: pipeline.model)
         self.pipeline = pipeline
         self.evaluator = evaluator
     }

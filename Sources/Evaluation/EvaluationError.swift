@@ -1,3 +1,5 @@
+import ContextDiff
+
 /// Errors from evaluating models and training the evaluation models.
 public enum EvaluationError: Error, Equatable, CustomStringConvertible {
     /// Training options outside their ranges (the message names them).
@@ -10,6 +12,16 @@ public enum EvaluationError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .invalidConfiguration(message), let .invalidInput(message), let .diverged(message): message
+        }
+    }
+}
+
+extension AttributeEvaluator {
+    /// Throws unless this evaluator reads images of the size `model` draws.
+    public func checkReads(imagesOf model: ContextDiffModel) throws {
+        let size = model.unet.config.sampleSize
+        guard imageSize == size else {
+            throw EvaluationError.invalidInput("the evaluator reads \(imageSize)-px images, the model draws \(size)-px ones")
         }
     }
 }

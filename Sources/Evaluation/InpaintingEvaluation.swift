@@ -71,10 +71,7 @@ public struct InpaintingEvaluation {
     public let evaluator: AttributeEvaluator
 
     public init(pipeline: TextToImagePipeline, evaluator: AttributeEvaluator) throws {
-        guard evaluator.imageSize == pipeline.model.unet.config.sampleSize else {
-            throw EvaluationError.invalidInput(
-                "the evaluator reads \(evaluator.imageSize)-px images, the model draws \(pipeline.model.unet.config.sampleSize)-px ones")
-        }
+        try evaluator.checkReads(imagesOf: pipeline.model)
         self.pipeline = pipeline
         self.evaluator = evaluator
     }

@@ -174,46 +174,46 @@ struct EvaluateCommand: ParsableCommand {
         }
     }
 
-    /// Layout-to-image (``LayoutToImageEvaluation``), one report per split.
-    func runLayoutToImage(modelURL: URL) throws {
-        let loaded = try EvaluationRun.loadModel(modelURL, checkpoint: checkpoint)
-        let (evaluatorModel, _) = try loadEvaluator(evaluator)
-        let evaluation = try LayoutToImageEvaluation(
-            pipeline: TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder()), evaluator: evaluatorModel)
+    /// One report per split of a scene-based evaluation (`run(split, progress)` gives the report,
+    /// its printed table and the grid's images with their column count).
+    func perSplit<Report: Encodable>(
+        label: String, _ run: (Split, @escaping ProgressHandler) throws -> (report: Report, table: String, images: [RGBImage], columns: Int)
+    ) throws {
         for s in split.splits {
-            let bar = ProgressBar(total: numSamples, label: "layouts \(promptSetName(s))")
-            let (report, images) = try evaluation.run(count: numSamples, split: s, options: generationOptions, batchSize: batch) { p in
+            let bar = ProgressBar(total: numSamples, label: "\(label) \(promptSetName(s))")
+            let result = try run(s) { p in
                 bar.update(p.completed)
                 return true
             }
             if let grid {
                 let url = URL(fileURLWithPath: grid)
                 let target = split == .both ? url.deletingPathExtension().appendingPathExtension("\(s.rawValue).png") : url
-                try RGBImage.grid(images, columns: 16).writePNG(to: target)
+                try RGBImage.grid(result.images, columns: result.columns).writePNG(to: target)
             }
-            if json { try printJSON(report) } else { print(report.table()) }
+            if json { try printJSON(result.report) } else { print(result.table) }
+        }
+    }
+
+    /// Layout-to-image (``LayoutToImageEvaluation``), one report per split.
+    func runLayoutToImage(modelURL: URL) throws {
+        let loaded = try EvaluationRun.loadModel(modelURL, checkpoint: checkpoint)
+        let evaluation = try LayoutToImageEvaluation(
+            pipeline: TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder()), evaluator: loadEvaluator(evaluator).0)
+        try perSplit(label: "layouts") { s, progress in
+            let (report, images) = try evaluation.run(count: numSamples, split: s, options: generationOptions, batchSize: batch, progress: progress)
+            return (report, report.table(), images, 16)
         }
     }
 
     /// Inpainting (``InpaintingEvaluation``), one report per split; the grid shows, per scene,
-    /// the input and the results (ContextDiff, then r_φ ≡ 0).
+    /// the input and the results (ContextDiff, then r_φ ≡ 0), six scenes a row.
     func runInpainting(modelURL: URL) throws {
         let loaded = try EvaluationRun.loadModel(modelURL, checkpoint: checkpoint)
-        let (evaluatorModel, _) = try loadEvaluator(evaluator)
         let evaluation = try InpaintingEvaluation(
-            pipeline: TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder()), evaluator: evaluatorModel)
-        for s in split.splits {
-            let bar = ProgressBar(total: numSamples, label: "inpaint \(promptSetName(s))")
-            let (report, images) = try evaluation.run(count: numSamples, split: s, options: generationOptions, batchSize: batch) { p in
-                bar.update(p.completed)
-                return true
-            }
-            if let grid {
-                let url = URL(fileURLWithPath: grid)
-                let target = split == .both ? url.deletingPathExtension().appendingPathExtension("\(s.rawValue).png") : url
-                try RGBImage.grid(images, columns: images.count / numSamples * 6).writePNG(to: target)
-            }
-            if json { try printJSON(report) } else { print(report.table()) }
+            pipeline: TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder()), evaluator: loadEvaluator(evaluator).0)
+        try perSplit(label: "inpaint") { s, progress in
+            let (report, images) = try evaluation.run(count: numSamples, split: s, options: generationOptions, batchSize: batch, progress: progress)
+            return (report, report.table(), images, images.count / numSamples * 6)
         }
     }
 

@@ -13,6 +13,25 @@ struct TrainingSetupTests {
         FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)")
     }
 
+    /// A 16×16 recipe small enough to train in a test: 16 images, 4 per batch.
+    func tinyRecipe(channels: Int = 8, adapterWidth: Int = 16) -> TrainingRecipe {
+        var recipe = TrainingRecipe()
+        recipe.datasetSize = 16
+        recipe.benchmark.imageSize = 16
+        recipe.unet.sampleSize = 16
+        recipe.unet.baseChannels = channels
+        recipe.unet.channelMultipliers = [1, 2]
+        recipe.unet.layersPerBlock = 1
+        recipe.unet.attentionResolutions = [8]
+        recipe.unet.crossAttentionResolutions = [8]
+        recipe.unet.normGroups = 4
+        recipe.adapter?.sampleSize = 16
+        recipe.adapter?.width = adapterWidth
+        recipe.adapter?.depth = 1
+        recipe.training.batchSize = 4
+        return recipe
+    }
+
     /// A recipe names only what it changes; `"adapter": null` is the baseline; it round-trips.
     @Test func recipesDecodePartiallyAndRoundTrip() throws {
         let partial = try JSONDecoder().decode(TrainingRecipe.self, from: Data(#"{"dataset_size": 64, "adapter": null}"#.utf8))
@@ -90,17 +109,7 @@ struct TrainingSetupTests {
     @Test func warmStartCopiesTheSource() throws {
         let dir = temporaryFolder("warm")
         defer { try? FileManager.default.removeItem(at: dir) }
-        var recipe = TrainingRecipe()
-        recipe.unet.sampleSize = 16
-        recipe.unet.baseChannels = 16
-        recipe.unet.channelMultipliers = [1, 2]
-        recipe.unet.layersPerBlock = 1
-        recipe.unet.attentionResolutions = [8]
-        recipe.unet.crossAttentionResolutions = [8]
-        recipe.unet.normGroups = 4
-        recipe.adapter?.sampleSize = 16
-        recipe.adapter?.width = 32
-        recipe.adapter?.depth = 1
+        var recipe = tinyRecipe(channels: 16, adapterWidth: 32)
         recipe.training.seed = 1
         let setup = TrainingSetup(recipe: recipe, folder: RunFolder(dir))
         let source = try setup.makeModel(textEncoderWidth: 12, initFrom: nil, command: ["contextdiff", "train", "-o", "/tmp/x"])
@@ -125,26 +134,15 @@ struct TrainingSetupTests {
     @Test func aTinyRunTrainsSavesAndResumes() throws {
         let dir = temporaryFolder("tiny-run")
         defer { try? FileManager.default.removeItem(at: dir) }
-        var recipe = TrainingRecipe()
-        recipe.datasetSize = 16
-        recipe.unet.sampleSize = 16
-        recipe.unet.baseChannels = 8
-        recipe.unet.channelMultipliers = [1, 2]
-        recipe.unet.layersPerBlock = 1
-        recipe.unet.attentionResolutions = [8]
-        recipe.unet.crossAttentionResolutions = [8]
-        recipe.unet.normGroups = 4
-        recipe.adapter?.sampleSize = 16
+        var recipe = tinyRecipe()
         let folder = RunFolder(dir)
         // The data's size must match the networks' before anything is rendered.
+        recipe.benchmark.imageSize = 32
         #expect(throws: WorkflowError.inconsistentRecipe("benchmark.image_size 32 differs from unet.sample_size 16")) {
             try TrainingSetup.prepare(folder: folder, given: recipe, resume: true)
         }
         recipe.benchmark.imageSize = 16
-        recipe.adapter?.width = 16
-        recipe.adapter?.depth = 1
         recipe.training.steps = 2
-        recipe.training.batchSize = 4
         recipe.training.checkpointEvery = 2
         let setup = TrainingSetup(recipe: try TrainingSetup.prepare(folder: folder, given: recipe, resume: true).recipe, folder: folder)
         var options = TrainingSetup.RunOptions()
@@ -173,22 +171,9 @@ struct TrainingSetupTests {
     @Test func aTinyClassRunTrainsItsTokens() throws {
         let dir = temporaryFolder("tiny-class-run")
         defer { try? FileManager.default.removeItem(at: dir) }
-        var recipe = TrainingRecipe()
+        var recipe = tinyRecipe()
         recipe.condition = .class
-        recipe.datasetSize = 16
-        recipe.benchmark.imageSize = 16
-        recipe.unet.sampleSize = 16
-        recipe.unet.baseChannels = 8
-        recipe.unet.channelMultipliers = [1, 2]
-        recipe.unet.layersPerBlock = 1
-        recipe.unet.attentionResolutions = [8]
-        recipe.unet.crossAttentionResolutions = [8]
-        recipe.unet.normGroups = 4
-        recipe.adapter?.sampleSize = 16
-        recipe.adapter?.width = 16
-        recipe.adapter?.depth = 1
         recipe.training.steps = 3
-        recipe.training.batchSize = 4
         recipe.training.checkpointEvery = 3
         #expect(recipe.classNames.count == 18 && recipe.classNames.first == "red circle")
         let setup = TrainingSetup(recipe: recipe, folder: RunFolder(dir))
