@@ -25,9 +25,10 @@ final class ProgressBar {
         let origin = first ?? (done, now)
         if first == nil { first = origin }
         let elapsed = now.timeIntervalSince(origin.at)
-        let rate = elapsed > 0 ? Double(done - origin.count) / elapsed : 0
-        let eta = rate > 0 ? Double(total - done) / rate : 0
-        let line = "\(label) \(done)/\(total) " + String(format: "%.2f it/s", rate) + " ETA \(Self.clock(eta)) \(status)"
+        // No rate before a second update: a first line says so rather than "0.00 it/s ETA 0:00".
+        let rate = elapsed > 0 && done > origin.count ? Double(done - origin.count) / elapsed : nil
+        let speed = rate.map { String(format: "%.2f it/s ETA ", $0) + Self.clock(Double(total - done) / $0) } ?? "-- it/s ETA --:--"
+        let line = "\(label) \(done)/\(total) \(speed) \(status)"
         if isTerminal {
             guard finished || now.timeIntervalSince(lastDraw) > 0.1 else { return }
             lastDraw = now
