@@ -122,7 +122,8 @@ public struct InpaintingEvaluation {
                 o.useContext = variant.1
                 let out = try pipeline.generate(
                     prompts: chunk.map(\.edited.caption), options: o,
-                    layouts: chunk.map { LayoutToImageEvaluation.layout(of: $0.edited) },
+                    // A model with a layout prior gets the edited scene's layout (it would paint a drawn one otherwise).
+                    layouts: pipeline.model.unet.layoutPrior == nil ? nil : chunk.map { LayoutToImageEvaluation.layout(of: $0.edited) },
                     start: ImageStart(image: images, strength: 1, mask: masks)
                 ).images
                 let rgb = try RGBImage.images(fromBatch: out)

@@ -148,7 +148,8 @@ public struct LayoutToImageEvaluation {
             if scene.objects.count == 1 { row.oneObject = row.oneObject + counts } else { row.twoObjects = row.twoObjects + counts }
         }
         errors.sort()
-        row.medianCentreError = errors.isEmpty ? nil : errors[errors.count / 2]
+        let n = errors.count
+        row.medianCentreError = n == 0 ? nil : n % 2 == 1 ? errors[n / 2] : (errors[n / 2 - 1] + errors[n / 2]) / 2
         return row
     }
 

@@ -167,9 +167,9 @@ public struct TrainingSetup {
             c.contextDim = width
             return try ContextAdapter(c)
         }
-        if let initFrom { try Self.warmStart(unet: unet, adapter: adapter, from: initFrom) }
         let classes = recipe.condition == .class
             ? try ClassLabelEncoder(ClassLabelEncoderConfig(names: recipe.classNames, width: width)) : nil
+        if let initFrom { try Self.warmStart(unet: unet, adapter: adapter, classEncoder: classes, from: initFrom) }
         let model = try ContextDiffModel(
             unet: unet, adapter: adapter, schedule: NoiseSchedule(recipe.schedule),
             textEncoder: TextEncoderSpec(kind: classes == nil ? "minilm" : "class", maxTokens: classes == nil ? recipe.maxTokens : 1),
@@ -191,7 +191,8 @@ public struct TrainingSetup {
     /// (zero tables, a refiner with zero output projections, a prior with a zero canvas
     /// convolution), so the network starts out computing exactly what the source did; anything
     /// else that does not match is an error naming it.
-    public static func warmStart(unet: UNet, adapter: ContextAdapter?, from folder: URL) throws {
+    /// A class encoder takes the source's class tokens when the source has the same classes.
+    public static func warmStart(unet: UNet, adapter: ContextAdapter?, classEncoder: ClassLabelEncoder? = nil, from folder: URL) throws {
         guard FileManager.default.fileExists(atPath: folder.appendingPathComponent("unet").path) else {
             throw WorkflowError.notAModelFolder(folder.path)
         }
@@ -216,6 +217,12 @@ public struct TrainingSetup {
         }
         try unet.load(state)
         if let adapter, let adapterState = try weights("adapter") { try adapter.load(adapterState) }
+        if let classEncoder, let classState = try weights("class_encoder"),
+           let source = try? ModelFolder.config(ClassLabelEncoderConfig.self, in: folder.appendingPathComponent("class_encoder")),
+           source == classEncoder.config
+        {
+            try classEncoder.load(classState)
+        }
     }
 
     // MARK: - Artefacts

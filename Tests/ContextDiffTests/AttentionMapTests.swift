@@ -25,6 +25,12 @@ struct AttentionMapTests {
         #expect(try (sums - 1).abs().max().item() < 1e-4)
         let plain = try pipeline.generate(prompts: prompts, options: options).images
         #expect(try TestSupport.relativeDiff(maps.images, plain) <= 1e-4)
+        // The conditional rows are recorded: the first step (same x_T, same timestep) gives the
+        // same maps with and without guidance.
+        var unguided = options
+        unguided.guidance = 1
+        let reference = try pipeline.attentionMaps(prompts: prompts, options: unguided)
+        #expect(try TestSupport.relativeDiff(maps.maps.select(dim: 0, 0), reference.maps.select(dim: 0, 0)) <= 1e-4)
         // A word's map is the sum of its tokens' maps.
         let word = try maps.word([1, 2], image: 1)
         let byHand = try maps.maps.select(dim: 1, 1).select(dim: 1, 1) + maps.maps.select(dim: 1, 1).select(dim: 1, 2)

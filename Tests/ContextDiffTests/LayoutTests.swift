@@ -37,6 +37,11 @@ struct LayoutTests {
         #expect(words(grounded[0].tokens) == red + square)
         #expect(grounded[1].tokens.count == 2 && grounded[0].tokens[0] > grounded[1].tokens[1])
         #expect(grounded[0].minX == 0.5 && grounded[0].maxY == 0.9)
+        // A phrase's words must stand together: "red" and "square" apart are not "red square".
+        let apart = "a red circle and a blue square"
+        #expect(throws: LayoutError.phraseNotInPrompt(phrase: "red square", prompt: apart)) {
+            try Layout(parsing: ["red square@0.5,0.5,0.9,0.9"]).grounded(in: apart, tokenizer: tokenizer)
+        }
         #expect(throws: LayoutError.phraseNotInPrompt(phrase: "green circle", prompt: prompt)) {
             try Layout(parsing: ["green circle@0.1,0.1,0.4,0.4"]).grounded(in: prompt, tokenizer: tokenizer)
         }

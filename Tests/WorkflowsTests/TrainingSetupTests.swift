@@ -192,6 +192,24 @@ struct TrainingSetupTests {
         var generation = GenerationOptions()
         generation.steps = 2
         #expect(try ClassToImagePipeline(model: model).generate(classes: ["red-circle"], options: generation).images.shape == [1, 3, 16, 16])
+        // Stopped at step 2 and resumed to 3, the run ends where the uninterrupted one did:
+        // the class tokens come back from the checkpoint with everything else.
+        let resumed = temporaryFolder("tiny-class-resumed")
+        defer { try? FileManager.default.removeItem(at: resumed) }
+        var first = recipe
+        first.training.checkpointEvery = 1
+        var short = first
+        short.training.steps = 2
+        try TrainingSetup(recipe: short, folder: RunFolder(resumed)).train(textEncoder: MiniLMTextEncoder(), options: options)
+        try TrainingSetup(recipe: first, folder: RunFolder(resumed)).train(textEncoder: MiniLMTextEncoder(), options: options)
+        var whole = TrainingSetup.RunOptions()
+        whole.writeSamples = false
+        let straight = temporaryFolder("tiny-class-straight")
+        defer { try? FileManager.default.removeItem(at: straight) }
+        try TrainingSetup(recipe: first, folder: RunFolder(straight)).train(textEncoder: MiniLMTextEncoder(), options: whole)
+        let a = try ContextDiffModel.load(from: RunFolder(resumed).model), b = try ContextDiffModel.load(from: RunFolder(straight).model)
+        #expect(try (a.classEncoder!.embedding.weight - b.classEncoder!.embedding.weight).abs().max().item() == 0)
+        #expect(try (a.stateDict()["unet.conv_in.weight"]! - b.stateDict()["unet.conv_in.weight"]!).abs().max().item() == 0)
         // A class recipe has no caption for a layout prior.
         var bad = recipe
         bad.unet.layoutPrior = LayoutPriorConfig()

@@ -152,10 +152,12 @@ public final class ClassLabelEncoder: Module, ConditionEncoder {
 
     /// The condition of `labels` (``nullClass`` allowed), with gradients to the embedding.
     public func condition(_ labels: [Int]) throws -> Condition {
-        let ids = try Tensor(labels.map(Int64.init), shape: [labels.count])
+        // The ids where the table is (a model moved to another device keeps its table there).
+        let device = try embedding.weight.device
+        let ids = try Tensor(labels.map(Int64.init), shape: [labels.count]).to(device)
         let pooled = try embedding(ids)  // [B, D]
         return try Condition(
-            tokens: pooled.unsqueezed(1), mask: Tensor.ones([labels.count, 1], dtype: .bool), pooled: pooled)
+            tokens: pooled.unsqueezed(1), mask: Tensor.ones([labels.count, 1], dtype: .bool).to(device), pooled: pooled)
     }
 
     public func encode(_ labels: [Int]) throws -> EncodedCondition {

@@ -104,9 +104,9 @@ public struct Layout: Codable, Sendable, Equatable {
 
     /// Each object with the positions of its phrase's tokens in `prompt` (as `tokenizer` encodes
     /// it, special tokens included, so positions index the text encoder's token states). A
-    /// phrase's last word is matched first (its first unused occurrence), then each earlier word
-    /// at its nearest occurrence before the next one: in "a red circle above a red square",
-    /// "red square" takes the second "red".
+    /// phrase's words must stand together in the prompt, at a place no earlier object took: in
+    /// "a red circle above a red square", "red square" takes the second "red", and in "a red
+    /// circle and a blue square" there is no "red square".
     public func grounded(in prompt: String, tokenizer: any TextTokenizer) throws -> [GroundedObject] {
         try validate()
         let ids = tokenizer.encode(prompt)
@@ -122,27 +122,14 @@ public struct Layout: Codable, Sendable, Equatable {
         }
     }
 
-    /// Token positions of `pieces` (one id sequence per word) in `ids`: the last word at its
-    /// first occurrence not in `avoiding`, each earlier word at its nearest occurrence before.
+    /// Token positions of `pieces` (one id sequence per word) in `ids`: the phrase's words
+    /// next to each other, at the first such place none of whose tokens is in `avoiding`.
     static func locate(_ pieces: [[Int]], in ids: [Int], avoiding: Set<Int>) -> [Int]? {
-        func occurrences(_ p: [Int], before end: Int) -> [Int] {
-            guard p.count <= end else { return [] }
-            return (0...(end - p.count)).filter { Array(ids[$0..<($0 + p.count)]) == p }
-        }
-        guard let last = pieces.last else { return nil }
-        for start in occurrences(last, before: ids.count) where !avoiding.contains(start) {
-            var positions = Array(start..<(start + last.count))
-            var end = start
-            var found = true
-            for p in pieces.dropLast().reversed() {
-                guard let at = occurrences(p, before: end).last(where: { !avoiding.contains($0) }) else {
-                    found = false
-                    break
-                }
-                positions = Array(at..<(at + p.count)) + positions
-                end = at
-            }
-            if found { return positions }
+        let phrase = pieces.flatMap { $0 }
+        guard !phrase.isEmpty, phrase.count <= ids.count else { return nil }
+        for start in 0...(ids.count - phrase.count) where Array(ids[start..<(start + phrase.count)]) == phrase {
+            let positions = Array(start..<(start + phrase.count))
+            if avoiding.isDisjoint(with: positions) { return positions }
         }
         return nil
     }

@@ -634,13 +634,15 @@ public final class Trainer {
             if k.hasPrefix("optimizer.") { optimizerState[String(k.dropFirst(10))] = v }
         }
         do {
-            var unetState: [String: Tensor] = [:], adapterState: [String: Tensor] = [:]
+            var unetState: [String: Tensor] = [:], adapterState: [String: Tensor] = [:], classState: [String: Tensor] = [:]
             for (k, v) in modelState {
                 if k.hasPrefix("unet.") { unetState[String(k.dropFirst(5))] = v }
                 if k.hasPrefix("adapter.") { adapterState[String(k.dropFirst(8))] = v }
+                if k.hasPrefix("class_encoder.") { classState[String(k.dropFirst(14))] = v }
             }
             try model.unet.load(unetState)
             if let adapter = model.adapter { try adapter.load(adapterState) }
+            if let classEncoder = model.classEncoder { try classEncoder.load(classState) }
             try Torch.withNoGrad {
                 for (i, shadow) in ema.shadow.enumerated() {
                     guard let t = tensors["ema.\(i)"], t.shape == shadow.shape else {
