@@ -207,8 +207,7 @@ public enum ContrastiveTraining {
         var mc = modelConfig
         mc.training = config
         mc.textDim = textEncoder.width
-        Torch.manualSeed(config.seed)
-        let model = try ContrastiveImageText(mc)
+        let model = try Torch.withSeed(config.seed) { try ContrastiveImageText(mc) }
         let data = try LabelledRenders.mixed(
             seed: config.benchmarkSeed, imageSize: mc.trunk.imageSize, count: config.datasetSize,
             heldOutShare: config.heldOutShare

@@ -93,8 +93,7 @@ public enum EvaluatorTraining {
         var modelConfig = AttributeEvaluatorConfig()
         modelConfig.trunk = trunk
         modelConfig.training = config
-        Torch.manualSeed(config.seed)
-        let model = try AttributeEvaluator(modelConfig)
+        let model = try Torch.withSeed(config.seed) { try AttributeEvaluator(modelConfig) }
         let data = try LabelledRenders.mixed(
             seed: config.benchmarkSeed, imageSize: trunk.imageSize, count: config.datasetSize,
             heldOutShare: config.heldOutShare

@@ -1,7 +1,7 @@
 import Torch
 
-/// Uniform initialisation in `[-bound, bound]` from libtorch's global generator
-/// (seed it with `Torch.manualSeed`), as PyTorch's `kaiming_uniform_(a: sqrt(5))` does for
+/// Uniform initialisation in `[-bound, bound]` from the scoped generator (`Torch.withSeed`) or
+/// else libtorch's global one, as PyTorch's `kaiming_uniform_(a: sqrt(5))` does for
 /// Linear and Conv layers (bound `1/sqrt(fanIn)`).
 func uniformInit(_ shape: [Int], bound: Double) throws -> Tensor {
     try Tensor.rand(shape) * (2 * bound) - bound
@@ -121,7 +121,9 @@ public final class Dropout: Module, UnaryLayer {
             throw ModuleError.invalidConfiguration("dropout probability \(probability) outside [0, 1)")
         }
         self.probability = probability
-        self.generator = generator
+        // Built inside `Torch.withSeed`, the layer keeps drawing from that scope's generator,
+        // so a seeded model's dropout masks are reproducible too.
+        self.generator = generator ?? Generator.scoped
         super.init()
     }
 

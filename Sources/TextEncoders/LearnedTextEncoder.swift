@@ -76,7 +76,7 @@ public final class LearnedTextEncoder: Module, TextEncoder {
     public let tokenizer: any TextTokenizer
 
     /// Embeddings are drawn from N(0, 0.02²) (BERT's `initializer_range`), linear layers as
-    /// PyTorch's defaults, all from libtorch's global generator (seed it with `Torch.manualSeed`).
+    /// PyTorch's defaults, drawn from the scoped generator (`Torch.withSeed`) or libtorch's global one.
     public init(tokenizer: any TextTokenizer, width: Int = 64, layers: Int = 2, heads: Int = 4, mlpRatio: Int = 4,
                 normalizesPooled: Bool = false) throws {
         let config = LearnedTextEncoderConfig(

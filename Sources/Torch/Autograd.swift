@@ -70,7 +70,8 @@ public enum Torch {
     }
 
     /// Seeds libtorch's global generator (used by random operations given no ``Generator``,
-    /// such as weight initialisation).
+    /// such as weight initialisation, outside a ``withSeed(_:_:)`` scope). The generator is
+    /// shared by the whole process: code that may run concurrently seeds with `withSeed`.
     public static func manualSeed(_ seed: UInt64) { ct_manual_seed(seed) }
 
     /// The number of intra-op threads libtorch uses. Setting it sets OpenBLAS's own thread

@@ -27,6 +27,23 @@ public final class Generator: @unchecked Sendable {
         let t = try Tensor(bytes, shape: [bytes.count])
         try Tensor.check(status: ct_generator_set_state(handle, t.handle), "set generator state")
     }
+
+    /// The generator random operations use when given none, inside ``Torch/withSeed(_:_:)``;
+    /// `nil` (libtorch's process-wide generator) elsewhere.
+    @TaskLocal public static var scoped: Generator?
+}
+
+extension Torch {
+    /// Runs `body` with every random operation that is given no ``Generator`` (weight
+    /// initialisation, `randn`, …) drawing from a fresh generator seeded with `seed`.
+    ///
+    /// Unlike ``manualSeed(_:)``, the scope belongs to the calling task (and the tasks it
+    /// starts), so concurrent callers — tests run in parallel, a server building models — each
+    /// get the values a lone caller gets. A generator seeded with `seed` draws what the global
+    /// one draws after `manualSeed(seed)`.
+    public static func withSeed<R>(_ seed: UInt64, _ body: () throws -> R) rethrows -> R {
+        try Generator.$scoped.withValue(Generator(seed: seed), operation: body)
+    }
 }
 
 extension Tensor {
@@ -149,9 +166,10 @@ extension Tensor {
         try check(ct_eye(Int64(n), dtype.rawValue), "eye")
     }
 
-    /// Standard normal samples. Without a generator, libtorch's global one is used (not reproducible).
+    /// Standard normal samples. Without a generator, the scoped one (``Torch/withSeed(_:_:)``)
+    /// or else libtorch's global one is used.
     public static func randn(_ shape: [Int], dtype: DType = .float32, generator: Generator? = nil) throws -> Tensor {
-        let d = int64s(shape)
+        let d = int64s(shape), generator = generator ?? Generator.scoped
         return try withExtendedLifetime(generator) {
             try check(ct_randn(d, Int64(d.count), dtype.rawValue, generator?.handle), "randn \(shape)")
         }
@@ -159,7 +177,7 @@ extension Tensor {
 
     /// Uniform samples in [0, 1).
     public static func rand(_ shape: [Int], dtype: DType = .float32, generator: Generator? = nil) throws -> Tensor {
-        let d = int64s(shape)
+        let d = int64s(shape), generator = generator ?? Generator.scoped
         return try withExtendedLifetime(generator) {
             try check(ct_rand(d, Int64(d.count), dtype.rawValue, generator?.handle), "rand \(shape)")
         }
@@ -167,7 +185,7 @@ extension Tensor {
 
     /// Uniform integers in [low, high), as int64.
     public static func randint(_ low: Int, _ high: Int, shape: [Int], generator: Generator? = nil) throws -> Tensor {
-        let d = int64s(shape)
+        let d = int64s(shape), generator = generator ?? Generator.scoped
         return try withExtendedLifetime(generator) {
             try check(ct_randint(Int64(low), Int64(high), d, Int64(d.count), generator?.handle), "randint")
         }
@@ -175,7 +193,8 @@ extension Tensor {
 
     /// A random permutation of 0..<n, as int64.
     public static func randperm(_ n: Int, generator: Generator? = nil) throws -> Tensor {
-        try withExtendedLifetime(generator) {
+        let generator = generator ?? Generator.scoped
+        return try withExtendedLifetime(generator) {
             try check(ct_randperm(Int64(n), generator?.handle), "randperm")
         }
     }
@@ -183,7 +202,8 @@ extension Tensor {
     public func zerosLike() throws -> Tensor { try Tensor.check(ct_zeros_like(handle), "zeros_like") }
     public func onesLike() throws -> Tensor { try Tensor.check(ct_ones_like(handle), "ones_like") }
     public func randnLike(generator: Generator? = nil) throws -> Tensor {
-        try withExtendedLifetime(generator) {
+        let generator = generator ?? Generator.scoped
+        return try withExtendedLifetime(generator) {
             try Tensor.check(ct_randn_like(handle, generator?.handle), "randn_like")
         }
     }

@@ -154,21 +154,24 @@ public struct TrainingSetup {
 
     /// The recipe's networks for a text encoder of `width`, warm-started from `initFrom` when
     /// given, with the provenance a model folder records: the portable command, the portable
-    /// recipe and, for a warm start, the source's command. Seeds the global generator with the
-    /// recipe's seed first, so the initialisation is reproducible.
+    /// recipe and, for a warm start, the source's command. The initialisation draws from a
+    /// generator seeded with the recipe's seed, so it is reproducible (and independent of other
+    /// work in the process).
     public func makeModel(textEncoderWidth width: Int, initFrom: URL?, command: [String]) throws -> ContextDiffModel {
-        Torch.manualSeed(recipe.training.seed)
         var unetConfig = recipe.unet
         unetConfig.contextDim = width
         unetConfig.pooledDim = width
-        let unet = try UNet(unetConfig)
-        let adapter = try recipe.adapter.map { cfg -> ContextAdapter in
-            var c = cfg
-            c.contextDim = width
-            return try ContextAdapter(c)
+        let (unet, adapter, classes) = try Torch.withSeed(recipe.training.seed) {
+            let unet = try UNet(unetConfig)
+            let adapter = try recipe.adapter.map { cfg -> ContextAdapter in
+                var c = cfg
+                c.contextDim = width
+                return try ContextAdapter(c)
+            }
+            let classes = recipe.condition == .class
+                ? try ClassLabelEncoder(ClassLabelEncoderConfig(names: recipe.classNames, width: width)) : nil
+            return (unet, adapter, classes)
         }
-        let classes = recipe.condition == .class
-            ? try ClassLabelEncoder(ClassLabelEncoderConfig(names: recipe.classNames, width: width)) : nil
         if let initFrom { try Self.warmStart(unet: unet, adapter: adapter, classEncoder: classes, from: initFrom) }
         let model = try ContextDiffModel(
             unet: unet, adapter: adapter, schedule: NoiseSchedule(recipe.schedule),

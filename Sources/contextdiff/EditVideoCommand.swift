@@ -105,8 +105,7 @@ struct EditVideoCommand: ParsableCommand {
         if source.frames.count < frames {
             note("note: the video has \(source.frames.count) frame(s); editing all of them")
         }
-        Torch.manualSeed(seed)
-        let videoModel = try VideoDiffusionModel(inflating: base)
+        let videoModel = try Torch.withSeed(seed) { try VideoDiffusionModel(inflating: base) }
         if paintLayout {
             guard videoModel.unet.layoutPrior != nil else { throw ValidationError("--paint-layout: the model has no layout prior") }
             videoModel.unet.paintsPredictedLayout = true

@@ -9,12 +9,13 @@ import Torch
 @Suite("Class-to-image (paper App. B): class tokens trained with the model, saved, loaded, sampled")
 struct ClassToImageTests {
     static func model(seed: UInt64 = 5) throws -> ContextDiffModel {
-        Torch.manualSeed(seed)
-        let classes = try ClassLabelEncoder(ClassLabelEncoderConfig(names: ["red circle", "blue square", "green triangle"], width: 12))
-        return ContextDiffModel(
-            unet: try UNet(TinyConfigs.unet), adapter: try ContextAdapter(TinyConfigs.adapter),
-            schedule: try NoiseSchedule(NoiseScheduleConfig()), textEncoder: TextEncoderSpec(kind: "class", maxTokens: 1),
-            classEncoder: classes)
+        return try Torch.withSeed(seed) {
+            let classes = try ClassLabelEncoder(ClassLabelEncoderConfig(names: ["red circle", "blue square", "green triangle"], width: 12))
+            return ContextDiffModel(
+                unet: try UNet(TinyConfigs.unet), adapter: try ContextAdapter(TinyConfigs.adapter),
+                schedule: try NoiseSchedule(NoiseScheduleConfig()), textEncoder: TextEncoderSpec(kind: "class", maxTokens: 1),
+                classEncoder: classes)
+        }
     }
 
     @Test func aClassModelSavesLoadsAndSamplesTheSame() throws {

@@ -96,36 +96,37 @@ struct NetworkTests {
 
     @Test(.enabled(if: peerTorchAvailable, peerTorchMissing), arguments: ["plain", "position tables", "text refiner"])
     func outputsMatchThePyTorchTwin(variant: String) throws {
-        Torch.manualSeed(21)
-        var config = TinyConfigs.unet
-        config.positionalEmbedding = variant != "plain"
-        if variant == "text refiner" { config.textRefiner = TextRefinerConfig(layers: 2, width: 16, heads: 2, maxTokens: 8) }
-        let unet = try UNet(config)
-        let adapter = try ContextAdapter(TinyConfigs.adapter)
-        try randomize(unet, seed: 1)
-        try randomize(adapter, seed: 2)
-        let batch = 3
-        let x = try Tensor.randn([batch, 3, 16, 16], generator: Generator(seed: 9))
-        let t = try Tensor([Int64(0), 500, 999], shape: [batch])
-        let c = try TinyConfigs.condition(batch: batch)
-        let (u, a) = try Torch.withNoGrad {
-            (try unet(x, timesteps: t, condition: c), try adapter(x, timesteps: t, condition: c))
-        }
-        #expect(u.shape == [batch, 3, 16, 16] && a.shape == [batch, 3, 16, 16])
+        try Torch.withSeed(21) {
+            var config = TinyConfigs.unet
+            config.positionalEmbedding = variant != "plain"
+            if variant == "text refiner" { config.textRefiner = TextRefinerConfig(layers: 2, width: 16, heads: 2, maxTokens: 8) }
+            let unet = try UNet(config)
+            let adapter = try ContextAdapter(TinyConfigs.adapter)
+            try randomize(unet, seed: 1)
+            try randomize(adapter, seed: 2)
+            let batch = 3
+            let x = try Tensor.randn([batch, 3, 16, 16], generator: Generator(seed: 9))
+            let t = try Tensor([Int64(0), 500, 999], shape: [batch])
+            let c = try TinyConfigs.condition(batch: batch)
+            let (u, a) = try Torch.withNoGrad {
+                (try unet(x, timesteps: t, condition: c), try adapter(x, timesteps: t, condition: c))
+            }
+            #expect(u.shape == [batch, 3, 16, 16] && a.shape == [batch, 3, 16, 16])
 
-        let result = try compareWithTwin(
-            unet: unet, adapter: adapter,
-            inputs: ["x": x, "timesteps": t, "tokens": c.tokens, "mask": c.mask.to(.uint8), "pooled": c.pooled],
-            outputs: ["unet": u, "adapter": a])
-        let unetDiff = try #require(result["unet"]), adapterDiff = try #require(result["adapter"])
-        // Relative to the outputs' size: the twin runs the same libtorch, but kernel choices (and
-        // their rounding) differ between Intel and AMD; 1e-4 leaves room for a few ulps per layer.
-        let unetScale = try #require(result["unet_scale"]), adapterScale = try #require(result["adapter_scale"])
-        #expect(TestSupport.relative(unetDiff, scale: unetScale) <= 1e-4, "U-Net max abs diff \(unetDiff) at scale \(unetScale)")
-        #expect(TestSupport.relative(adapterDiff, scale: adapterScale) <= 1e-4, "adapter max abs diff \(adapterDiff) at scale \(adapterScale)")
-        // The comparison is not vacuous: both outputs are far from zero.
-        #expect(try #require(result["unet_scale"]) > 0.1)
-        #expect(try #require(result["adapter_scale"]) > 0.01)
+            let result = try compareWithTwin(
+                unet: unet, adapter: adapter,
+                inputs: ["x": x, "timesteps": t, "tokens": c.tokens, "mask": c.mask.to(.uint8), "pooled": c.pooled],
+                outputs: ["unet": u, "adapter": a])
+            let unetDiff = try #require(result["unet"]), adapterDiff = try #require(result["adapter"])
+            // Relative to the outputs' size: the twin runs the same libtorch, but kernel choices (and
+            // their rounding) differ between Intel and AMD; 1e-4 leaves room for a few ulps per layer.
+            let unetScale = try #require(result["unet_scale"]), adapterScale = try #require(result["adapter_scale"])
+            #expect(TestSupport.relative(unetDiff, scale: unetScale) <= 1e-4, "U-Net max abs diff \(unetDiff) at scale \(unetScale)")
+            #expect(TestSupport.relative(adapterDiff, scale: adapterScale) <= 1e-4, "adapter max abs diff \(adapterDiff) at scale \(adapterScale)")
+            // The comparison is not vacuous: both outputs are far from zero.
+            #expect(try #require(result["unet_scale"]) > 0.1)
+            #expect(try #require(result["adapter_scale"]) > 0.01)
+        }
     }
 
     /// The inflated networks (docs/VIDEO.md) against the twin's `inflate()`: 2 videos × 4 frames,
@@ -133,77 +134,79 @@ struct NetworkTests {
     /// adapter. Every parameter is perturbed, so the zero-initialised temporal layers are not the
     /// identity, and the frames differ, so sparse-causal keys matter.
     @Test(.enabled(if: peerTorchAvailable, peerTorchMissing)) func videoOutputsMatchThePyTorchTwin() throws {
-        Torch.manualSeed(22)
-        let unet = try UNet(TinyConfigs.unet)
-        try unet.inflate()
-        let adapter = try ContextAdapter(TinyConfigs.adapter)
-        try adapter.inflate()
-        try randomize(unet, seed: 3)
-        try randomize(adapter, seed: 4)
-        let (videos, frames) = (2, 4)
-        let batch = videos * frames
-        let x = try Tensor.randn([batch, 3, 16, 16], generator: Generator(seed: 10))
-        let t = try Tensor((0..<batch).map { Int64(120 * $0 + 7) }, shape: [batch])
-        let c = try TinyConfigs.condition(batch: batch)
-        let (u, uPerFrame, u2D, a, a2D) = try Torch.withNoGrad {
-            (
-                try unet(x, timesteps: t, condition: c, video: VideoLayout(frames: frames)),
-                try unet(x, timesteps: t, condition: c, video: VideoLayout(frames: frames, selfAttention: .perFrame)),
-                try unet(x, timesteps: t, condition: c),
-                try adapter(x, timesteps: t, condition: c, frames: frames),
-                try adapter(x, timesteps: t, condition: c)
-            )
-        }
-        #expect(u.shape == [batch, 3, 16, 16] && a.shape == [batch, 3, 16, 16])
-        // The comparison is not vacuous: sparse-causal keys, the U-Net's temporal layers and the
-        // adapter's each change the output by far more than the tolerance.
-        #expect(try (u - uPerFrame).abs().max().item() > 1e-2, "sparse-causal attention changes nothing")
-        #expect(try (uPerFrame - u2D).abs().max().item() > 1e-2, "the U-Net's temporal layers change nothing")
-        #expect(try (a - a2D).abs().max().item() > 1e-2, "the adapter's temporal layers change nothing")
+        try Torch.withSeed(22) {
+            let unet = try UNet(TinyConfigs.unet)
+            try unet.inflate()
+            let adapter = try ContextAdapter(TinyConfigs.adapter)
+            try adapter.inflate()
+            try randomize(unet, seed: 3)
+            try randomize(adapter, seed: 4)
+            let (videos, frames) = (2, 4)
+            let batch = videos * frames
+            let x = try Tensor.randn([batch, 3, 16, 16], generator: Generator(seed: 10))
+            let t = try Tensor((0..<batch).map { Int64(120 * $0 + 7) }, shape: [batch])
+            let c = try TinyConfigs.condition(batch: batch)
+            let (u, uPerFrame, u2D, a, a2D) = try Torch.withNoGrad {
+                (
+                    try unet(x, timesteps: t, condition: c, video: VideoLayout(frames: frames)),
+                    try unet(x, timesteps: t, condition: c, video: VideoLayout(frames: frames, selfAttention: .perFrame)),
+                    try unet(x, timesteps: t, condition: c),
+                    try adapter(x, timesteps: t, condition: c, frames: frames),
+                    try adapter(x, timesteps: t, condition: c)
+                )
+            }
+            #expect(u.shape == [batch, 3, 16, 16] && a.shape == [batch, 3, 16, 16])
+            // The comparison is not vacuous: sparse-causal keys, the U-Net's temporal layers and the
+            // adapter's each change the output by far more than the tolerance.
+            #expect(try (u - uPerFrame).abs().max().item() > 1e-2, "sparse-causal attention changes nothing")
+            #expect(try (uPerFrame - u2D).abs().max().item() > 1e-2, "the U-Net's temporal layers change nothing")
+            #expect(try (a - a2D).abs().max().item() > 1e-2, "the adapter's temporal layers change nothing")
 
-        let result = try compareWithTwin(
-            unet: unet, adapter: adapter,
-            inputs: [
-                "x": x, "timesteps": t, "tokens": c.tokens, "mask": c.mask.to(.uint8), "pooled": c.pooled,
-                "frames": Tensor([Int64(frames)], shape: [1]),
-            ],
-            outputs: ["unet": u, "unet_per_frame": uPerFrame, "adapter": a])
-        let unetDiff = try #require(result["unet"]), perFrameDiff = try #require(result["unet_per_frame"])
-        let adapterDiff = try #require(result["adapter"])
-        func relative(_ key: String) throws -> Double {
-            TestSupport.relative(try #require(result[key]), scale: try #require(result[key + "_scale"]))
+            let result = try compareWithTwin(
+                unet: unet, adapter: adapter,
+                inputs: [
+                    "x": x, "timesteps": t, "tokens": c.tokens, "mask": c.mask.to(.uint8), "pooled": c.pooled,
+                    "frames": Tensor([Int64(frames)], shape: [1]),
+                ],
+                outputs: ["unet": u, "unet_per_frame": uPerFrame, "adapter": a])
+            let unetDiff = try #require(result["unet"]), perFrameDiff = try #require(result["unet_per_frame"])
+            let adapterDiff = try #require(result["adapter"])
+            func relative(_ key: String) throws -> Double {
+                TestSupport.relative(try #require(result[key]), scale: try #require(result[key + "_scale"]))
+            }
+            #expect(try relative("unet") <= 1e-4, "video U-Net (sparse-causal) max abs diff \(unetDiff)")
+            #expect(try relative("unet_per_frame") <= 1e-4, "video U-Net (per-frame) max abs diff \(perFrameDiff)")
+            #expect(try relative("adapter") <= 1e-4, "video adapter max abs diff \(adapterDiff)")
+            #expect(try #require(result["unet_scale"]) > 0.1)
+            #expect(try #require(result["adapter_scale"]) > 0.01)
         }
-        #expect(try relative("unet") <= 1e-4, "video U-Net (sparse-causal) max abs diff \(unetDiff)")
-        #expect(try relative("unet_per_frame") <= 1e-4, "video U-Net (per-frame) max abs diff \(perFrameDiff)")
-        #expect(try relative("adapter") <= 1e-4, "video adapter max abs diff \(adapterDiff)")
-        #expect(try #require(result["unet_scale"]) > 0.1)
-        #expect(try #require(result["adapter_scale"]) > 0.01)
     }
 
     @Test func adapterStartsAtZeroAndDependsOnImageTextAndTimeAfterOneStep() throws {
-        Torch.manualSeed(5)
-        let adapter = try ContextAdapter(TinyConfigs.adapter)
-        let g = Generator(seed: 4)
-        let x = try Tensor.randn([2, 3, 16, 16], generator: g)
-        let t = try Tensor([Int64(100), 700], shape: [2])
-        let c = try TinyConfigs.condition(batch: 2)
-        #expect(try adapter(x, timesteps: t, condition: c).abs().max().item() == 0)
+        try Torch.withSeed(5) {
+            let adapter = try ContextAdapter(TinyConfigs.adapter)
+            let g = Generator(seed: 4)
+            let x = try Tensor.randn([2, 3, 16, 16], generator: g)
+            let t = try Tensor([Int64(100), 700], shape: [2])
+            let c = try TinyConfigs.condition(batch: 2)
+            #expect(try adapter(x, timesteps: t, condition: c).abs().max().item() == 0)
 
-        try adapter.requireGrad()
-        let optimizer = try AdamW(parameters: adapter.parameters(), learningRate: 1e-2, weightDecay: 0)
-        let target = try Tensor.randn([2, 3, 16, 16], generator: g)
-        try adapter(x, timesteps: t, condition: c).mseLoss(target).backward()
-        try optimizer.step()
+            try adapter.requireGrad()
+            let optimizer = try AdamW(parameters: adapter.parameters(), learningRate: 1e-2, weightDecay: 0)
+            let target = try Tensor.randn([2, 3, 16, 16], generator: g)
+            try adapter(x, timesteps: t, condition: c).mseLoss(target).backward()
+            try optimizer.step()
 
-        try Torch.withNoGrad {
-            let base = try adapter(x, timesteps: t, condition: c)
-            #expect(try base.abs().max().item() > 0)
-            let otherImage = try adapter(x * 0.5 + 0.3, timesteps: t, condition: c)
-            let otherTime = try adapter(x, timesteps: Tensor([Int64(10), 10], shape: [2]), condition: c)
-            let otherText = try adapter(x, timesteps: t, condition: TinyConfigs.condition(batch: 2, seed: 77))
-            for (what, other) in [("image", otherImage), ("timestep", otherTime), ("text", otherText)] {
-                let change = try (other - base).abs().max().item()
-                #expect(change > 1e-4, "adapter output does not depend on the \(what) (change \(change))")
+            try Torch.withNoGrad {
+                let base = try adapter(x, timesteps: t, condition: c)
+                #expect(try base.abs().max().item() > 0)
+                let otherImage = try adapter(x * 0.5 + 0.3, timesteps: t, condition: c)
+                let otherTime = try adapter(x, timesteps: Tensor([Int64(10), 10], shape: [2]), condition: c)
+                let otherText = try adapter(x, timesteps: t, condition: TinyConfigs.condition(batch: 2, seed: 77))
+                for (what, other) in [("image", otherImage), ("timestep", otherTime), ("text", otherText)] {
+                    let change = try (other - base).abs().max().item()
+                    #expect(change > 1e-4, "adapter output does not depend on the \(what) (change \(change))")
+                }
             }
         }
     }
@@ -220,24 +223,25 @@ struct NetworkTests {
 
         var config = TinyConfigs.unet
         config.positionalEmbedding = true
-        Torch.manualSeed(5)
-        let with = try UNet(config)
-        let tables = with.namedParameters().filter { $0.0.hasSuffix("pos_embed") }
-        // Transformers at 16 (down), 8 (down), 8 (mid), 8 and 16 (up, two blocks each).
-        #expect(tables.map { $0.1.shape } == [[1, 256, 16], [1, 64, 32], [1, 64, 32], [1, 64, 32], [1, 64, 32], [1, 256, 16], [1, 256, 16]])
-        let without = try UNet(TinyConfigs.unet)
-        var state = with.stateDict()
-        for (key, _) in tables { state[key] = nil }
-        try without.load(state)
-        let x = try Tensor.randn([2, 3, 16, 16], generator: Generator(seed: 1))
-        let t = try Tensor([Int64(10), 700], shape: [2])
-        let c = try TinyConfigs.condition(batch: 2)
-        let (a, b) = try Torch.withNoGrad { (try with(x, timesteps: t, condition: c), try without(x, timesteps: t, condition: c)) }
-        #expect(try (a - b).abs().max().item() == 0)
-        // A non-zero table changes the output: the embedding is actually applied.
-        try Torch.withNoGrad { try tables[0].1.addInPlace(Tensor.ones(tables[0].1.shape)) }
-        let moved = try Torch.withNoGrad { try with(x, timesteps: t, condition: c) }
-        #expect(try (moved - b).abs().max().item() > 1e-3)
+        try Torch.withSeed(5) {
+            let with = try UNet(config)
+            let tables = with.namedParameters().filter { $0.0.hasSuffix("pos_embed") }
+            // Transformers at 16 (down), 8 (down), 8 (mid), 8 and 16 (up, two blocks each).
+            #expect(tables.map { $0.1.shape } == [[1, 256, 16], [1, 64, 32], [1, 64, 32], [1, 64, 32], [1, 64, 32], [1, 256, 16], [1, 256, 16]])
+            let without = try UNet(TinyConfigs.unet)
+            var state = with.stateDict()
+            for (key, _) in tables { state[key] = nil }
+            try without.load(state)
+            let x = try Tensor.randn([2, 3, 16, 16], generator: Generator(seed: 1))
+            let t = try Tensor([Int64(10), 700], shape: [2])
+            let c = try TinyConfigs.condition(batch: 2)
+            let (a, b) = try Torch.withNoGrad { (try with(x, timesteps: t, condition: c), try without(x, timesteps: t, condition: c)) }
+            #expect(try (a - b).abs().max().item() == 0)
+            // A non-zero table changes the output: the embedding is actually applied.
+            try Torch.withNoGrad { try tables[0].1.addInPlace(Tensor.ones(tables[0].1.shape)) }
+            let moved = try Torch.withNoGrad { try with(x, timesteps: t, condition: c) }
+            #expect(try (moved - b).abs().max().item() > 1e-3)
+        }
     }
 
     /// Configs without `text_refiner` load as before (none); a new refiner is the identity (its

@@ -9,15 +9,17 @@ import Torch
 /// A tiny untrained ContextDiff model (16×16, condition width 12) and a learned text encoder.
 enum TinyPipeline {
     static func model(seed: UInt64 = 5, maxTokens: Int = 32) throws -> ContextDiffModel {
-        Torch.manualSeed(seed)
-        return ContextDiffModel(
-            unet: try UNet(TinyConfigs.unet), adapter: try ContextAdapter(TinyConfigs.adapter),
-            schedule: try NoiseSchedule(NoiseScheduleConfig()), textEncoder: TextEncoderSpec(kind: "learned", maxTokens: maxTokens))
+        return try Torch.withSeed(seed) {
+            return ContextDiffModel(
+                unet: try UNet(TinyConfigs.unet), adapter: try ContextAdapter(TinyConfigs.adapter),
+                schedule: try NoiseSchedule(NoiseScheduleConfig()), textEncoder: TextEncoderSpec(kind: "learned", maxTokens: maxTokens))
+        }
     }
 
     static func encoder() throws -> LearnedTextEncoder {
-        Torch.manualSeed(6)
-        return try TinyVideo.textEncoder()
+        return try Torch.withSeed(6) {
+            return try TinyVideo.textEncoder()
+        }
     }
 
     static func options(_ sampler: SamplerKind, steps: Int = 6, seed: UInt64 = 3) -> GenerationOptions {
@@ -35,30 +37,31 @@ struct PipelineTests {
     /// Class labels encode to the same shape as text: one token, a mask, a pooled vector; the
     /// null class is the unconditional row; the networks take the result unchanged.
     @Test func classLabelsAreConditionsTheNetworksRead() throws {
-        Torch.manualSeed(1)
-        let encoder = try ClassLabelEncoder(classes: 4, width: 12)
-        let encoded = try encoder.encode([0, 3, 3]).condition
-        #expect(encoded.tokens.shape == [3, 1, 12] && encoded.mask.shape == [3, 1] && encoded.pooled.shape == [3, 12])
-        #expect(try encoded.mask.to(.int64).sum().item() == 3)
-        #expect(try TestSupport.relativeDiff(encoded.tokens.squeezed(1), encoded.pooled) == 0)
-        #expect(try TestSupport.relativeDiff(encoded.pooled.slice(dim: 0, 1, 2), encoded.pooled.slice(dim: 0, 2, 3)) == 0)
-        #expect(try TestSupport.relativeDiff(encoded.pooled.slice(dim: 0, 0, 1), encoded.pooled.slice(dim: 0, 1, 2)) > 0.1)
-        let null = try encoder.unconditional(count: 2)
-        #expect(try TestSupport.relativeDiff(null.pooled.slice(dim: 0, 0, 1), encoder.embedding.weight.slice(dim: 0, 4, 5)) == 0)
-        #expect(throws: ConditionError.unknownClass(label: 4, classes: 4)) { try encoder.encode([4]) }
-        #expect(throws: ConditionError.unknownClass(label: -1, classes: 4)) { try encoder.encode([-1]) }
-        #expect(throws: ConditionError.empty("class label list")) { try encoder.encode([]) }
+        try Torch.withSeed(1) {
+            let encoder = try ClassLabelEncoder(classes: 4, width: 12)
+            let encoded = try encoder.encode([0, 3, 3]).condition
+            #expect(encoded.tokens.shape == [3, 1, 12] && encoded.mask.shape == [3, 1] && encoded.pooled.shape == [3, 12])
+            #expect(try encoded.mask.to(.int64).sum().item() == 3)
+            #expect(try TestSupport.relativeDiff(encoded.tokens.squeezed(1), encoded.pooled) == 0)
+            #expect(try TestSupport.relativeDiff(encoded.pooled.slice(dim: 0, 1, 2), encoded.pooled.slice(dim: 0, 2, 3)) == 0)
+            #expect(try TestSupport.relativeDiff(encoded.pooled.slice(dim: 0, 0, 1), encoded.pooled.slice(dim: 0, 1, 2)) > 0.1)
+            let null = try encoder.unconditional(count: 2)
+            #expect(try TestSupport.relativeDiff(null.pooled.slice(dim: 0, 0, 1), encoder.embedding.weight.slice(dim: 0, 4, 5)) == 0)
+            #expect(throws: ConditionError.unknownClass(label: 4, classes: 4)) { try encoder.encode([4]) }
+            #expect(throws: ConditionError.unknownClass(label: -1, classes: 4)) { try encoder.encode([-1]) }
+            #expect(throws: ConditionError.empty("class label list")) { try encoder.encode([]) }
 
-        let model = try TinyPipeline.model()
-        let x = try Tensor.randn([3, 3, 16, 16], generator: Generator(seed: 2))
-        let t = try Tensor.full([3], value: 500, dtype: .int64)
-        let (u, r) = try Torch.withNoGrad {
-            (try model.unet(x, timesteps: t, condition: encoded), try model.adapter!(x, timesteps: t, condition: encoded))
+            let model = try TinyPipeline.model()
+            let x = try Tensor.randn([3, 3, 16, 16], generator: Generator(seed: 2))
+            let t = try Tensor.full([3], value: 500, dtype: .int64)
+            let (u, r) = try Torch.withNoGrad {
+                (try model.unet(x, timesteps: t, condition: encoded), try model.adapter!(x, timesteps: t, condition: encoded))
+            }
+            #expect(u.shape == x.shape && r.shape == x.shape)
+            // With a text condition of the same width the same networks run: one home for both.
+            let text = try TextConditionEncoder(textEncoder: TinyPipeline.encoder(), maxTokens: 32).encode(["a red circle"])
+            #expect(text.condition.tokens.shape[2] == encoder.width)
         }
-        #expect(u.shape == x.shape && r.shape == x.shape)
-        // With a text condition of the same width the same networks run: one home for both.
-        let text = try TextConditionEncoder(textEncoder: TinyPipeline.encoder(), maxTokens: 32).encode(["a red circle"])
-        #expect(text.condition.tokens.shape[2] == encoder.width)
     }
 
     /// A prompt longer than the model's limit is truncated, and the notice comes back with the

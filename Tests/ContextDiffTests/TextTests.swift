@@ -313,10 +313,9 @@ private final class CountingEncoder: TextEncoder {
     private(set) var calls: [[String]] = []
 
     init() throws {
-        Torch.manualSeed(7)
-        inner = try LearnedTextEncoder(
+        inner = try Torch.withSeed(7) { try LearnedTextEncoder(
             tokenizer: WordLevelTokenizer(fitting: ["a red circle", "a blue square", "two green triangles"]),
-            width: 16, layers: 1, heads: 2)
+            width: 16, layers: 1, heads: 2) }
     }
 
     var width: Int { inner.width }
@@ -380,40 +379,42 @@ struct LearnedTextEncoderTextTests {
     static let captions = ["a red circle", "a blue square", "a green triangle", "a yellow circle"]
 
     @Test func shapesKeysAndPaddingInvariance() throws {
-        Torch.manualSeed(1)
-        let tokenizer = try WordLevelTokenizer(fitting: Self.captions, maxLength: 8)
-        let encoder = try LearnedTextEncoder(tokenizer: tokenizer, width: 32, layers: 2, heads: 4)
-        let keys = encoder.namedParameters().map(\.0)
-        #expect(keys.contains("token_embedding.weight") && keys.contains("position_embedding.weight"))
-        #expect(keys.contains("layers.1.attention.to_q.weight") && keys.contains("final_norm.bias"))
-        let e = try encoder.encode(["a red circle", "circle", ""])
-        #expect(e.tokenStates.shape == [3, 5, 32])
-        #expect(e.pooled.shape == [3, 32])
-        #expect(try e.tokenStates.select(dim: 0, 2).slice(dim: 0, 2, 5).abs().max().item() == 0)
-        let alone = try encoder.encode(["circle"])
-        #expect(try TestSupport.relativeDiff(alone.tokenStates.select(dim: 0, 0), e.tokenStates.select(dim: 0, 1).slice(dim: 0, 0, 3)) < 1e-5)
-        #expect(try TestSupport.relativeDiff(alone.pooled.select(dim: 0, 0), e.pooled.select(dim: 0, 1)) < 1e-5)
+        try Torch.withSeed(1) {
+            let tokenizer = try WordLevelTokenizer(fitting: Self.captions, maxLength: 8)
+            let encoder = try LearnedTextEncoder(tokenizer: tokenizer, width: 32, layers: 2, heads: 4)
+            let keys = encoder.namedParameters().map(\.0)
+            #expect(keys.contains("token_embedding.weight") && keys.contains("position_embedding.weight"))
+            #expect(keys.contains("layers.1.attention.to_q.weight") && keys.contains("final_norm.bias"))
+            let e = try encoder.encode(["a red circle", "circle", ""])
+            #expect(e.tokenStates.shape == [3, 5, 32])
+            #expect(e.pooled.shape == [3, 32])
+            #expect(try e.tokenStates.select(dim: 0, 2).slice(dim: 0, 2, 5).abs().max().item() == 0)
+            let alone = try encoder.encode(["circle"])
+            #expect(try TestSupport.relativeDiff(alone.tokenStates.select(dim: 0, 0), e.tokenStates.select(dim: 0, 1).slice(dim: 0, 0, 3)) < 1e-5)
+            #expect(try TestSupport.relativeDiff(alone.pooled.select(dim: 0, 0), e.pooled.select(dim: 0, 1)) < 1e-5)
+        }
     }
 
     @Test func learnsToSeparateColors() throws {
         // Pooled vectors are trained to predict each caption's color; the loss must fall.
-        Torch.manualSeed(3)
-        let tokenizer = try WordLevelTokenizer(fitting: Self.captions)
-        let encoder = try LearnedTextEncoder(tokenizer: tokenizer, width: 16, layers: 1, heads: 2)
-        let head = try Linear(16, 4)
-        try encoder.requireGrad()
-        try head.requireGrad()
-        let optimizer = try AdamW(parameters: encoder.parameters() + head.parameters(), learningRate: 1e-2, weightDecay: 0)
-        let labels = try Tensor([Int64(0), 1, 2, 3])
-        func loss() throws -> Tensor { try head(encoder.encode(Self.captions).pooled).crossEntropy(targets: labels) }
-        let initial = try loss().item()
-        for _ in 0..<40 {
-            try optimizer.zeroGrad()
-            try loss().backward()
-            try optimizer.step()
+        try Torch.withSeed(3) {
+            let tokenizer = try WordLevelTokenizer(fitting: Self.captions)
+            let encoder = try LearnedTextEncoder(tokenizer: tokenizer, width: 16, layers: 1, heads: 2)
+            let head = try Linear(16, 4)
+            try encoder.requireGrad()
+            try head.requireGrad()
+            let optimizer = try AdamW(parameters: encoder.parameters() + head.parameters(), learningRate: 1e-2, weightDecay: 0)
+            let labels = try Tensor([Int64(0), 1, 2, 3])
+            func loss() throws -> Tensor { try head(encoder.encode(Self.captions).pooled).crossEntropy(targets: labels) }
+            let initial = try loss().item()
+            for _ in 0..<40 {
+                try optimizer.zeroGrad()
+                try loss().backward()
+                try optimizer.step()
+            }
+            #expect(encoder.tokenEmbedding.weight.grad != nil)
+            let final = try loss().item()
+            #expect(final < initial * 0.2, "loss \(initial) -> \(final)")
         }
-        #expect(encoder.tokenEmbedding.weight.grad != nil)
-        let final = try loss().item()
-        #expect(final < initial * 0.2, "loss \(initial) -> \(final)")
     }
 }

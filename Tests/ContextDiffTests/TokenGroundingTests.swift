@@ -51,36 +51,37 @@ struct TokenGroundingTests {
     /// through a tiny U-Net's cross-attention drives it down, and with the recorder the U-Net
     /// computes what it computes without one.
     @Test func groundingLossTrainsTheCrossAttention() throws {
-        Torch.manualSeed(12)
-        let unet = try UNet(TinyConfigs.unet)
-        let x = try Tensor.randn([2, 3, 16, 16], generator: Generator(seed: 2))
-        let t = try Tensor([Int64(100), 600], shape: [2])
-        let c = try TinyConfigs.condition(batch: 2)
-        let objects: [[GroundedObject]] = [
-            [GroundedObject(tokens: [1], minX: 0, minY: 0, maxX: 0.5, maxY: 0.5), GroundedObject(tokens: [2], minX: 0.5, minY: 0.5, maxX: 1, maxY: 1)],
-            [GroundedObject(tokens: [0, 1], minX: 0.5, minY: 0, maxX: 1, maxY: 1)],
-        ]
-        let plain = try Torch.withNoGrad { try unet(x, timesteps: t, condition: c) }
-        let recorded = try Torch.withNoGrad {
-            try unet(x, timesteps: t, condition: c, video: VideoLayout(frames: 1, selfAttention: .perFrame, control: CrossAttentionRecorder()))
-        }
-        #expect(try TestSupport.relativeDiff(recorded, plain) < 1e-5)
+        try Torch.withSeed(12) {
+            let unet = try UNet(TinyConfigs.unet)
+            let x = try Tensor.randn([2, 3, 16, 16], generator: Generator(seed: 2))
+            let t = try Tensor([Int64(100), 600], shape: [2])
+            let c = try TinyConfigs.condition(batch: 2)
+            let objects: [[GroundedObject]] = [
+                [GroundedObject(tokens: [1], minX: 0, minY: 0, maxX: 0.5, maxY: 0.5), GroundedObject(tokens: [2], minX: 0.5, minY: 0.5, maxX: 1, maxY: 1)],
+                [GroundedObject(tokens: [0, 1], minX: 0.5, minY: 0, maxX: 1, maxY: 1)],
+            ]
+            let plain = try Torch.withNoGrad { try unet(x, timesteps: t, condition: c) }
+            let recorded = try Torch.withNoGrad {
+                try unet(x, timesteps: t, condition: c, video: VideoLayout(frames: 1, selfAttention: .perFrame, control: CrossAttentionRecorder()))
+            }
+            #expect(try TestSupport.relativeDiff(recorded, plain) < 1e-5)
 
-        let crossAttentionLayers = unet.transformers.filter { $0.block.crossAttention != nil }.count
-        try unet.requireGrad()
-        let optimizer = try AdamW(parameters: unet.parameters(), learningRate: 3e-3, weightDecay: 0)
-        var losses: [Double] = []
-        for _ in 0..<25 {
-            let recorder = CrossAttentionRecorder()
-            _ = try unet(x, timesteps: t, condition: c, video: VideoLayout(frames: 1, selfAttention: .perFrame, control: recorder))
-            #expect(recorder.maps.count == crossAttentionLayers && crossAttentionLayers == 7)
-            let loss = try TokenGrounding.loss(maps: recorder.maps, objects: objects)
-            losses.append(try loss.item())
-            try optimizer.zeroGrad()
-            try loss.backward()
-            try optimizer.step()
+            let crossAttentionLayers = unet.transformers.filter { $0.block.crossAttention != nil }.count
+            try unet.requireGrad()
+            let optimizer = try AdamW(parameters: unet.parameters(), learningRate: 3e-3, weightDecay: 0)
+            var losses: [Double] = []
+            for _ in 0..<25 {
+                let recorder = CrossAttentionRecorder()
+                _ = try unet(x, timesteps: t, condition: c, video: VideoLayout(frames: 1, selfAttention: .perFrame, control: recorder))
+                #expect(recorder.maps.count == crossAttentionLayers && crossAttentionLayers == 7)
+                let loss = try TokenGrounding.loss(maps: recorder.maps, objects: objects)
+                losses.append(try loss.item())
+                try optimizer.zeroGrad()
+                try loss.backward()
+                try optimizer.step()
+            }
+            #expect(losses[0] > 0.2)
+            #expect(losses.last! < 0.5 * losses[0], "grounding loss \(losses[0]) → \(losses.last!)")
         }
-        #expect(losses[0] > 0.2)
-        #expect(losses.last! < 0.5 * losses[0], "grounding loss \(losses[0]) → \(losses.last!)")
     }
 }

@@ -62,162 +62,166 @@ struct VideoTests {
     }
 
     @Test func inflatedUNetEqualsTheTwoDModelPerFrameAtInitialisation() throws {
-        Torch.manualSeed(11)
-        let unet2D = try UNet(TinyConfigs.unet)
-        try randomize(unet2D, seed: 1)
-        let video = try VideoDiffusionModel.inflated(unet2D)
-        #expect(video.isInflated && !unet2D.isInflated)
-        // Inflation only adds keys, all under `.temporal.`; the 2-D keys are unchanged.
-        let keys2D = Set(unet2D.stateDict().keys), keys = Set(video.stateDict().keys)
-        #expect(keys2D.isSubset(of: keys))
-        #expect(keys.subtracting(keys2D).allSatisfy(VideoDiffusionModel.isTemporalKey))
-        #expect(keys.count > keys2D.count)
+        try Torch.withSeed(11) {
+            let unet2D = try UNet(TinyConfigs.unet)
+            try randomize(unet2D, seed: 1)
+            let video = try VideoDiffusionModel.inflated(unet2D)
+            #expect(video.isInflated && !unet2D.isInflated)
+            // Inflation only adds keys, all under `.temporal.`; the 2-D keys are unchanged.
+            let keys2D = Set(unet2D.stateDict().keys), keys = Set(video.stateDict().keys)
+            #expect(keys2D.isSubset(of: keys))
+            #expect(keys.subtracting(keys2D).allSatisfy(VideoDiffusionModel.isTemporalKey))
+            #expect(keys.count > keys2D.count)
 
-        try Torch.withNoGrad {
-            // Per-frame self-attention: any video, frame by frame equal to the 2-D model.
-            let (x, t, cond) = try randomBatch(videos: 2, frames: 3, seed: 2)
-            let expected = try unet2D(x, timesteps: t, condition: cond)
-            let perFrame = try video(x, timesteps: t, condition: cond, video: VideoLayout(frames: 3, selfAttention: .perFrame))
-            #expect(try TestSupport.relativeDiff(perFrame, expected) < 1e-5)
-            // Sparse-causal self-attention on a still video (every frame the same) equals the 2-D model too:
-            // the keys are the frame's own tokens twice, which softmax weighs exactly as once.
-            let still = try x.slice(dim: 0, 0, 1).expanded([4, 3, 16, 16]).contiguous()
-            let t4 = try t.slice(dim: 0, 0, 4), c4 = try TinyConfigs.condition(batch: 1).repeated(4)
-            let stillExpected = try unet2D(still, timesteps: t4, condition: c4)
-            let sparse = try video(still, timesteps: t4, condition: c4, video: VideoLayout(frames: 4, selfAttention: .sparseCausal))
-            #expect(try TestSupport.relativeDiff(sparse, stillExpected) < 1e-5)
-            // Without a layout the inflated model is the 2-D one.
-            #expect(try TestSupport.relativeDiff(video(x, timesteps: t, condition: cond), expected) < 1e-6)
-        }
+            try Torch.withNoGrad {
+                // Per-frame self-attention: any video, frame by frame equal to the 2-D model.
+                let (x, t, cond) = try randomBatch(videos: 2, frames: 3, seed: 2)
+                let expected = try unet2D(x, timesteps: t, condition: cond)
+                let perFrame = try video(x, timesteps: t, condition: cond, video: VideoLayout(frames: 3, selfAttention: .perFrame))
+                #expect(try TestSupport.relativeDiff(perFrame, expected) < 1e-5)
+                // Sparse-causal self-attention on a still video (every frame the same) equals the 2-D model too:
+                // the keys are the frame's own tokens twice, which softmax weighs exactly as once.
+                let still = try x.slice(dim: 0, 0, 1).expanded([4, 3, 16, 16]).contiguous()
+                let t4 = try t.slice(dim: 0, 0, 4), c4 = try TinyConfigs.condition(batch: 1).repeated(4)
+                let stillExpected = try unet2D(still, timesteps: t4, condition: c4)
+                let sparse = try video(still, timesteps: t4, condition: c4, video: VideoLayout(frames: 4, selfAttention: .sparseCausal))
+                #expect(try TestSupport.relativeDiff(sparse, stillExpected) < 1e-5)
+                // Without a layout the inflated model is the 2-D one.
+                #expect(try TestSupport.relativeDiff(video(x, timesteps: t, condition: cond), expected) < 1e-6)
+            }
 
-        // The adapter: per frame equal at initialisation as well.
-        let adapter2D = try ContextAdapter(TinyConfigs.adapter)
-        try randomize(adapter2D, seed: 3)
-        let adapter = try VideoDiffusionModel.inflated(adapter2D)
-        try Torch.withNoGrad {
-            let (x, t, cond) = try randomBatch(videos: 2, frames: 3, seed: 4)
-            let d = try TestSupport.relativeDiff(
-                adapter(x, timesteps: t, condition: cond, frames: 3), adapter2D(x, timesteps: t, condition: cond))
-            #expect(d < 1e-6)
+            // The adapter: per frame equal at initialisation as well.
+            let adapter2D = try ContextAdapter(TinyConfigs.adapter)
+            try randomize(adapter2D, seed: 3)
+            let adapter = try VideoDiffusionModel.inflated(adapter2D)
+            try Torch.withNoGrad {
+                let (x, t, cond) = try randomBatch(videos: 2, frames: 3, seed: 4)
+                let d = try TestSupport.relativeDiff(
+                    adapter(x, timesteps: t, condition: cond, frames: 3), adapter2D(x, timesteps: t, condition: cond))
+                #expect(d < 1e-6)
+            }
         }
     }
 
     /// A video model saved with non-default temporal heads loads inflated, as it was saved.
     @Test func inflatedModelsSaveTheirTemporalHeads() throws {
-        Torch.manualSeed(14)
-        let unet = try UNet(TinyConfigs.unet), adapter = try ContextAdapter(TinyConfigs.adapter)
-        try unet.inflate(temporalHeads: 1)
-        try adapter.inflate(heads: 2)
-        try randomize(unet, seed: 15)
-        try randomize(adapter, seed: 16)
-        #expect(unet.config.temporalHeads == 1 && adapter.config.temporalHeads == 2)
-        #expect(throws: ModuleError.self) { try unet.inflate(temporalHeads: 2) }
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cd-inflated-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try ModelFolder.save(unet, to: dir.appendingPathComponent("unet"))
-        try ModelFolder.save(adapter, to: dir.appendingPathComponent("adapter"))
-        let unetBack = try ModelFolder.load(UNet.self, from: dir.appendingPathComponent("unet"))
-        let adapterBack = try ModelFolder.load(ContextAdapter.self, from: dir.appendingPathComponent("adapter"))
-        #expect(unetBack.isInflated && adapterBack.isInflated)
-        #expect(unetBack.config == unet.config && adapterBack.config == adapter.config)
-        #expect(unetBack.midAttention.temporal?.attention.heads == 1)
-        try Torch.withNoGrad {
-            let (x, t, cond) = try randomBatch(videos: 1, frames: 4, seed: 17)
-            let layout = VideoLayout(frames: 4, selfAttention: .sparseCausal)
-            #expect(try TestSupport.maxAbsDiff(unetBack(x, timesteps: t, condition: cond, video: layout),
-                                               unet(x, timesteps: t, condition: cond, video: layout)) == 0)
-            #expect(try TestSupport.maxAbsDiff(adapterBack(x, timesteps: t, condition: cond, frames: 4),
-                                               adapter(x, timesteps: t, condition: cond, frames: 4)) == 0)
+        try Torch.withSeed(14) {
+            let unet = try UNet(TinyConfigs.unet), adapter = try ContextAdapter(TinyConfigs.adapter)
+            try unet.inflate(temporalHeads: 1)
+            try adapter.inflate(heads: 2)
+            try randomize(unet, seed: 15)
+            try randomize(adapter, seed: 16)
+            #expect(unet.config.temporalHeads == 1 && adapter.config.temporalHeads == 2)
+            #expect(throws: ModuleError.self) { try unet.inflate(temporalHeads: 2) }
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cd-inflated-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: dir) }
+            try ModelFolder.save(unet, to: dir.appendingPathComponent("unet"))
+            try ModelFolder.save(adapter, to: dir.appendingPathComponent("adapter"))
+            let unetBack = try ModelFolder.load(UNet.self, from: dir.appendingPathComponent("unet"))
+            let adapterBack = try ModelFolder.load(ContextAdapter.self, from: dir.appendingPathComponent("adapter"))
+            #expect(unetBack.isInflated && adapterBack.isInflated)
+            #expect(unetBack.config == unet.config && adapterBack.config == adapter.config)
+            #expect(unetBack.midAttention.temporal?.attention.heads == 1)
+            try Torch.withNoGrad {
+                let (x, t, cond) = try randomBatch(videos: 1, frames: 4, seed: 17)
+                let layout = VideoLayout(frames: 4, selfAttention: .sparseCausal)
+                #expect(try TestSupport.maxAbsDiff(unetBack(x, timesteps: t, condition: cond, video: layout),
+                                                   unet(x, timesteps: t, condition: cond, video: layout)) == 0)
+                #expect(try TestSupport.maxAbsDiff(adapterBack(x, timesteps: t, condition: cond, frames: 4),
+                                                   adapter(x, timesteps: t, condition: cond, frames: 4)) == 0)
+            }
+            // A 2-D config (no temporal_heads key) stays 2-D.
+            let plain = try JSONEncoder().encode(TinyConfigs.unet)
+            #expect(!String(decoding: plain, as: UTF8.self).contains("temporal_heads"))
         }
-        // A 2-D config (no temporal_heads key) stays 2-D.
-        let plain = try JSONEncoder().encode(TinyConfigs.unet)
-        #expect(!String(decoding: plain, as: UTF8.self).contains("temporal_heads"))
     }
 
     @Test func temporalAttentionStartsAtZeroAndLearns() throws {
-        Torch.manualSeed(12)
-        let layer = try TemporalAttention(channels: 8, heads: 2, causal: false)
-        #expect(try layer.attention.toOut.weight.abs().max().item() == 0)
-        #expect(try layer.attention.toOut.bias!.abs().max().item() == 0)
-        let h = try Tensor.randn([6, 5, 8])  // 2 videos × 3 frames, 5 tokens
-        #expect(try TestSupport.relativeDiff(layer(h, frames: 3), h) == 0)
-        // Every inflated layer of a U-Net and an adapter starts at zero.
-        let unet = try VideoDiffusionModel.inflated(UNet(TinyConfigs.unet))
-        let adapter = try VideoDiffusionModel.inflated(ContextAdapter(TinyConfigs.adapter))
-        for (key, p) in unet.namedParameters() + adapter.namedParameters() where key.contains(".temporal.attention.to_out") {
-            #expect(try p.abs().max().item() == 0, "\(key)")
+        try Torch.withSeed(12) {
+            let layer = try TemporalAttention(channels: 8, heads: 2, causal: false)
+            #expect(try layer.attention.toOut.weight.abs().max().item() == 0)
+            #expect(try layer.attention.toOut.bias!.abs().max().item() == 0)
+            let h = try Tensor.randn([6, 5, 8])  // 2 videos × 3 frames, 5 tokens
+            #expect(try TestSupport.relativeDiff(layer(h, frames: 3), h) == 0)
+            // Every inflated layer of a U-Net and an adapter starts at zero.
+            let unet = try VideoDiffusionModel.inflated(UNet(TinyConfigs.unet))
+            let adapter = try VideoDiffusionModel.inflated(ContextAdapter(TinyConfigs.adapter))
+            for (key, p) in unet.namedParameters() + adapter.namedParameters() where key.contains(".temporal.attention.to_out") {
+                #expect(try p.abs().max().item() == 0, "\(key)")
+            }
+            // It is trainable: a gradient reaches the zero output projection, and a step moves it.
+            for p in layer.parameters() { try p.requiringGrad() }
+            let target = try Tensor.randn([6, 5, 8])
+            let loss = try (layer(h, frames: 3) - target).square().mean()
+            try loss.backward()
+            #expect(try layer.attention.toOut.weight.grad!.abs().max().item() > 0)
+            let optimizer = try AdamW(parameters: layer.parameters(), learningRate: 1e-2)
+            try optimizer.step()
+            #expect(try TestSupport.relativeDiff(layer(h, frames: 3), h) > 0)
         }
-        // It is trainable: a gradient reaches the zero output projection, and a step moves it.
-        for p in layer.parameters() { try p.requiringGrad() }
-        let target = try Tensor.randn([6, 5, 8])
-        let loss = try (layer(h, frames: 3) - target).square().mean()
-        try loss.backward()
-        #expect(try layer.attention.toOut.weight.grad!.abs().max().item() > 0)
-        let optimizer = try AdamW(parameters: layer.parameters(), learningRate: 1e-2)
-        try optimizer.step()
-        #expect(try TestSupport.relativeDiff(layer(h, frames: 3), h) > 0)
     }
 
     @Test func sparseCausalFramesSeeOnlyTheFirstAndPreviousFrame() throws {
-        Torch.manualSeed(13)
-        let unet2D = try UNet(TinyConfigs.unet)
-        try randomize(unet2D, seed: 5)
-        let unet = try VideoDiffusionModel.inflated(unet2D)
-        let frames = 6, k = 3
-        let layout = VideoLayout(frames: frames, selfAttention: .sparseCausal)
-        try Torch.withNoGrad {
-            let (x, t, cond) = try randomBatch(videos: 1, frames: frames, seed: 6)
-            let base = try unet(x, timesteps: t, condition: cond, video: layout).select(dim: 0, k)
-            func frameK(perturbing j: Int) throws -> Tensor {
-                var values = [Float](repeating: 0, count: frames)
-                values[j] = 1
-                let bump = try Tensor(values, shape: [frames, 1, 1, 1])
-                let y = try x + bump * Tensor.randn([1, 3, 16, 16])
-                return try unet(y, timesteps: t, condition: cond, video: layout).select(dim: 0, k)
+        try Torch.withSeed(13) {
+            let unet2D = try UNet(TinyConfigs.unet)
+            try randomize(unet2D, seed: 5)
+            let unet = try VideoDiffusionModel.inflated(unet2D)
+            let frames = 6, k = 3
+            let layout = VideoLayout(frames: frames, selfAttention: .sparseCausal)
+            try Torch.withNoGrad {
+                let (x, t, cond) = try randomBatch(videos: 1, frames: frames, seed: 6)
+                let base = try unet(x, timesteps: t, condition: cond, video: layout).select(dim: 0, k)
+                func frameK(perturbing j: Int) throws -> Tensor {
+                    var values = [Float](repeating: 0, count: frames)
+                    values[j] = 1
+                    let bump = try Tensor(values, shape: [frames, 1, 1, 1])
+                    let y = try x + bump * Tensor.randn([1, 3, 16, 16])
+                    return try unet(y, timesteps: t, condition: cond, video: layout).select(dim: 0, k)
+                }
+                // Through the whole U-Net (temporal layers at zero) the video is causal: later frames leave
+                // frame k unchanged. Earlier frames reach it through frame k−1's features of earlier layers.
+                for j in [k + 1, frames - 1] {
+                    #expect(try TestSupport.relativeDiff(frameK(perturbing: j), base) < 1e-5, "frame \(j) leaked into frame \(k)")
+                }
+                for j in 0...k {
+                    #expect(try TestSupport.relativeDiff(frameK(perturbing: j), base) > 1e-4, "frame \(j) ignored by frame \(k)")
+                }
+                // One sparse-causal transformer: frame k sees exactly frames 0, k−1 and itself.
+                let (_, resolution, block) = unet.transformers.first { $0.name == "mid.attention" }!
+                let channels = block.projIn.weight.shape[0]
+                let h = try Tensor.randn([frames, channels, resolution, resolution])
+                let one = try block(h, context: cond, video: layout).select(dim: 0, k)
+                func blockFrameK(perturbing j: Int) throws -> Tensor {
+                    var values = [Float](repeating: 0, count: frames)
+                    values[j] = 1
+                    let y = try h + Tensor(values, shape: [frames, 1, 1, 1]) * Tensor.randn([1, channels, resolution, resolution])
+                    return try block(y, context: cond, video: layout).select(dim: 0, k)
+                }
+                for j in 0..<frames where ![0, k - 1, k].contains(j) {
+                    #expect(try TestSupport.relativeDiff(blockFrameK(perturbing: j), one) < 1e-5, "frame \(j) leaked into frame \(k)")
+                }
+                for j in [0, k - 1, k] {
+                    #expect(try TestSupport.relativeDiff(blockFrameK(perturbing: j), one) > 1e-4, "frame \(j) ignored by frame \(k)")
+                }
+                // The keys themselves: row k is [frame 0 | frame k−1].
+                let tokens = try Tensor.randn([frames, 4, 2])
+                let keys = try sparseCausalKeys(tokens, frames: frames)
+                #expect(keys.shape == [frames, 8, 2])
+                let expectedRow = try Tensor.cat([tokens.select(dim: 0, 0), tokens.select(dim: 0, k - 1)], dim: 0)
+                #expect(try TestSupport.relativeDiff(keys.select(dim: 0, k), expectedRow) == 0)
             }
-            // Through the whole U-Net (temporal layers at zero) the video is causal: later frames leave
-            // frame k unchanged. Earlier frames reach it through frame k−1's features of earlier layers.
-            for j in [k + 1, frames - 1] {
-                #expect(try TestSupport.relativeDiff(frameK(perturbing: j), base) < 1e-5, "frame \(j) leaked into frame \(k)")
+            // The adapter's temporal attention is causal: with trained (non-zero) temporal weights,
+            // frame k of r_φ does not depend on later frames.
+            let adapter = try VideoDiffusionModel.inflated(ContextAdapter(TinyConfigs.adapter))
+            try randomize(adapter, seed: 7)
+            try Torch.withNoGrad {
+                let (x, t, cond) = try randomBatch(videos: 1, frames: frames, seed: 8)
+                let later = try Tensor.cat([x.slice(dim: 0, 0, k + 1), Tensor.randn([frames - k - 1, 3, 16, 16])])
+                let a = try adapter(x, timesteps: t, condition: cond, frames: frames)
+                let b = try adapter(later, timesteps: t, condition: cond, frames: frames)
+                #expect(try TestSupport.relativeDiff(a.slice(dim: 0, 0, k + 1), b.slice(dim: 0, 0, k + 1)) < 1e-5)
+                #expect(try TestSupport.relativeDiff(a, b) > 1e-4)
             }
-            for j in 0...k {
-                #expect(try TestSupport.relativeDiff(frameK(perturbing: j), base) > 1e-4, "frame \(j) ignored by frame \(k)")
-            }
-            // One sparse-causal transformer: frame k sees exactly frames 0, k−1 and itself.
-            let (_, resolution, block) = unet.transformers.first { $0.name == "mid.attention" }!
-            let channels = block.projIn.weight.shape[0]
-            let h = try Tensor.randn([frames, channels, resolution, resolution])
-            let one = try block(h, context: cond, video: layout).select(dim: 0, k)
-            func blockFrameK(perturbing j: Int) throws -> Tensor {
-                var values = [Float](repeating: 0, count: frames)
-                values[j] = 1
-                let y = try h + Tensor(values, shape: [frames, 1, 1, 1]) * Tensor.randn([1, channels, resolution, resolution])
-                return try block(y, context: cond, video: layout).select(dim: 0, k)
-            }
-            for j in 0..<frames where ![0, k - 1, k].contains(j) {
-                #expect(try TestSupport.relativeDiff(blockFrameK(perturbing: j), one) < 1e-5, "frame \(j) leaked into frame \(k)")
-            }
-            for j in [0, k - 1, k] {
-                #expect(try TestSupport.relativeDiff(blockFrameK(perturbing: j), one) > 1e-4, "frame \(j) ignored by frame \(k)")
-            }
-            // The keys themselves: row k is [frame 0 | frame k−1].
-            let tokens = try Tensor.randn([frames, 4, 2])
-            let keys = try sparseCausalKeys(tokens, frames: frames)
-            #expect(keys.shape == [frames, 8, 2])
-            let expectedRow = try Tensor.cat([tokens.select(dim: 0, 0), tokens.select(dim: 0, k - 1)], dim: 0)
-            #expect(try TestSupport.relativeDiff(keys.select(dim: 0, k), expectedRow) == 0)
-        }
-        // The adapter's temporal attention is causal: with trained (non-zero) temporal weights,
-        // frame k of r_φ does not depend on later frames.
-        let adapter = try VideoDiffusionModel.inflated(ContextAdapter(TinyConfigs.adapter))
-        try randomize(adapter, seed: 7)
-        try Torch.withNoGrad {
-            let (x, t, cond) = try randomBatch(videos: 1, frames: frames, seed: 8)
-            let later = try Tensor.cat([x.slice(dim: 0, 0, k + 1), Tensor.randn([frames - k - 1, 3, 16, 16])])
-            let a = try adapter(x, timesteps: t, condition: cond, frames: frames)
-            let b = try adapter(later, timesteps: t, condition: cond, frames: frames)
-            #expect(try TestSupport.relativeDiff(a.slice(dim: 0, 0, k + 1), b.slice(dim: 0, 0, k + 1)) < 1e-5)
-            #expect(try TestSupport.relativeDiff(a, b) > 1e-4)
         }
     }
 
@@ -244,32 +248,33 @@ struct VideoTests {
     /// A tiny ContextDiff model pretrained on the source video's frames (2-D, as a text-to-image
     /// model would be), wrapped in a pipeline.
     func pretrainedPipeline(video: Tensor, steps: Int) throws -> (VideoEditPipeline, LearnedTextEncoder) {
-        Torch.manualSeed(17)
-        let encoder = try TinyVideo.textEncoder()
-        let unet = try UNet(TinyConfigs.unet)
-        let adapter = try ContextAdapter(TinyConfigs.adapter)
-        let model = try ContextDiffModel(
-            unet: unet, adapter: adapter, schedule: NoiseSchedule(NoiseScheduleConfig()),
-            textEncoder: TextEncoderSpec(kind: "learned", maxTokens: 32))
-        let frames = try video.size(0)
-        let cond = try TinyVideo.condition(encoder, TinyVideo.caption, repeated: frames)
-        for p in model.parameters { try p.requiringGrad() }
-        let optimizer = try AdamW(parameters: model.parameters, learningRate: 2e-3, weightDecay: 0)
-        let diffusion = ContextualDiffusion(schedule: model.schedule)
-        let g = Generator(seed: 9)
-        for _ in 0..<steps {
-            let t = try diffusion.sampleTimesteps(count: frames, generator: g)
-            let loss = try diffusion.trainingLoss(
-                x0: video, timesteps: t, noise: Tensor.randn(video.shape, generator: g),
-                denoiser: { x, tt in try unet(x, timesteps: tt, condition: cond) },
-                context: { x, tt in try adapter(x, timesteps: tt, condition: cond) })
-            try optimizer.zeroGrad()
-            try loss.backward()
-            try clipGradNorm(model.parameters, maxNorm: 1)
-            try optimizer.step()
+        return try Torch.withSeed(17) {
+            let encoder = try TinyVideo.textEncoder()
+            let unet = try UNet(TinyConfigs.unet)
+            let adapter = try ContextAdapter(TinyConfigs.adapter)
+            let model = try ContextDiffModel(
+                unet: unet, adapter: adapter, schedule: NoiseSchedule(NoiseScheduleConfig()),
+                textEncoder: TextEncoderSpec(kind: "learned", maxTokens: 32))
+            let frames = try video.size(0)
+            let cond = try TinyVideo.condition(encoder, TinyVideo.caption, repeated: frames)
+            for p in model.parameters { try p.requiringGrad() }
+            let optimizer = try AdamW(parameters: model.parameters, learningRate: 2e-3, weightDecay: 0)
+            let diffusion = ContextualDiffusion(schedule: model.schedule)
+            let g = Generator(seed: 9)
+            for _ in 0..<steps {
+                let t = try diffusion.sampleTimesteps(count: frames, generator: g)
+                let loss = try diffusion.trainingLoss(
+                    x0: video, timesteps: t, noise: Tensor.randn(video.shape, generator: g),
+                    denoiser: { x, tt in try unet(x, timesteps: tt, condition: cond) },
+                    context: { x, tt in try adapter(x, timesteps: tt, condition: cond) })
+                try optimizer.zeroGrad()
+                try loss.backward()
+                try clipGradNorm(model.parameters, maxNorm: 1)
+                try optimizer.step()
+            }
+            for p in model.parameters { try p.requiringGrad(false) }
+            return (try VideoEditPipeline(model: VideoDiffusionModel(inflating: model), textEncoder: encoder), encoder)
         }
-        for p in model.parameters { try p.requiringGrad(false) }
-        return (try VideoEditPipeline(model: VideoDiffusionModel(inflating: model), textEncoder: encoder), encoder)
     }
 
     /// Measured (Torch.numThreads = 1, OPENBLAS_NUM_THREADS=1): see docs/VIDEO.md.
@@ -297,139 +302,141 @@ struct VideoTests {
 
     @Test func fusionStorageIsBoundedAndReplacesMaps() throws {
         Torch.numThreads = 1
-        Torch.manualSeed(19)
-        let encoder = try TinyVideo.textEncoder()
-        let model = try ContextDiffModel(
-            unet: UNet(TinyConfigs.unet), adapter: ContextAdapter(TinyConfigs.adapter),
-            schedule: NoiseSchedule(NoiseScheduleConfig()), textEncoder: TextEncoderSpec(kind: "learned", maxTokens: 32))
-        let pipeline = try VideoEditPipeline(model: VideoDiffusionModel(inflating: model), textEncoder: encoder)
-        let video = try TinyVideo.movingSquare(frames: 4)
-        let cond = try TinyVideo.condition(encoder, TinyVideo.caption, repeated: 4)
-        var options = VideoEditOptions()
-        options.steps = 6
-        options.fusion.selfAttentionMaxResolution = 8  // the 16×16 self-attention maps are not kept
-        options.fusion.crossAttentionMaxResolution = 16
-        let timesteps = try DDIMSampler(schedule: model.schedule, inferenceSteps: 6).timesteps
-        let fused = options.fusion.fusedTimesteps(timesteps)
-        #expect(fused == Set(timesteps.prefix(3)))  // t ∈ [0.5·T, T]: the 3 noisiest of 6
-        let store = AttentionFusionStore(config: options.fusion, fusedTimesteps: fused)
-        _ = try pipeline.invert(video: video, frames: 4, condition: cond, options: options, store: store)
-        let bound = options.fusion.storageBytes(
-            unet: pipeline.model.unet, frames: 4, sourceTokens: try cond.tokens.size(1), frameAttention: .sparseCausal,
-            steps: 6)
-        #expect(store.bytes == bound)
-        #expect(store.recordedTimesteps == fused)
-        #expect(store.recordedSites.allSatisfy { $0.kind == .crossAttention ? $0.resolution <= 16 : $0.resolution <= 8 })
-        #expect(store.recordedSites.contains { $0.kind == .selfAttention })
-        // By hand for the tiny config, per fused step: self-attention at 8×8 on 4 layers (down.1,
-        // mid, up.0 ×2) of 4 frames × 2 heads × 64 queries × 128 sparse-causal keys; cross-attention
-        // on 3 layers at 16×16 (256 queries) and 4 at 8×8 (64 queries) × L source tokens; float32.
-        let l = try cond.tokens.size(1)
-        let perStep = 4 * 4 * 2 * 64 * 128 + 3 * 4 * 2 * 256 * l + 4 * 4 * 2 * 64 * l
-        #expect(bound == 3 * perStep * 4)
+        try Torch.withSeed(19) {
+            let encoder = try TinyVideo.textEncoder()
+            let model = try ContextDiffModel(
+                unet: UNet(TinyConfigs.unet), adapter: ContextAdapter(TinyConfigs.adapter),
+                schedule: NoiseSchedule(NoiseScheduleConfig()), textEncoder: TextEncoderSpec(kind: "learned", maxTokens: 32))
+            let pipeline = try VideoEditPipeline(model: VideoDiffusionModel(inflating: model), textEncoder: encoder)
+            let video = try TinyVideo.movingSquare(frames: 4)
+            let cond = try TinyVideo.condition(encoder, TinyVideo.caption, repeated: 4)
+            var options = VideoEditOptions()
+            options.steps = 6
+            options.fusion.selfAttentionMaxResolution = 8  // the 16×16 self-attention maps are not kept
+            options.fusion.crossAttentionMaxResolution = 16
+            let timesteps = try DDIMSampler(schedule: model.schedule, inferenceSteps: 6).timesteps
+            let fused = options.fusion.fusedTimesteps(timesteps)
+            #expect(fused == Set(timesteps.prefix(3)))  // t ∈ [0.5·T, T]: the 3 noisiest of 6
+            let store = AttentionFusionStore(config: options.fusion, fusedTimesteps: fused)
+            _ = try pipeline.invert(video: video, frames: 4, condition: cond, options: options, store: store)
+            let bound = options.fusion.storageBytes(
+                unet: pipeline.model.unet, frames: 4, sourceTokens: try cond.tokens.size(1), frameAttention: .sparseCausal,
+                steps: 6)
+            #expect(store.bytes == bound)
+            #expect(store.recordedTimesteps == fused)
+            #expect(store.recordedSites.allSatisfy { $0.kind == .crossAttention ? $0.resolution <= 16 : $0.resolution <= 8 })
+            #expect(store.recordedSites.contains { $0.kind == .selfAttention })
+            // By hand for the tiny config, per fused step: self-attention at 8×8 on 4 layers (down.1,
+            // mid, up.0 ×2) of 4 frames × 2 heads × 64 queries × 128 sparse-causal keys; cross-attention
+            // on 3 layers at 16×16 (256 queries) and 4 at 8×8 (64 queries) × L source tokens; float32.
+            let l = try cond.tokens.size(1)
+            let perStep = 4 * 4 * 2 * 64 * 128 + 3 * 4 * 2 * 256 * l + 4 * 4 * 2 * 64 * l
+            #expect(bound == 3 * perStep * 4)
 
-        // A budget below the bound fails with a typed error before (or while) recording.
-        var tight = options
-        tight.fusion.budgetBytes = bound / 2
-        let small = AttentionFusionStore(config: tight.fusion, fusedTimesteps: fused)
-        #expect(throws: VideoEditError.self) {
-            _ = try pipeline.invert(video: video, frames: 4, condition: cond, options: tight, store: small)
-        }
-        #expect(small.bytes <= bound / 2)
-        // Recording the same maps again at exactly the budget replaces them: no spurious error.
-        var exact = options
-        exact.fusion.budgetBytes = bound
-        let full = AttentionFusionStore(config: exact.fusion, fusedTimesteps: fused)
-        _ = try pipeline.invert(video: video, frames: 4, condition: cond, options: exact, store: full)
-        _ = try pipeline.invert(video: video, frames: 4, condition: cond, options: exact, store: full)
-        #expect(full.bytes == bound)
-        // A whole edit over budget fails before tuning: no tuning step runs, no weight changes.
-        let before = try pipeline.model.unet.stateDict().mapValues { try $0 * 1.0 }
-        var phases: [String] = []
-        #expect(throws: VideoEditError.fusionBudgetExceeded(needed: bound, budget: bound / 2)) {
-            _ = try pipeline.edit(
-                video: video, sourcePrompt: TinyVideo.caption, targetPrompt: TinyVideo.caption, options: tight,
-                progress: { phases.append($0.phase); return true })
-        }
-        #expect(phases.isEmpty)
-        for (key, value) in pipeline.model.unet.stateDict() {
-            #expect(try (value - before[key]!).abs().max().item() == 0, "\(key) changed")
-        }
+            // A budget below the bound fails with a typed error before (or while) recording.
+            var tight = options
+            tight.fusion.budgetBytes = bound / 2
+            let small = AttentionFusionStore(config: tight.fusion, fusedTimesteps: fused)
+            #expect(throws: VideoEditError.self) {
+                _ = try pipeline.invert(video: video, frames: 4, condition: cond, options: tight, store: small)
+            }
+            #expect(small.bytes <= bound / 2)
+            // Recording the same maps again at exactly the budget replaces them: no spurious error.
+            var exact = options
+            exact.fusion.budgetBytes = bound
+            let full = AttentionFusionStore(config: exact.fusion, fusedTimesteps: fused)
+            _ = try pipeline.invert(video: video, frames: 4, condition: cond, options: exact, store: full)
+            _ = try pipeline.invert(video: video, frames: 4, condition: cond, options: exact, store: full)
+            #expect(full.bytes == bound)
+            // A whole edit over budget fails before tuning: no tuning step runs, no weight changes.
+            let before = try pipeline.model.unet.stateDict().mapValues { try $0 * 1.0 }
+            var phases: [String] = []
+            #expect(throws: VideoEditError.fusionBudgetExceeded(needed: bound, budget: bound / 2)) {
+                _ = try pipeline.edit(
+                    video: video, sourcePrompt: TinyVideo.caption, targetPrompt: TinyVideo.caption, options: tight,
+                    progress: { phases.append($0.phase); return true })
+            }
+            #expect(phases.isEmpty)
+            for (key, value) in pipeline.model.unet.stateDict() {
+                #expect(try (value - before[key]!).abs().max().item() == 0, "\(key) changed")
+            }
 
-        // Injection: substituting the maps recorded on the same input changes nothing (the
-        // substitution is exact); on another input it changes the output.
-        let unet = pipeline.model.unet
-        try randomize(unet, seed: 31)
-        let t = timesteps[0]
-        let g = Generator(seed: 32)
-        let x = try Tensor.randn([4, 3, 16, 16], generator: g), other = try Tensor.randn([4, 3, 16, 16], generator: g)
-        let tt = try Tensor.full([4], value: Double(t), dtype: .int64)
-        let probe = AttentionFusionStore(config: options.fusion, fusedTimesteps: [t])
-        probe.tokenAlignment = Array(0..<l)
-        let layout = VideoLayout(frames: 4, control: probe)
-        try Torch.withNoGrad {
-            probe.mode = .record(timestep: t)
-            let recorded = try unet(x, timesteps: tt, condition: cond, video: layout)
-            probe.mode = .inject(timestep: t)
-            let replayed = try unet(x, timesteps: tt, condition: cond, video: layout)
-            #expect(try TestSupport.relativeDiff(recorded, replayed) < 1e-6)
-            let injected = try unet(other, timesteps: tt, condition: cond, video: layout)
-            probe.mode = .idle
-            let plain = try unet(other, timesteps: tt, condition: cond, video: layout)
-            #expect(try TestSupport.relativeDiff(injected, plain) > 1e-4)
-            // With classifier-free guidance (a doubled batch) injection also applies.
-            probe.mode = .inject(timestep: t)
-            let doubled = try unet(
-                Tensor.cat([x, x]), timesteps: Tensor.cat([tt, tt]), condition: Condition.concatenate(cond, cond),
-                video: layout)
-            #expect(try TestSupport.relativeDiff(doubled.slice(dim: 0, 4, 8), recorded) < 1e-6)
+            // Injection: substituting the maps recorded on the same input changes nothing (the
+            // substitution is exact); on another input it changes the output.
+            let unet = pipeline.model.unet
+            try randomize(unet, seed: 31)
+            let t = timesteps[0]
+            let g = Generator(seed: 32)
+            let x = try Tensor.randn([4, 3, 16, 16], generator: g), other = try Tensor.randn([4, 3, 16, 16], generator: g)
+            let tt = try Tensor.full([4], value: Double(t), dtype: .int64)
+            let probe = AttentionFusionStore(config: options.fusion, fusedTimesteps: [t])
+            probe.tokenAlignment = Array(0..<l)
+            let layout = VideoLayout(frames: 4, control: probe)
+            try Torch.withNoGrad {
+                probe.mode = .record(timestep: t)
+                let recorded = try unet(x, timesteps: tt, condition: cond, video: layout)
+                probe.mode = .inject(timestep: t)
+                let replayed = try unet(x, timesteps: tt, condition: cond, video: layout)
+                #expect(try TestSupport.relativeDiff(recorded, replayed) < 1e-6)
+                let injected = try unet(other, timesteps: tt, condition: cond, video: layout)
+                probe.mode = .idle
+                let plain = try unet(other, timesteps: tt, condition: cond, video: layout)
+                #expect(try TestSupport.relativeDiff(injected, plain) > 1e-4)
+                // With classifier-free guidance (a doubled batch) injection also applies.
+                probe.mode = .inject(timestep: t)
+                let doubled = try unet(
+                    Tensor.cat([x, x]), timesteps: Tensor.cat([tt, tt]), condition: Condition.concatenate(cond, cond),
+                    video: layout)
+                #expect(try TestSupport.relativeDiff(doubled.slice(dim: 0, 4, 8), recorded) < 1e-6)
+            }
+            #expect(probe.injections > 0)
         }
-        #expect(probe.injections > 0)
     }
 
     @Test func badInputGivesTypedErrors() throws {
-        Torch.manualSeed(23)
-        let encoder = try TinyVideo.textEncoder()
-        let model = try ContextDiffModel(
-            unet: UNet(TinyConfigs.unet), adapter: nil, schedule: NoiseSchedule(NoiseScheduleConfig()),
-            textEncoder: TextEncoderSpec(kind: "learned", maxTokens: 32))
-        let pipeline = try VideoEditPipeline(model: VideoDiffusionModel(inflating: model), textEncoder: encoder)
-        let video = try TinyVideo.movingSquare(frames: 2)
-        var options = VideoEditOptions()
-        options.tuneSteps = 0
-        options.steps = 2
-        #expect(throws: VideoEditError.emptyPrompt(which: "source")) {
-            _ = try pipeline.edit(video: video, sourcePrompt: "  ", targetPrompt: "a red circle", options: options)
+        try Torch.withSeed(23) {
+            let encoder = try TinyVideo.textEncoder()
+            let model = try ContextDiffModel(
+                unet: UNet(TinyConfigs.unet), adapter: nil, schedule: NoiseSchedule(NoiseScheduleConfig()),
+                textEncoder: TextEncoderSpec(kind: "learned", maxTokens: 32))
+            let pipeline = try VideoEditPipeline(model: VideoDiffusionModel(inflating: model), textEncoder: encoder)
+            let video = try TinyVideo.movingSquare(frames: 2)
+            var options = VideoEditOptions()
+            options.tuneSteps = 0
+            options.steps = 2
+            #expect(throws: VideoEditError.emptyPrompt(which: "source")) {
+                _ = try pipeline.edit(video: video, sourcePrompt: "  ", targetPrompt: "a red circle", options: options)
+            }
+            #expect(throws: VideoEditError.emptyPrompt(which: "target")) {
+                _ = try pipeline.edit(video: video, sourcePrompt: "a red circle", targetPrompt: "", options: options)
+            }
+            #expect(throws: VideoEditError.noFrames) {
+                _ = try pipeline.edit(video: Tensor.zeros([0, 3, 16, 16]), sourcePrompt: "a", targetPrompt: "b", options: options)
+            }
+            #expect(throws: VideoEditError.frameShapeMismatch(expected: [2, 3, 16, 16], found: [2, 3, 32, 32])) {
+                _ = try pipeline.edit(video: Tensor.zeros([2, 3, 32, 32]), sourcePrompt: "a", targetPrompt: "b", options: options)
+            }
+            var bad = options
+            bad.steps = 0
+            #expect(throws: VideoEditError.self) {
+                _ = try pipeline.edit(video: video, sourcePrompt: "a", targetPrompt: "b", options: bad)
+            }
+            bad = options
+            bad.fusion.fraction = 1.5
+            #expect(throws: VideoEditError.self) {
+                _ = try pipeline.edit(video: video, sourcePrompt: "a", targetPrompt: "b", options: bad)
+            }
+            // A text encoder of the wrong width is refused up front.
+            let wide = try LearnedTextEncoder(tokenizer: WordLevelTokenizer(fitting: ["a"]), width: 16, layers: 0, heads: 2)
+            #expect(throws: VideoEditError.self) { _ = try VideoEditPipeline(model: pipeline.model, textEncoder: wide) }
+            // All three methods run (the baseline model gets a fresh adapter for ContextDiff, with a warning).
+            for method in VideoEditMethod.allCases {
+                options.method = method
+                let out = try pipeline.edit(video: video, sourcePrompt: "a red square", targetPrompt: "a blue square", options: options)
+                #expect(out.edited.shape == video.shape)
+                #expect((out.fusionBytes > 0) == method.usesFusion)
+            }
+            #expect(pipeline.model.adapter != nil)
         }
-        #expect(throws: VideoEditError.emptyPrompt(which: "target")) {
-            _ = try pipeline.edit(video: video, sourcePrompt: "a red circle", targetPrompt: "", options: options)
-        }
-        #expect(throws: VideoEditError.noFrames) {
-            _ = try pipeline.edit(video: Tensor.zeros([0, 3, 16, 16]), sourcePrompt: "a", targetPrompt: "b", options: options)
-        }
-        #expect(throws: VideoEditError.frameShapeMismatch(expected: [2, 3, 16, 16], found: [2, 3, 32, 32])) {
-            _ = try pipeline.edit(video: Tensor.zeros([2, 3, 32, 32]), sourcePrompt: "a", targetPrompt: "b", options: options)
-        }
-        var bad = options
-        bad.steps = 0
-        #expect(throws: VideoEditError.self) {
-            _ = try pipeline.edit(video: video, sourcePrompt: "a", targetPrompt: "b", options: bad)
-        }
-        bad = options
-        bad.fusion.fraction = 1.5
-        #expect(throws: VideoEditError.self) {
-            _ = try pipeline.edit(video: video, sourcePrompt: "a", targetPrompt: "b", options: bad)
-        }
-        // A text encoder of the wrong width is refused up front.
-        let wide = try LearnedTextEncoder(tokenizer: WordLevelTokenizer(fitting: ["a"]), width: 16, layers: 0, heads: 2)
-        #expect(throws: VideoEditError.self) { _ = try VideoEditPipeline(model: pipeline.model, textEncoder: wide) }
-        // All three methods run (the baseline model gets a fresh adapter for ContextDiff, with a warning).
-        for method in VideoEditMethod.allCases {
-            options.method = method
-            let out = try pipeline.edit(video: video, sourcePrompt: "a red square", targetPrompt: "a blue square", options: options)
-            #expect(out.edited.shape == video.shape)
-            #expect((out.fusionBytes > 0) == method.usesFusion)
-        }
-        #expect(pipeline.model.adapter != nil)
     }
 }

@@ -155,12 +155,13 @@ struct ModuleTests {
 
     /// Attention equals a direct evaluation of softmax(QKᵀ/√d)V for one head.
     @Test func attentionMatchesDefinition() throws {
-        Torch.manualSeed(3)
-        let a = try MultiHeadAttention(queryDim: 4, heads: 1, bias: false)
-        let x = try Tensor.randn([1, 3, 4])
-        let q = try a.toQ(x), k = try a.toK(x), v = try a.toV(x)
-        let expected = try a.toOut((q.matmul(k.transposed(1, 2)) / 2).softmax(dim: -1).matmul(v))
-        let got = try a(x)
-        #expect(try TestSupport.relativeDiff(got, expected) < 1e-6)
+        try Torch.withSeed(3) {
+            let a = try MultiHeadAttention(queryDim: 4, heads: 1, bias: false)
+            let x = try Tensor.randn([1, 3, 4])
+            let q = try a.toQ(x), k = try a.toK(x), v = try a.toV(x)
+            let expected = try a.toOut((q.matmul(k.transposed(1, 2)) / 2).softmax(dim: -1).matmul(v))
+            let got = try a(x)
+            #expect(try TestSupport.relativeDiff(got, expected) < 1e-6)
+        }
     }
 }

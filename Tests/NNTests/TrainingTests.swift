@@ -45,30 +45,31 @@ struct TrainingTests {
     }
 
     @Test func convNetFitsQuadrantTask() throws {
-        Torch.manualSeed(7)
-        let generator = Generator(seed: 11)
-        let (x, y) = try Self.quadrantData(count: 128, generator: generator)
-        let (testX, testY) = try Self.quadrantData(count: 64, generator: generator)
-        let model = try TinyConvNet(classes: 4)
-        try model.requireGrad()
-        let optimizer = try AdamW(parameters: model.parameters(), learningRate: 1e-2, weightDecay: 1e-4)
-        let schedule = WarmupCosineSchedule(peak: 1e-2, warmupSteps: 10, totalSteps: 150)
-        var firstLoss = 0.0, lastLoss = 0.0
-        for step in 0..<150 {
-            optimizer.learningRate = schedule.learningRate(at: step)
-            let batch = try Tensor.randint(0, 128, shape: [32], generator: generator)
-            let loss = try model(x.indexSelect(dim: 0, batch)).crossEntropy(targets: y.indexSelect(dim: 0, batch))
-            try optimizer.zeroGrad()
-            try loss.backward()
-            try clipGradNorm(optimizer.parameters, maxNorm: 1.0)
-            try optimizer.step()
-            if step == 0 { firstLoss = try loss.item() }
-            lastLoss = try loss.item()
+        try Torch.withSeed(7) {
+            let generator = Generator(seed: 11)
+            let (x, y) = try Self.quadrantData(count: 128, generator: generator)
+            let (testX, testY) = try Self.quadrantData(count: 64, generator: generator)
+            let model = try TinyConvNet(classes: 4)
+            try model.requireGrad()
+            let optimizer = try AdamW(parameters: model.parameters(), learningRate: 1e-2, weightDecay: 1e-4)
+            let schedule = WarmupCosineSchedule(peak: 1e-2, warmupSteps: 10, totalSteps: 150)
+            var firstLoss = 0.0, lastLoss = 0.0
+            for step in 0..<150 {
+                optimizer.learningRate = schedule.learningRate(at: step)
+                let batch = try Tensor.randint(0, 128, shape: [32], generator: generator)
+                let loss = try model(x.indexSelect(dim: 0, batch)).crossEntropy(targets: y.indexSelect(dim: 0, batch))
+                try optimizer.zeroGrad()
+                try loss.backward()
+                try clipGradNorm(optimizer.parameters, maxNorm: 1.0)
+                try optimizer.step()
+                if step == 0 { firstLoss = try loss.item() }
+                lastLoss = try loss.item()
+            }
+            let predictions = try Torch.withNoGrad { try model(testX).argmax(dim: 1) }
+            let accuracy = try predictions.eq(testY).to(.float32).mean().item()
+            #expect(lastLoss < firstLoss * 0.2, "loss \(firstLoss) -> \(lastLoss)")
+            #expect(accuracy >= 0.95, "held-out accuracy \(accuracy)")
         }
-        let predictions = try Torch.withNoGrad { try model(testX).argmax(dim: 1) }
-        let accuracy = try predictions.eq(testY).to(.float32).mean().item()
-        #expect(lastLoss < firstLoss * 0.2, "loss \(firstLoss) -> \(lastLoss)")
-        #expect(accuracy >= 0.95, "held-out accuracy \(accuracy)")
     }
 
     /// AdamW's update equals PyTorch's formula, checked by hand on a scalar.

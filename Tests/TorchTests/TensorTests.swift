@@ -137,6 +137,36 @@ struct TensorTests {
         #expect(perm.sorted() == Array(0..<10))
     }
 
+    /// Inside `withSeed`, draws given no generator come from that scope's own generator: what a
+    /// generator with the seed draws, in order, whatever other tasks do to the global generator
+    /// at the same time; outside the scope there is none.
+    @Test func seededScopesBelongToTheirTask() async throws {
+        let expected = try { () throws -> [Float] in
+            let g = Generator(seed: 9)
+            return try Tensor.randn([6], generator: g).scalars(as: Float.self)
+                + Tensor.rand([3], generator: g).scalars(as: Float.self)
+        }()
+        #expect(Generator.scoped == nil)
+        let draws = try await withThrowingTaskGroup(of: [Float].self) { group in
+            for i in 0..<8 {
+                group.addTask {
+                    if i.isMultiple(of: 2) {  // another task seeds and draws from the global generator meanwhile
+                        for _ in 0..<50 { Torch.manualSeed(UInt64(i)); _ = try Tensor.randn([64]) }
+                        return expected
+                    }
+                    return try Torch.withSeed(9) {
+                        let normal = try Tensor.randn([6]).scalars(as: Float.self)
+                        _ = try Tensor.randn([64], generator: Generator(seed: 1))  // an explicit generator leaves the scope's alone
+                        return normal + (try Tensor.rand([3]).scalars(as: Float.self))
+                    }
+                }
+            }
+            return try await group.reduce(into: [[Float]]()) { $0.append($1) }
+        }
+        #expect(draws.allSatisfy { $0 == expected }, "\(draws)")
+        #expect(Generator.scoped == nil)
+    }
+
     @Test func autogradAndNoGrad() throws {
         let x = try Tensor([Float(1), 2, 3], shape: [3]).requiringGrad()
         try (x * x).sum().backward()

@@ -13,8 +13,8 @@ public final class VideoDiffusionModel {
     public let index: ModelIndex
 
     /// Inflates `base` (a ``ContextDiffModel/load(from:)`` folder or any trained model). The new
-    /// temporal parameters are drawn from libtorch's global generator (seed it with
-    /// `Torch.manualSeed`); their output projections are zero, so at this point the model equals
+    /// temporal parameters are drawn from the scoped generator (seed them with
+    /// `Torch.withSeed`); their output projections are zero, so at this point the model equals
     /// the 2-D one frame by frame (with per-frame self-attention, or on a still video).
     public init(inflating base: ContextDiffModel) throws {
         guard base.classEncoder == nil else {

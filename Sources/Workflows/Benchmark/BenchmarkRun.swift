@@ -450,8 +450,7 @@ public struct BenchmarkSettings: Sendable, Equatable {
     /// and the edit's inputs: a synthetic video of the benchmark and three prompts with random
     /// token states — "source", "target" (one word changed, so fusion aligns the rest) and "".
     func prepareEdit(_ folder: BenchmarkFolder, model: ContextDiffModel) throws {
-        Torch.manualSeed(3)
-        let video = try VideoDiffusionModel(inflating: model)
+        let video = try Torch.withSeed(3) { try VideoDiffusionModel(inflating: model) }
         let g = Generator(seed: 11)
         try Torch.withNoGrad {
             for module in [video.unet, video.adapter!] as [Module] {
@@ -490,9 +489,7 @@ public struct BenchmarkSettings: Sendable, Equatable {
     /// random weights so that r_φ contributes, and writes weights, data, settings and the Swift
     /// outputs of the equivalence check.
     public func prepare(_ folder: BenchmarkFolder, textTokens: Int) throws -> ContextDiffModel {
-        Torch.manualSeed(0)
-        let unet = try UNet(.shapesDefault)
-        let adapter = try ContextAdapter(.shapesDefault)
+        let (unet, adapter) = try Torch.withSeed(0) { (try UNet(.shapesDefault), try ContextAdapter(.shapesDefault)) }
         try Torch.withNoGrad {
             try adapter.projOut.weight.copy(from: Tensor.randn(adapter.projOut.weight.shape, generator: Generator(seed: 7)) * 0.05)
         }
