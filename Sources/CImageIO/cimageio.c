@@ -155,8 +155,38 @@ static int read_png(FILE *fp, size_t file_size, cio_image *out, char *message, s
 
 int cio_write_png(const char *path, const uint8_t *rgb, int32_t width, int32_t height,
                   char *message, size_t message_len) {
-    if (!path || !rgb || width <= 0 || height <= 0) {
+    return cio_write_png_text(path, rgb, width, height, NULL, NULL, 0, message, message_len);
+}
+
+static int is_ascii(const char *s) {
+    for (; *s; s++) if ((unsigned char)*s > 0x7e || ((unsigned char)*s < 0x20 && *s != '\n')) return 0;
+    return 1;
+}
+
+int cio_write_png_text(const char *path, const uint8_t *rgb, int32_t width, int32_t height,
+                       const char *const *keys, const char *const *values, int32_t count,
+                       char *message, size_t message_len) {
+    if (!path || !rgb || width <= 0 || height <= 0 || count < 0 || (count > 0 && (!keys || !values))) {
         return fail(CIO_ERR_ARGUMENT, message, message_len, "invalid arguments to cio_write_png");
+    }
+    for (int32_t i = 0; i < count; i++) {
+        size_t n = keys[i] ? strlen(keys[i]) : 0;
+        if (n < 1 || n > 79 || !values[i]) {
+            return fail(CIO_ERR_ARGUMENT, message, message_len, "a PNG text key must have 1 to 79 characters");
+        }
+    }
+    png_textp text = NULL;
+    if (count > 0) {
+        text = calloc((size_t)count, sizeof(png_text));
+        if (!text) return fail(CIO_ERR_MEMORY, message, message_len, "could not allocate text chunks");
+        for (int32_t i = 0; i < count; i++) {
+            text[i].compression = is_ascii(values[i]) ? PNG_TEXT_COMPRESSION_NONE : PNG_ITXT_COMPRESSION_NONE;
+            text[i].key = (png_charp)keys[i];
+            text[i].text = (png_charp)values[i];
+            text[i].text_length = strlen(values[i]);
+            text[i].lang = NULL;
+            text[i].lang_key = NULL;
+        }
     }
     FILE *fp = fopen(path, "wb");
     if (!fp) return fail(CIO_ERR_OPEN, message, message_len, "%s", strerror(errno));
@@ -165,26 +195,31 @@ int cio_write_png(const char *path, const uint8_t *rgb, int32_t width, int32_t h
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &error, cio_png_error_fn, cio_png_warning_fn);
     if (!png) {
         fclose(fp);
+        free(text);
         return fail(CIO_ERR_MEMORY, message, message_len, "libpng could not allocate a writer");
     }
     png_infop info = png_create_info_struct(png);
     if (!info) {
         png_destroy_write_struct(&png, NULL);
         fclose(fp);
+        free(text);
         return fail(CIO_ERR_MEMORY, message, message_len, "libpng could not allocate an info struct");
     }
     if (setjmp(error.jump)) {
         png_destroy_write_struct(&png, &info);
         fclose(fp);
+        free(text);
         return fail(CIO_ERR_ENCODE, message, message_len, "PNG encoding failed: %s", error.message);
     }
     png_init_io(png, fp);
     png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8, PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (count > 0) png_set_text(png, info, text, count);
     png_write_info(png, info);
     for (int32_t y = 0; y < height; y++) png_write_row(png, rgb + (size_t)y * (size_t)width * 3);
     png_write_end(png, NULL);
     png_destroy_write_struct(&png, &info);
+    free(text);
     int write_error = ferror(fp);
     if (fclose(fp) != 0 || write_error) {
         return fail(CIO_ERR_ENCODE, message, message_len, "could not finish writing: %s", strerror(errno));

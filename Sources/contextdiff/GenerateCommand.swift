@@ -138,6 +138,7 @@ struct GenerateCommand: ParsableCommand {
         let bar = ProgressBar(total: steps, label: "\(sampling.sampler.rawValue)")
         let started = Date()
         let result: GenerationResult
+        var called: [String] = classes
         if loaded.classEncoder != nil || !classes.isEmpty {
             guard prompts.isEmpty, promptsFile == nil, given == nil, start == nil else {
                 throw ValidationError(loaded.classEncoder == nil
@@ -153,24 +154,30 @@ struct GenerateCommand: ParsableCommand {
             }
         } else {
             let pipeline = try TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder())
-            result = try pipeline.generate(prompts: try allPrompts(), options: options, layouts: given.map { [$0] }, start: start?.start) { p in
+            called = try allPrompts()
+            result = try pipeline.generate(prompts: called, options: options, layouts: given.map { [$0] }, start: start?.start) { p in
                 bar.update(p.completed)
                 return true
             }
         }
         for notice in result.notices { note("warning: \(notice)") }
         let rgb = try RGBImage.images(fromBatch: result.images)
+        // Every PNG carries what made it (text chunks; `GenerationRecord`).
+        func record(_ index: Int?) -> GenerationRecord {
+            GenerationRecord(prompts: called, index: index, options: options, model: modelURL.standardizedFileURL.lastPathComponent)
+        }
         if single {
-            try (rgb.count == 1 ? rgb[0] : RGBImage.grid(rgb, columns: gridColumns(rgb.count))).writePNG(to: out)
+            try (rgb.count == 1 ? rgb[0] : RGBImage.grid(rgb, columns: gridColumns(rgb.count)))
+                .writePNG(to: out, record: record(rgb.count == 1 ? 0 : nil))
             print(out.path)
         } else {
             for (i, image) in rgb.enumerated() {
                 let url = out.appendingPathComponent("image-\(i).png")
-                try image.writePNG(to: url)
+                try image.writePNG(to: url, record: record(i))
                 print(url.path)
             }
             let grid = out.appendingPathComponent("grid.png")
-            try RGBImage.grid(rgb, columns: gridColumns(rgb.count)).writePNG(to: grid)
+            try RGBImage.grid(rgb, columns: gridColumns(rgb.count)).writePNG(to: grid, record: record(nil))
             print(grid.path)
         }
         note(String(format: "generated %d image(s) in %.1f s", rgb.count, Date().timeIntervalSince(started)))

@@ -17,6 +17,30 @@ struct ImageIOTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.url.path) == ["a.png"])
     }
 
+    /// Text chunks come back in order, ASCII (tEXt) and UTF-8 (iTXt) alike, and the pixels are
+    /// untouched; keys libpng would reject are refused before anything is written.
+    @Test func pngTextChunksRoundTrip() throws {
+        let dir = try TemporaryFolder()
+        defer { dir.cleanUp() }
+        let image = try gradientImage(width: 9, height: 5)
+        let text = [("parameters", "a red circle\nSteps: 50, Seed: 7"), ("comment", "ein Kreis — 円"), ("empty", "")]
+        try image.writePNG(to: dir.file("t.png"), text: text)
+        let data = try Data(contentsOf: dir.file("t.png"))
+        let read = try PNGText.read(from: data)
+        #expect(read.map(\.key) == text.map(\.0) && read.map(\.value) == text.map(\.1), "\(read)")
+        #expect(try RGBImage(contentsOf: dir.file("t.png")) == image)
+        #expect(data.range(of: Data("tEXtparameters".utf8)) != nil && data.range(of: Data("iTXtcomment".utf8)) != nil)
+        try image.writePNG(to: dir.file("plain.png"))
+        #expect(try PNGText.read(from: Data(contentsOf: dir.file("plain.png"))).isEmpty)
+        for key in ["", String(repeating: "k", count: 80), "tab\tkey", " lead"] {
+            #expect(throws: ImageIOError.self) { try image.writePNG(to: dir.file("bad.png"), text: [(key, "v")]) }
+        }
+        #expect(throws: ImageIOError.self) { try image.writePNG(to: dir.file("bad.png"), text: [("k", "nul\u{0}byte")]) }
+        #expect(!FileManager.default.fileExists(atPath: dir.file("bad.png").path))
+        #expect(throws: ImageIOError.self) { try PNGText.read(from: Data("GIF89a".utf8)) }
+        #expect(throws: ImageIOError.self) { try PNGText.read(from: data.prefix(40)) }
+    }
+
     @Test func jpegReadsBackClose() throws {
         let dir = try TemporaryFolder()
         defer { dir.cleanUp() }

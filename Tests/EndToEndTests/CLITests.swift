@@ -136,6 +136,13 @@ struct CLITests {
         #expect(generated.status == 0, "\(generated.stderr)")
         let png = try Data(contentsOf: out)
         #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]))
+        // It carries what made it: a line a person reads and the record as JSON.
+        let text = try PNGText.read(from: png)
+        #expect(text.map(\.key) == ["parameters", "contextdiff"])
+        #expect(text.first?.value == "a red circle\nSteps: 3, Sampler: ddim, CFG scale: 3, Seed: 0, Batch index: 0, Model: model", "\(text)")
+        let record = try #require(text.last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.value.utf8)) as? [String: Any] })
+        #expect(record["prompts"] as? [String] == ["a red circle"] && record["model"] as? String == "model", "\(record)")
+        #expect((record["options"] as? [String: Any])?["steps"] as? Int == 3, "\(record)")
 
         // Bad input: clear messages and non-zero exits, never a crash.
         let model = straight.appendingPathComponent("model").path

@@ -37,6 +37,13 @@ int cio_read_image(const char *path, cio_image *out, char *message, size_t messa
 int cio_write_png(const char *path, const uint8_t *rgb, int32_t width, int32_t height,
                   char *message, size_t message_len);
 
+/// As cio_write_png, with `count` text chunks: `keys[i]` (1–79 printable Latin-1 characters)
+/// and `values[i]` (UTF-8). An ASCII value goes in a tEXt chunk, any other in an iTXt chunk
+/// (UTF-8 by definition), both uncompressed, before the image data.
+int cio_write_png_text(const char *path, const uint8_t *rgb, int32_t width, int32_t height,
+                       const char *const *keys, const char *const *values, int32_t count,
+                       char *message, size_t message_len);
+
 /// Writes RGB8 pixels as a baseline JPEG of the given quality (1...100) at exactly `path`.
 int cio_write_jpeg(const char *path, const uint8_t *rgb, int32_t width, int32_t height,
                    int32_t quality, char *message, size_t message_len);
