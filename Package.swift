@@ -13,10 +13,15 @@ let package = Package(
         .library(name: "ContextDiff", targets: ["ContextDiff"]),
         .library(name: "Evaluation", targets: ["Evaluation"]),
         .library(name: "Workflows", targets: ["Workflows"]),
+        .library(name: "Studio", targets: ["Studio"]),
         .executable(name: "contextdiff", targets: ["contextdiff"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.20.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
     ],
     targets: [
         // C ABI over libtorch: every entry point catches every C++ exception.
@@ -43,25 +48,50 @@ let package = Package(
         .target(name: "Evaluation", dependencies: ["Torch", "NN", "Datasets", "ContextDiff"]),
         // What the commands do, as library calls: training runs from recipes, reports, experiments.
         .target(name: "Workflows", dependencies: ["Torch", "NN", "ContextDiff", "Datasets", "Evaluation"]),
+        // The local web app (`contextdiff serve`): a job queue over a loaded model, the run history
+        // in SQLite, a JSON API and the page, embedded in the binary.
+        .target(
+            name: "Studio",
+            dependencies: [
+                "Core", "Torch", "ContextDiff", "Datasets", "Workflows",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [
+                .embedInCode("Assets/index.html"), .embedInCode("Assets/studio.js"), .embedInCode("Assets/studio.css"),
+                .embedInCode("Assets/openapi.yaml"),
+            ]
+        ),
         // Seeded fuzzing of every file loader (`contextdiff fuzz`, and a slice in the tests).
         .target(name: "Fuzzing", dependencies: ["Torch", "NN", "ContextDiff", "Datasets"]),
         .target(name: "TestSupport", dependencies: ["Torch", "NN"], path: "Tests/TestSupport"),
         .executableTarget(
             name: "contextdiff",
             dependencies: [
-                "Torch", "NN", "ContextDiff", "Datasets", "Evaluation", "Fuzzing", "Workflows",
+                "Torch", "NN", "ContextDiff", "Datasets", "Evaluation", "Fuzzing", "Workflows", "Studio",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "TorchTests", dependencies: ["Torch", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "DiffusionTests", dependencies: ["Diffusion", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "TestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["contextdiff", "Torch", "Datasets", "TestSupport"]),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: [
+                "contextdiff", "Torch", "Datasets", "TestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
         .testTarget(name: "ContextDiffTests", dependencies: ["ContextDiff", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "TestSupport"]),
         .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing", "TestSupport"]),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "WorkflowsTests", dependencies: ["Workflows", "TestSupport"]),
+        .testTarget(
+            name: "StudioTests",
+            dependencies: ["Studio", "TestSupport", .product(name: "HummingbirdTesting", package: "hummingbird")]
+        ),
     ],
     cxxLanguageStandard: .cxx17
 )

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent set-up for ContextDiff-Swift on Debian 12.
-# Installs the system libraries (libtorch, OpenBLAS, Gloo, PyTorch for the peer, ffmpeg)
+# Installs the system libraries (libtorch, OpenBLAS, Gloo, PyTorch for the peer, ffmpeg, SQLite;
+# Chromium and its WebDriver for the studio's browser test)
 # and the MiniLM text-encoder files. Fast when everything is already present.
 set -euo pipefail
 
-PKGS=(libtorch-dev libopenblas0-pthread libgloo-dev python3-torch python3-numpy ffmpeg unzip libpng-dev libjpeg62-turbo-dev pkg-config)
+PKGS=(libtorch-dev libopenblas0-pthread libgloo-dev python3-torch python3-numpy ffmpeg unzip libpng-dev libjpeg62-turbo-dev pkg-config libsqlite3-dev chromium chromium-driver)
 MINILM_DIR="${CONTEXTDIFF_MINILM_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/contextdiff/all-MiniLM-L6-v2}"
 
 missing=()

@@ -46,6 +46,13 @@ public struct GeneratedImages: Sendable, Equatable {
     public var height: Int
     public var notices: [String]
 
+    public init(pixels: [[UInt8]], width: Int, height: Int, notices: [String] = []) {
+        self.pixels = pixels
+        self.width = width
+        self.height = height
+        self.notices = notices
+    }
+
     /// Quantises `[N, 3, H, W]` images in [-1, 1] (round half up, as the PNG writer does).
     public init(_ result: GenerationResult) throws {
         let s = result.images.shape

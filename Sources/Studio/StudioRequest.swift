@@ -1,0 +1,135 @@
+import ContextDiff
+import Foundation
+
+/// What one server will accept: every bound a request or the queue can hit, with its HTTP
+/// answer (422 past an option's bound, 413 past a body's, 429 past the queue's).
+public struct StudioLimits: Codable, Sendable, Equatable {
+    /// Jobs waiting or running at once; one more is answered 429.
+    public var queueCapacity = 8
+    /// Images one request may ask for.
+    public var maxImages = 8
+    /// Denoising steps one request may ask for.
+    public var maxSteps = 200
+    /// Characters of a prompt or negative prompt.
+    public var maxPromptCharacters = 500
+    /// Bytes of a JSON request body.
+    public var maxBodyBytes = 64 * 1024
+    /// Classifier-free guidance weights allowed.
+    public var maxGuidance = 30.0
+    /// Finished runs the history lists at most per page.
+    public var maxPageSize = 200
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case queueCapacity = "queue_capacity", maxImages = "max_images", maxSteps = "max_steps"
+        case maxPromptCharacters = "max_prompt_characters", maxBodyBytes = "max_body_bytes"
+        case maxGuidance = "max_guidance", maxPageSize = "max_page_size"
+    }
+}
+
+/// A generation request as the page and the JSON API send it. Every field but `prompt` is
+/// optional and takes `generate`'s default; a missing seed is drawn at random (and recorded).
+public struct GenerateRequest: Codable, Sendable, Equatable {
+    public var prompt: String
+    public var negativePrompt: String?
+    public var sampler: String?
+    public var steps: Int?
+    public var guidance: Double?
+    public var seed: UInt64?
+    public var numImages: Int?
+    /// `sampled` or `typical` (models with a layout prior).
+    public var layout: String?
+    /// Layout-to-image: objects named by phrases of the prompt, boxes `[x0, y0, x1, y1]` in [0, 1].
+    public var boxes: [Layout.Object]?
+
+    public init(prompt: String) { self.prompt = prompt }
+
+    enum CodingKeys: String, CodingKey {
+        case prompt, sampler, steps, guidance, seed, layout, boxes
+        case negativePrompt = "negative_prompt", numImages = "num_images"
+    }
+}
+
+/// A request checked against the limits and turned into the library's options.
+public struct GenerationJobSpec: Sendable, Equatable {
+    public var prompt: String
+    public var options: GenerationOptions
+    public var layout: Layout?
+}
+
+/// Why a request was refused, with the HTTP status it is answered with.
+public struct StudioRequestError: Error, Equatable, CustomStringConvertible {
+    public var status: Int
+    public var message: String
+    public var description: String { message }
+
+    static func invalid(_ message: String) -> Self { Self(status: 422, message: message) }
+}
+
+extension GenerateRequest {
+    /// Checks every field against `limits` and the model, naming the first bad one.
+    public func validated(limits: StudioLimits, trainTimesteps: Int) throws -> GenerationJobSpec {
+        let prompt = self.prompt.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !prompt.isEmpty else { throw StudioRequestError.invalid("prompt: describe the image to generate") }
+        guard prompt.count <= limits.maxPromptCharacters else {
+            throw StudioRequestError.invalid("prompt: at most \(limits.maxPromptCharacters) characters, got \(prompt.count)")
+        }
+        if let negativePrompt, negativePrompt.count > limits.maxPromptCharacters {
+            throw StudioRequestError.invalid("negative_prompt: at most \(limits.maxPromptCharacters) characters")
+        }
+        var options = GenerationOptions()
+        if let sampler {
+            guard let kind = SamplerKind(rawValue: sampler) ?? SamplerKind.aliases[sampler] else {
+                throw StudioRequestError.invalid("sampler: one of \(SamplerKind.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(sampler)\"")
+            }
+            options.sampler = kind
+        }
+        if let steps {
+            guard (1...limits.maxSteps).contains(steps) else {
+                throw StudioRequestError.invalid("steps: 1 to \(limits.maxSteps), got \(steps)")
+            }
+            options.steps = steps
+        }
+        if let guidance {
+            guard guidance.isFinite, (0...limits.maxGuidance).contains(guidance) else {
+                throw StudioRequestError.invalid("guidance: 0 to \(limits.maxGuidance), got \(guidance)")
+            }
+            options.guidance = guidance
+        }
+        if let numImages {
+            guard (1...limits.maxImages).contains(numImages) else {
+                throw StudioRequestError.invalid("num_images: 1 to \(limits.maxImages), got \(numImages)")
+            }
+            options.imagesPerPrompt = numImages
+        }
+        if let layout {
+            guard let mode = LayoutMode(rawValue: layout) else {
+                throw StudioRequestError.invalid("layout: sampled or typical, got \"\(layout)\"")
+            }
+            options.layout = mode
+        }
+        options.seed = seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
+        let negative = negativePrompt?.trimmingCharacters(in: .whitespacesAndNewlines)
+        options.negativePrompt = negative?.isEmpty == false ? negative : nil
+        do { try options.validate(trainTimesteps: trainTimesteps) } catch {
+            throw StudioRequestError.invalid("\(error)")
+        }
+        var given: Layout?
+        if let boxes, !boxes.isEmpty {
+            guard boxes.count <= Layout.maxObjects else {
+                throw StudioRequestError.invalid("boxes: at most \(Layout.maxObjects), got \(boxes.count)")
+            }
+            for object in boxes {
+                guard object.box.count == 4, object.box.allSatisfy({ $0.isFinite && (0...1).contains($0) }),
+                    object.box[0] < object.box[2], object.box[1] < object.box[3]
+                else { throw StudioRequestError.invalid("boxes: each box is [x0, y0, x1, y1] in [0, 1] with x0 < x1 and y0 < y1") }
+                guard !object.phrase.trimmingCharacters(in: .whitespaces).isEmpty, object.phrase.count <= limits.maxPromptCharacters else {
+                    throw StudioRequestError.invalid("boxes: each box needs a phrase of the prompt")
+                }
+            }
+            given = Layout(objects: boxes)
+        }
+        return GenerationJobSpec(prompt: prompt, options: options, layout: given)
+    }
+}
