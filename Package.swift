@@ -53,7 +53,7 @@ let package = Package(
         .target(
             name: "Studio",
             dependencies: [
-                "Core", "Torch", "ContextDiff", "Datasets", "Workflows",
+                "Core", "Torch", "ContextDiff", "Datasets", "Evaluation", "Workflows",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),

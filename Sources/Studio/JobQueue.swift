@@ -1,5 +1,6 @@
 import ContextDiff
 import Core
+import Datasets
 import Foundation
 
 /// A generation job as clients see it.
@@ -10,7 +11,11 @@ public struct JobSnapshot: Codable, Sendable, Equatable {
     }
 
     public var id: String
+    /// `generate` or `edit-video`.
+    public var kind: String
     public var status: Status
+    /// What a running job is doing ("sampling"; a video edit: "tuning", "inversion", "editing").
+    public var phase: String?
     /// Jobs ahead of this one (queued jobs only).
     public var position: Int?
     /// Denoising steps done of `total`.
@@ -19,15 +24,17 @@ public struct JobSnapshot: Codable, Sendable, Equatable {
     public var prompt: String
     /// The seed the job runs with (drawn when the request gave none).
     public var seed: UInt64
-    /// The finished run (succeeded jobs).
+    /// The finished run (succeeded image jobs).
     public var run: StudioRun?
+    /// The finished edit (succeeded video edits).
+    public var edit: StudioEdit?
     /// Why it failed.
     public var error: String?
     /// The library's notices (a prompt cut to the encoder's length, ...).
     public var notices: [String]
 
     enum CodingKeys: String, CodingKey {
-        case id, status, position, completed, total, prompt, seed, run, error, notices
+        case id, kind, status, phase, position, completed, total, prompt, seed, run, edit, error, notices
     }
 }
 
@@ -39,9 +46,15 @@ public actor JobQueue {
     /// The queue is full: the caller is answered 429.
     public struct Full: Error {}
 
+    /// What a job does.
+    enum Work: Sendable {
+        case generate(GenerationJobSpec)
+        case editVideo(VideoEditJobSpec)
+    }
+
     private struct Job {
         var snapshot: JobSnapshot
-        var spec: GenerationJobSpec
+        var work: Work
         let cancelled = CancelFlag()
         var watchers: [UUID: AsyncStream<JobSnapshot>.Continuation] = [:]
     }
@@ -49,6 +62,8 @@ public actor JobQueue {
     public let backend: any StudioBackend
     public let history: RunHistory
     public let limits: StudioLimits
+    /// Writes edits' GIFs; nil without ffmpeg (edits are then refused).
+    public nonisolated let ffmpeg: FFmpeg?
     private var jobs: [String: Job] = [:]
     private var waiting: [String] = []
     private var running: String?
@@ -61,6 +76,7 @@ public actor JobQueue {
         self.backend = backend
         self.history = history
         self.limits = limits
+        ffmpeg = try? FFmpeg()
     }
 
     /// Jobs waiting and running.
@@ -69,12 +85,21 @@ public actor JobQueue {
     /// Queues a checked request; throws ``Full`` when ``StudioLimits/queueCapacity`` jobs are
     /// already waiting or running.
     public func submit(_ spec: GenerationJobSpec) throws -> JobSnapshot {
+        try submit(.generate(spec), kind: "generate", prompt: spec.prompt, seed: spec.options.seed, total: spec.options.steps)
+    }
+
+    /// Queues a checked video edit, as ``submit(_:)``.
+    public func submit(_ spec: VideoEditJobSpec) throws -> JobSnapshot {
+        try submit(.editVideo(spec), kind: "edit-video", prompt: spec.targetPrompt, seed: spec.options.seed, total: spec.options.tuneSteps)
+    }
+
+    private func submit(_ work: Work, kind: String, prompt: String, seed: UInt64, total: Int) throws -> JobSnapshot {
         guard waiting.count + (running == nil ? 0 : 1) < limits.queueCapacity else { throw Full() }
         let id = UUID().uuidString.lowercased()
         let snapshot = JobSnapshot(
-            id: id, status: .queued, position: waiting.count + (running == nil ? 0 : 1), completed: 0,
-            total: spec.options.steps, prompt: spec.prompt, seed: spec.options.seed, run: nil, error: nil, notices: [])
-        jobs[id] = Job(snapshot: snapshot, spec: spec)
+            id: id, kind: kind, status: .queued, phase: nil, position: waiting.count + (running == nil ? 0 : 1), completed: 0,
+            total: total, prompt: prompt, seed: seed, run: nil, edit: nil, error: nil, notices: [])
+        jobs[id] = Job(snapshot: snapshot, work: work)
         waiting.append(id)
         startNext()
         return jobs[id]!.snapshot
@@ -142,8 +167,11 @@ public actor JobQueue {
         }
     }
 
-    private func progressed(_ id: String, _ completed: Int, _ total: Int) {
-        guard let job = jobs[id], job.snapshot.status == .running, completed > job.snapshot.completed else { return }
+    private func progressed(_ id: String, _ phase: String, _ completed: Int, _ total: Int) {
+        guard let job = jobs[id], job.snapshot.status == .running else { return }
+        // Updates may arrive out of order: within a phase only forward.
+        guard job.snapshot.phase != phase || completed > job.snapshot.completed else { return }
+        jobs[id]?.snapshot.phase = phase
         jobs[id]?.snapshot.completed = completed
         jobs[id]?.snapshot.total = total
         publish(id)
@@ -158,32 +186,49 @@ public actor JobQueue {
         jobs[id]?.snapshot.position = nil
         publish(id)
         renumber()
-        let (backend, history, spec, flag) = (backend, history, job.spec, job.cancelled)
+        let (backend, history, work, flag, ffmpeg) = (backend, history, job.work, job.cancelled, ffmpeg)
         worker.async { [weak self] in
             let started = Date()
-            let outcome = Result { () throws -> (StudioRun, [String])? in
-                let images = try backend.generate(spec) { update in
-                    Task { await self?.progressed(id, update.completed, update.total) }
-                    return !flag.isSet
+            let report: ProgressHandler = { update in
+                Task { await self?.progressed(id, update.phase, update.completed, update.total) }
+                return !flag.isSet
+            }
+            let outcome = Result { () throws -> Finished? in
+                switch work {
+                case let .generate(spec):
+                    let images = try backend.generate(spec, progress: report)
+                    if flag.isSet { return nil }
+                    let run = try history.record(
+                        images, prompt: spec.prompt, options: spec.options, model: backend.modelName,
+                        seconds: Date().timeIntervalSince(started))
+                    return Finished(run: run, edit: nil, notices: images.notices)
+                case let .editVideo(spec):
+                    guard let ffmpeg else { throw StudioRequestError(status: 503, message: "ffmpeg is not installed") }
+                    let edited = try backend.editVideo(spec, progress: report)
+                    if flag.isSet { return nil }
+                    let edit = try history.record(edited, spec: spec, ffmpeg: ffmpeg, seconds: Date().timeIntervalSince(started))
+                    return Finished(run: nil, edit: edit, notices: edited.notices)
                 }
-                if flag.isSet { return nil }
-                let run = try history.record(
-                    images, prompt: spec.prompt, options: spec.options, model: backend.modelName,
-                    seconds: Date().timeIntervalSince(started))
-                return (run, images.notices)
             }
             Task { await self?.completed(id, outcome, cancelled: flag.isSet) }
         }
     }
 
-    private func completed(_ id: String, _ outcome: Result<(StudioRun, [String])?, any Error>, cancelled: Bool) {
+    private struct Finished: Sendable {
+        var run: StudioRun?
+        var edit: StudioEdit?
+        var notices: [String]
+    }
+
+    private func completed(_ id: String, _ outcome: Result<Finished?, any Error>, cancelled: Bool) {
         running = nil
         if var job = jobs[id] {
             switch outcome {
-            case let .success((run, notices)?):
+            case let .success(finished?):
                 job.snapshot.status = .succeeded
-                job.snapshot.run = run
-                job.snapshot.notices = notices
+                job.snapshot.run = finished.run
+                job.snapshot.edit = finished.edit
+                job.snapshot.notices = finished.notices
                 job.snapshot.completed = job.snapshot.total
             case .success(nil):
                 job.snapshot.status = .cancelled

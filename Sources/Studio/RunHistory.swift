@@ -1,5 +1,6 @@
 import ContextDiff
 import Datasets
+import Evaluation
 import Foundation
 import GRDB
 import Workflows
@@ -26,6 +27,30 @@ public struct StudioRun: Codable, Sendable, Equatable {
     }
 }
 
+/// A finished video edit: its prompts, settings, scores and files.
+public struct StudioEdit: Codable, Sendable, Equatable {
+    public var id: String
+    public var createdAt: String
+    public var sourcePrompt: String
+    public var targetPrompt: String
+    public var options: VideoEditOptions
+    public var frames: Int
+    public var scores: VideoEditScores?
+    public var seconds: Double
+    /// The source frames side by side, the edited frames side by side, the edit as a GIF.
+    public var source: String
+    public var edited: String
+    public var animation: String
+
+    enum CodingKeys: String, CodingKey {
+        case id, options, frames, scores, seconds, source, edited, animation
+        case createdAt = "created_at", sourcePrompt = "source_prompt", targetPrompt = "target_prompt"
+    }
+
+    /// The files an edit has, by the name its URL ends with.
+    public static let files = ["source.png", "edited.png", "edited.gif"]
+}
+
 /// The studio's run history: one SQLite database (GRDB) and a folder of PNGs under the data
 /// folder. A run's images are written (atomically, each carrying its ``GenerationRecord``)
 /// before its row is committed, so a server killed at any point lists no run with missing
@@ -34,11 +59,13 @@ public final class RunHistory: Sendable {
     public let folder: URL
     private let database: DatabaseQueue
     private var imagesFolder: URL { folder.appendingPathComponent("images", isDirectory: true) }
+    private var editsFolder: URL { folder.appendingPathComponent("edits", isDirectory: true) }
 
     public init(folder: URL) throws {
         self.folder = folder
-        try FileManager.default.createDirectory(
-            at: folder.appendingPathComponent("images", isDirectory: true), withIntermediateDirectories: true)
+        for name in ["images", "edits"] {
+            try FileManager.default.createDirectory(at: folder.appendingPathComponent(name, isDirectory: true), withIntermediateDirectories: true)
+        }
         database = try DatabaseQueue(path: folder.appendingPathComponent("studio.sqlite").path)
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
@@ -53,6 +80,16 @@ public final class RunHistory: Sendable {
                     width INTEGER NOT NULL,
                     height INTEGER NOT NULL,
                     seconds REAL NOT NULL
+                );
+                """)
+        }
+        migrator.registerMigration("v2-edits") { db in
+            try db.execute(sql: """
+                CREATE TABLE edit (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    created_at TEXT NOT NULL,
+                    body TEXT NOT NULL
                 );
                 """)
         }
@@ -131,12 +168,52 @@ public final class RunHistory: Sendable {
             images: (0..<count).map { "/api/runs/\(id)/images/\($0)" })
     }
 
-    /// Image folders without a committed run (a kill between writing and committing).
+    /// Writes the edit's strips and GIF, then commits it; returns it.
+    public func record(_ edit: EditedVideo, spec: VideoEditJobSpec, ffmpeg: FFmpeg, seconds: Double) throws -> StudioEdit {
+        let id = UUID().uuidString.lowercased()
+        let files = editsFolder.appendingPathComponent(id, isDirectory: true)
+        try FileManager.default.createDirectory(at: files, withIntermediateDirectories: true)
+        try edit.source.strip().writePNG(to: files.appendingPathComponent("source.png"))
+        try edit.edited.strip().writePNG(to: files.appendingPathComponent("edited.png"))
+        try ffmpeg.write(edit.edited, to: files.appendingPathComponent("edited.gif"), scale: 4)
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let base = "/api/edits/\(id)/"
+        let record = StudioEdit(
+            id: id, createdAt: formatter.string(from: Date()), sourcePrompt: spec.sourcePrompt, targetPrompt: spec.targetPrompt,
+            options: spec.options, frames: spec.source.frames.count, scores: edit.scores, seconds: seconds,
+            source: base + "source.png", edited: base + "edited.png", animation: base + "edited.gif")
+        let body = String(decoding: try JSONEncoder().encode(record), as: UTF8.self)
+        try database.write { db in
+            try db.execute(sql: "INSERT INTO edit (id, created_at, body) VALUES (?, ?, ?)", arguments: [id, record.createdAt, body])
+        }
+        return record
+    }
+
+    /// The newest edits first, at most `limit`.
+    public func edits(limit: Int) throws -> [StudioEdit] {
+        try database.read { db in
+            try String.fetchAll(db, sql: "SELECT body FROM edit ORDER BY seq DESC LIMIT ?", arguments: [limit])
+                .map { try JSONDecoder().decode(StudioEdit.self, from: Data($0.utf8)) }
+        }
+    }
+
+    /// An edit's file (one of ``StudioEdit/files``) when the edit exists.
+    public func editFile(edit id: String, name: String) throws -> URL? {
+        guard UUID(uuidString: id) != nil, StudioEdit.files.contains(name),
+            try database.read({ try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM edit WHERE id = ?", arguments: [id]) }) == 1
+        else { return nil }
+        return editsFolder.appendingPathComponent(id, isDirectory: true).appendingPathComponent(name)
+    }
+
+    /// Image and edit folders without a committed row (a kill between writing and committing).
     private func removeOrphanedImages() throws {
-        let known = Set(try database.read { try String.fetchAll($0, sql: "SELECT id FROM run") })
-        let folders = (try? FileManager.default.contentsOfDirectory(atPath: imagesFolder.path)) ?? []
-        for name in folders where !known.contains(name) {
-            try? FileManager.default.removeItem(at: imagesFolder.appendingPathComponent(name))
+        for (table, parent) in [("run", imagesFolder), ("edit", editsFolder)] {
+            let known = Set(try database.read { try String.fetchAll($0, sql: "SELECT id FROM \(table)") })
+            let folders = (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
+            for name in folders where !known.contains(name) {
+                try? FileManager.default.removeItem(at: parent.appendingPathComponent(name))
+            }
         }
     }
 }

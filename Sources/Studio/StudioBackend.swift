@@ -1,8 +1,11 @@
 import ContextDiff
 import Core
+import Datasets
+import Evaluation
 import Foundation
 import NN
 import TextEncoders
+import Torch
 
 /// What the studio draws with. ``JobQueue`` calls ``generate(_:progress:)`` on its own worker
 /// thread, one job at a time; `progress` returning false asks the call to stop (it then throws
@@ -17,6 +20,32 @@ public protocol StudioBackend: Sendable {
     /// Whether the model places objects with a layout prior (layout modes and boxes apply).
     var hasLayoutPrior: Bool { get }
     func generate(_ spec: GenerationJobSpec, progress: @escaping ProgressHandler) throws -> GeneratedImages
+    /// Edits `spec.source` (one-shot tuning, inversion, fused editing: ``VideoEditPipeline``).
+    func editVideo(_ spec: VideoEditJobSpec, progress: @escaping ProgressHandler) throws -> EditedVideo
+}
+
+/// A checked video edit: the decoded clip at the model's size and the edit's options.
+public struct VideoEditJobSpec: Sendable, Equatable {
+    public var source: Video
+    public var sourcePrompt: String
+    public var targetPrompt: String
+    public var options: VideoEditOptions
+}
+
+/// An edit's frames and scores.
+public struct EditedVideo: Sendable {
+    public var source: Video
+    public var edited: Video
+    /// The paper's Table 2 scores, when the contrastive model (models/clip) is there.
+    public var scores: VideoEditScores?
+    public var notices: [String]
+
+    public init(source: Video, edited: Video, scores: VideoEditScores?, notices: [String]) {
+        self.source = source
+        self.edited = edited
+        self.scores = scores
+        self.notices = notices
+    }
 }
 
 /// A text-to-image model folder behind a lock: loaded once, called by one job at a time.
@@ -26,11 +55,19 @@ public final class PipelineBackend: StudioBackend, @unchecked Sendable {
     public let trainTimesteps: Int
     public let hasLayoutPrior: Bool
     private let pipeline: TextToImagePipeline
+    private let scorer: ContrastiveScorer?
+    private let evaluator: AttributeEvaluator?
     private let lock = NSLock()
 
     /// Loads `directory` with the text encoder `makeTextEncoder` builds. Class-conditional
-    /// models have no prompts to serve and are refused.
-    public init(directory: URL, makeTextEncoder: () throws -> any TextEncoder) throws {
+    /// models have no prompts to serve and are refused. `scorer` and `evaluator`, when given,
+    /// score video edits (CLIP-style text and temporal scores, evaluator alignment).
+    public init(
+        directory: URL, scorer: ContrastiveScorer? = nil, evaluator: AttributeEvaluator? = nil,
+        makeTextEncoder: () throws -> any TextEncoder
+    ) throws {
+        self.scorer = scorer
+        self.evaluator = evaluator
         let model = try ContextDiffModel.load(from: directory)
         guard model.classEncoder == nil else {
             throw PipelineError.incompatibleTextEncoder("the studio serves text-to-image models; \(directory.lastPathComponent) is class-conditional")
@@ -47,6 +84,23 @@ public final class PipelineBackend: StudioBackend, @unchecked Sendable {
             let result = try pipeline.generate(
                 prompts: [spec.prompt], options: spec.options, layouts: spec.layout.map { [$0] }, progress: progress)
             return try GeneratedImages(result)
+        }
+    }
+}
+
+extension PipelineBackend {
+    public func editVideo(_ spec: VideoEditJobSpec, progress: @escaping ProgressHandler) throws -> EditedVideo {
+        try lock.withLock {
+            let video = try Torch.withSeed(spec.options.seed) { try VideoDiffusionModel(inflating: pipeline.model) }
+            let editor = try VideoEditPipeline(model: video, textEncoder: pipeline.textEncoder)
+            let source = try spec.source.tensor()
+            let result = try editor.edit(
+                video: source, sourcePrompt: spec.sourcePrompt, targetPrompt: spec.targetPrompt, options: spec.options, progress: progress)
+            let scores = try scorer.map {
+                try VideoMetrics.scores(source: source, edited: result.edited, prompt: spec.targetPrompt, scorer: $0, evaluator: evaluator)
+            }
+            return EditedVideo(
+                source: spec.source, edited: try Video(tensor: result.edited, fps: spec.source.fps), scores: scores, notices: result.notices)
         }
     }
 }

@@ -18,13 +18,20 @@ public struct StudioLimits: Codable, Sendable, Equatable {
     public var maxGuidance = 30.0
     /// Finished runs the history lists at most per page.
     public var maxPageSize = 200
+    /// Bytes of an uploaded clip.
+    public var maxUploadBytes = 32 << 20
+    /// Frames of a video edit.
+    public var maxFrames = 16
+    /// One-shot tuning steps of a video edit.
+    public var maxTuneSteps = 200
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case queueCapacity = "queue_capacity", maxImages = "max_images", maxSteps = "max_steps"
         case maxPromptCharacters = "max_prompt_characters", maxBodyBytes = "max_body_bytes"
-        case maxGuidance = "max_guidance", maxPageSize = "max_page_size"
+        case maxGuidance = "max_guidance", maxPageSize = "max_page_size", maxUploadBytes = "max_upload_bytes"
+        case maxFrames = "max_frames", maxTuneSteps = "max_tune_steps"
     }
 }
 
@@ -131,5 +138,82 @@ extension GenerateRequest {
             given = Layout(objects: boxes)
         }
         return GenerationJobSpec(prompt: prompt, options: options, layout: given)
+    }
+}
+
+/// A video edit as the page sends it: the prompts and settings as query parameters, the clip
+/// (anything ffmpeg reads) as the body. Missing settings take `edit-video`'s defaults.
+public struct VideoEditRequest: Sendable, Equatable {
+    public var sourcePrompt: String
+    public var targetPrompt: String
+    public var frames: Int?
+    public var steps: Int?
+    public var tuneSteps: Int?
+    public var guidance: Double?
+    public var seed: UInt64?
+    public var method: String?
+
+    public init(sourcePrompt: String, targetPrompt: String) {
+        self.sourcePrompt = sourcePrompt
+        self.targetPrompt = targetPrompt
+    }
+
+    /// Reads the query parameters `source_prompt`, `target_prompt`, `frames`, `steps`,
+    /// `tune_steps`, `guidance`, `seed` and `method`; a number that does not parse is an error.
+    public init(query: [String: String]) throws {
+        sourcePrompt = query["source_prompt"] ?? ""
+        targetPrompt = query["target_prompt"] ?? ""
+        func number<T: LosslessStringConvertible>(_ key: String) throws -> T? {
+            guard let text = query[key] else { return nil }
+            guard let value = T(text) else { throw StudioRequestError(status: 400, message: "\(key): not a number: \(text.prefix(40))") }
+            return value
+        }
+        frames = try number("frames")
+        steps = try number("steps")
+        tuneSteps = try number("tune_steps")
+        guidance = try number("guidance")
+        seed = try number("seed")
+        method = query["method"]
+    }
+
+    /// Checks the settings against `limits`, naming the first bad one.
+    public func validated(limits: StudioLimits, trainTimesteps: Int) throws -> (VideoEditOptions, frames: Int) {
+        for (name, prompt) in [("source_prompt", sourcePrompt), ("target_prompt", targetPrompt)] {
+            let trimmed = prompt.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !trimmed.isEmpty else { throw StudioRequestError.invalid("\(name): describe the video") }
+            guard trimmed.count <= limits.maxPromptCharacters else {
+                throw StudioRequestError.invalid("\(name): at most \(limits.maxPromptCharacters) characters")
+            }
+        }
+        var options = VideoEditOptions()
+        let frames = self.frames ?? 8
+        guard (1...limits.maxFrames).contains(frames) else {
+            throw StudioRequestError.invalid("frames: 1 to \(limits.maxFrames), got \(frames)")
+        }
+        if let steps {
+            guard (1...limits.maxSteps).contains(steps) else { throw StudioRequestError.invalid("steps: 1 to \(limits.maxSteps), got \(steps)") }
+            options.steps = steps
+        }
+        if let tuneSteps {
+            guard (0...limits.maxTuneSteps).contains(tuneSteps) else {
+                throw StudioRequestError.invalid("tune_steps: 0 to \(limits.maxTuneSteps), got \(tuneSteps)")
+            }
+            options.tuneSteps = tuneSteps
+        }
+        if let guidance {
+            guard guidance.isFinite, (0...limits.maxGuidance).contains(guidance) else {
+                throw StudioRequestError.invalid("guidance: 0 to \(limits.maxGuidance), got \(guidance)")
+            }
+            options.guidance = guidance
+        }
+        if let method {
+            guard let m = VideoEditMethod(rawValue: method) else {
+                throw StudioRequestError.invalid("method: contextdiff, fatezero or tuneavideo, got \"\(method.prefix(40))\"")
+            }
+            options.method = m
+        }
+        options.seed = seed ?? 0
+        do { try options.validate(trainTimesteps: trainTimesteps) } catch { throw StudioRequestError.invalid("\(error)") }
+        return (options, frames)
     }
 }

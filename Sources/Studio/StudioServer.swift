@@ -1,4 +1,5 @@
 import ContextDiff
+import Datasets
 import Foundation
 import Hummingbird
 import Logging
@@ -34,6 +35,17 @@ public struct StudioServer: Sendable {
             return try Self.json(snapshot)
         }
         router.get("/api/jobs/:id/events") { _, context in try await self.events(context.parameters.require("id")) }
+        router.post("/api/edit-video") { request, _ in try await self.editVideo(request) }
+        router.get("/api/edits") { _, _ in try Self.json(["edits": self.queue.history.edits(limit: 50)]) }
+        router.get("/api/edits/:id/:file") { _, context in
+            let (id, name) = (try context.parameters.require("id"), try context.parameters.require("file"))
+            guard let file = try self.queue.history.editFile(edit: id, name: name),
+                let data = FileManager.default.contents(atPath: file.path)
+            else { throw HTTPError(.notFound, message: "no such file") }
+            return Response(
+                status: .ok, headers: [.contentType: name.hasSuffix(".gif") ? "image/gif" : "image/png", .cacheControl: "public, max-age=31536000, immutable"],
+                body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        }
         router.get("/api/runs") { request, _ in try self.runs(request) }
         router.get("/api/runs/:id") { _, context in
             let id = try context.parameters.require("id")
@@ -81,6 +93,7 @@ public struct StudioServer: Sendable {
         guard let type = request.headers[.contentType], type.lowercased().hasPrefix("application/json") else {
             throw HTTPError(.unsupportedMediaType, message: "send the request as application/json")
         }
+        try Self.refuseLargerThan(limits.maxBodyBytes, request)
         var request = request
         let body = try await request.collectBody(upTo: limits.maxBodyBytes)
         let decoded: GenerateRequest
@@ -98,6 +111,56 @@ public struct StudioServer: Sendable {
         if spec.layout != nil, !queue.backend.hasLayoutPrior {
             throw HTTPError(.unprocessableContent, message: "boxes: this model has no layout prior")
         }
+        do {
+            var response = try Self.json(await queue.submit(spec))
+            response.status = .accepted
+            return response
+        } catch is JobQueue.Full {
+            throw HTTPError(
+                .tooManyRequests, headers: [.retryAfter: "5"],
+                message: "the queue is full (\(limits.queueCapacity) jobs); try again shortly")
+        }
+    }
+
+    /// The clip is the body (any type ffmpeg reads, sent as video/*, image/gif or
+    /// application/octet-stream); the prompts and settings are query parameters. The upload is
+    /// decoded before the job is queued, so a file that is not a video is answered 422 at once.
+    func editVideo(_ request: Request) async throws -> Response {
+        guard let ffmpeg = queue.ffmpeg else { throw HTTPError(.serviceUnavailable, message: "video edits need ffmpeg, which is not installed") }
+        let type = request.headers[.contentType]?.lowercased() ?? ""
+        guard type.hasPrefix("video/") || type.hasPrefix("image/gif") || type.hasPrefix("application/octet-stream") else {
+            throw HTTPError(.unsupportedMediaType, message: "send the clip as the body (video/*, image/gif or application/octet-stream)")
+        }
+        var query: [String: String] = [:]
+        for (key, value) in request.uri.queryParameters { query[String(key)] = String(value) }
+        let settings: (VideoEditOptions, frames: Int)
+        let given: VideoEditRequest
+        do {
+            given = try VideoEditRequest(query: query)
+            settings = try given.validated(limits: limits, trainTimesteps: queue.backend.trainTimesteps)
+        } catch let error as StudioRequestError {
+            throw HTTPError(.init(code: error.status), message: error.message)
+        }
+        try Self.refuseLargerThan(limits.maxUploadBytes, request)
+        var request = request
+        let body = try await request.collectBody(upTo: limits.maxUploadBytes)
+        guard body.readableBytes > 0 else { throw HTTPError(.badRequest, message: "the body is empty: send the clip") }
+        // A name of our own in the data folder; nothing from the request names a path.
+        let uploads = queue.history.folder.appendingPathComponent("uploads", isDirectory: true)
+        try FileManager.default.createDirectory(at: uploads, withIntermediateDirectories: true)
+        let file = uploads.appendingPathComponent(UUID().uuidString.lowercased())
+        try Data(body.readableBytesView).write(to: file, options: .atomic)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let size = queue.backend.sampleSize, frames = settings.frames
+        let decoded: Result<Video, any Error> = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: Result { try ffmpeg.read(file, size: size, maxFrames: frames) }) }
+        }
+        guard case let .success(video) = decoded else {
+            throw HTTPError(.unprocessableContent, message: "the upload is not a video ffmpeg can read")
+        }
+        let spec = VideoEditJobSpec(
+            source: video, sourcePrompt: given.sourcePrompt.trimmingCharacters(in: .whitespacesAndNewlines),
+            targetPrompt: given.targetPrompt.trimmingCharacters(in: .whitespacesAndNewlines), options: settings.0)
         do {
             var response = try Self.json(await queue.submit(spec))
             response.status = .accepted
@@ -134,6 +197,16 @@ public struct StudioServer: Sendable {
         }
         let before = query["before"].map(String.init)
         return try Self.json(["runs": queue.history.runs(limit: limit, before: before)])
+    }
+
+    /// A body its Content-Length says is over `limit` is refused before a byte of it is read,
+    /// and the connection closed (a client blocked sending it learns at once).
+    static func refuseLargerThan(_ limit: Int, _ request: Request) throws {
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
+            throw HTTPError(
+                .contentTooLarge, headers: [.connection: "close"],
+                message: "the request body is too large (\(length) bytes; at most \(limit))")
+        }
     }
 
     static let encoder: JSONEncoder = {

@@ -3,6 +3,7 @@ import Foundation
 import Studio
 import TextEncoders
 import Torch
+import Workflows
 
 /// `contextdiff serve`: ContextDiff Studio, the local web app.
 struct ServeCommand: ParsableCommand {
@@ -39,7 +40,11 @@ struct ServeCommand: ParsableCommand {
         limits.queueCapacity = queue
         limits.maxImages = maxImages
         limits.maxSteps = maxSteps
-        let backend = try PipelineBackend(directory: modelURL) { try MiniLMTextEncoder() }
+        // Video edits are scored when the evaluation models are there (models/clip, models/evaluator).
+        let scorer = EvaluationModels.exists(EvaluationModels.clipURL())
+            ? try EvaluationModels.loadScorer(textEncoder: MiniLMTextEncoder()).0 : nil
+        let evaluator = EvaluationModels.exists(EvaluationModels.evaluatorURL()) ? try EvaluationModels.loadEvaluator().0 : nil
+        let backend = try PipelineBackend(directory: modelURL, scorer: scorer, evaluator: evaluator) { try MiniLMTextEncoder() }
         let history = try RunHistory(folder: URL(fileURLWithPath: dataDir))
         let server = StudioServer(queue: JobQueue(backend: backend, history: history, limits: limits))
         if !StudioServer.isLoopback(host) {

@@ -81,6 +81,15 @@ final class GatedBackend: StudioBackend, @unchecked Sendable {
         let pixels = [UInt8](repeating: UInt8(spec.options.seed % 256), count: 2 * 2 * 3)
         return GeneratedImages(pixels: Array(repeating: pixels, count: spec.options.imagesPerPrompt), width: 2, height: 2)
     }
+
+    func editVideo(_ spec: VideoEditJobSpec, progress: @escaping ProgressHandler) throws -> EditedVideo {
+        lock.withLock { _started.append("edit: \(spec.targetPrompt)") }
+        guard progress(ProgressUpdate(phase: "tuning", completed: 1, total: 1)) else {
+            throw SamplingError.cancelled(completedSteps: 0, totalSteps: 1)
+        }
+        let frames = try spec.source.frames.map { try RGBImage(width: $0.width, height: $0.height, pixels: $0.pixels.map { 255 - $0 }) }
+        return EditedVideo(source: spec.source, edited: try Video(frames: frames, fps: spec.source.fps), scores: nil, notices: ["inverted"])
+    }
 }
 
 private func temporaryFolder(_ name: String) -> URL {
@@ -308,5 +317,108 @@ struct StudioTests {
         #expect(run.record.options.seed == 3 && run.images == ["/api/runs/\(ids[3])/images/0"])
         #expect(try RGBImage(contentsOf: #require(try reopened.imageFile(run: ids[3], index: 0))).pixels == [UInt8](repeating: 3, count: 12))
         #expect(try reopened.imageFile(run: "../studio.sqlite", index: 0) == nil)
+    }
+}
+
+@Suite("Studio under load")
+struct StudioLoadTests {
+    /// 50 requests at once against a queue of 8 whose worker is held: exactly 8 are accepted,
+    /// 42 are answered 429 with a JSON error, none is lost, and the 8 then all finish.
+    @Test func fiftyConcurrentRequestsAreAllAnswered() async throws {
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent("studio-load-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: data) }
+        let backend = GatedBackend()
+        let queue = JobQueue(backend: backend, history: try RunHistory(folder: data), limits: StudioLimits())
+        let app = Application(router: StudioServer(queue: queue).router())
+        try await app.test(.router) { client in
+            let raw = try await withThrowingTaskGroup(of: (HTTPResponse.Status, String).self) { group in
+                for k in 0..<50 {
+                    group.addTask {
+                        let body = #"{"prompt": "a red circle", "steps": 2, "seed": \#(k)}"#
+                        return try await client.execute(uri: "/api/generate", method: .post, headers: [.contentType: "application/json"], body: ByteBuffer(string: body)) {
+                            ($0.status, String(buffer: $0.body))
+                        }
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let answers = raw.map { ($0.0, (try? JSONSerialization.jsonObject(with: Data($0.1.utf8)) as? [String: Any]) ?? [:]) }
+            #expect(answers.count == 50)
+            let accepted = answers.filter { $0.0 == .accepted }, refused = answers.filter { $0.0 == .tooManyRequests }
+            #expect(accepted.count == 8 && refused.count == 42, "\(answers.map(\.0))")
+            #expect(refused.allSatisfy { ($0.1["error"] as? [String: Any])?["message"] is String })
+            backend.allow(1000)
+            for (_, job) in accepted {
+                let id = try #require(job["id"] as? String)
+                let deadline = Date().addingTimeInterval(60)
+                var status = ""
+                while Date() < deadline {
+                    status = try await client.execute(uri: "/api/jobs/\(id)", method: .get) { (try? JSONSerialization.jsonObject(with: Data(buffer: $0.body)) as? [String: Any])?["status"] as? String ?? "" }
+                    if status == "succeeded" { break }
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                #expect(status == "succeeded")
+            }
+        }
+        #expect(try RunHistory(folder: data).count == 8)
+    }
+}
+
+@Suite("Studio: video edits")
+struct StudioVideoTests {
+    /// A clip uploaded as the body is decoded, edited by the backend and kept with its strips
+    /// and GIF; a body that is not a video is refused before anything is queued.
+    @Test func anUploadedClipIsEditedAndKept() async throws {
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent("studio-video-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: data) }
+        let ffmpeg = try FFmpeg()
+        let frames = try (0..<4).map { k in try RGBImage(width: 2, height: 2, pixels: [UInt8](repeating: UInt8(40 * k), count: 12)) }
+        let clip = data.appendingPathComponent("clip.gif")
+        try ffmpeg.write(try Video(frames: frames, fps: 8), to: clip)
+        let backend = GatedBackend()
+        let queue = JobQueue(backend: backend, history: try RunHistory(folder: data.appendingPathComponent("history")), limits: StudioLimits())
+        let app = Application(router: StudioServer(queue: queue).router())
+        try await app.test(.router) { client in
+            let path = "/api/edit-video?source_prompt=a%20red%20circle&target_prompt=a%20blue%20circle&frames=4&tune_steps=3"
+            let refused = try await client.execute(
+                uri: path, method: .post, headers: [.contentType: "video/mp4"], body: ByteBuffer(string: "not a video at all")
+            ) { ($0.status, String(buffer: $0.body)) }
+            #expect(refused.0 == .unprocessableContent && refused.1.contains("not a video"), "\(refused)")
+            let bad = try await client.execute(uri: path + "&frames=99", method: .post, headers: [.contentType: "image/gif"], body: ByteBuffer(bytes: Array(try Data(contentsOf: clip)))) { $0.status }
+            #expect(bad == .unprocessableContent)
+            let job = try await client.execute(uri: path, method: .post, headers: [.contentType: "image/gif"], body: ByteBuffer(bytes: Array(try Data(contentsOf: clip)))) { r in
+                #expect(r.status == .accepted)
+                return try json(r)
+            }
+            #expect(job["kind"] as? String == "edit-video")
+            let done = try await waitForJob(client, try #require(job["id"] as? String))
+            #expect(done["status"] as? String == "succeeded" && done["notices"] as? [String] == ["inverted"], "\(done)")
+            let edit = try #require(done["edit"] as? [String: Any])
+            #expect(edit["frames"] as? Int == 4 && edit["target_prompt"] as? String == "a blue circle")
+            for key in ["source", "edited", "animation"] {
+                let url = try #require(edit[key] as? String)
+                let body = try await client.execute(uri: url, method: .get) { r in
+                    #expect(r.status == .ok)
+                    return Array(r.body.readableBytesView)
+                }
+                #expect(body.starts(with: key == "animation" ? Array("GIF8".utf8) : [0x89, 0x50, 0x4E, 0x47]), "\(key)")
+            }
+            // The edited strip holds the inverted frames the backend returned.
+            let strip = try await client.execute(uri: try #require(edit["edited"] as? String), method: .get) { Data(buffer: $0.body) }
+            let stripFile = data.appendingPathComponent("strip.png")
+            try strip.write(to: stripFile)
+            let expected = try Video(frames: frames.map { try RGBImage(width: 2, height: 2, pixels: $0.pixels.map { 255 - $0 }) }).strip()
+            let decodedSource = try ffmpeg.read(clip, size: 2, maxFrames: 4)
+            #expect(decodedSource.frames.count == 4)
+            let got = try RGBImage(contentsOf: stripFile)
+            #expect(got.width == expected.width && got.height == expected.height)
+            let listed = try await client.execute(uri: "/api/edits", method: .get) { try json($0) }
+            #expect((listed["edits"] as? [[String: Any]])?.count == 1)
+        }
+        #expect(backend.started == ["edit: a blue circle"])
+        // The upload is not kept once decoded.
+        let uploads = data.appendingPathComponent("history/uploads")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: uploads.path)) ?? []).isEmpty)
     }
 }

@@ -28,8 +28,7 @@ function setStatus(text, isError = false) {
 
 function showTab(name) {
   for (const tab of document.querySelectorAll(".tab")) tab.classList.toggle("active", tab.dataset.tab === name);
-  $("panel-generate").classList.toggle("hidden", name !== "generate");
-  $("panel-gallery").classList.toggle("hidden", name !== "gallery");
+  for (const panel of ["generate", "video", "gallery"]) $(`panel-${panel}`).classList.toggle("hidden", name !== panel);
   if (name === "gallery") loadGallery(true);
 }
 
@@ -255,12 +254,101 @@ function setUpCanvas() {
   $("clear-boxes").addEventListener("click", () => { state.boxes = []; listBoxes(); drawBoxes(); });
 }
 
+// MARK: video edit
+
+const PHASES = { tuning: "Tuning on the clip", inversion: "Inverting", editing: "Editing", sampling: "Sampling" };
+
+function setVideoStatus(text, isError = false) {
+  $("video-status").textContent = text;
+  $("video-status").classList.toggle("error", isError);
+}
+
+async function editVideo(event) {
+  event.preventDefault();
+  const file = $("video-file").files[0];
+  if (!file) { setVideoStatus("Choose a clip.", true); return; }
+  const query = new URLSearchParams({
+    source_prompt: $("source-prompt").value.trim(),
+    target_prompt: $("target-prompt").value.trim(),
+    method: $("video-method").value,
+    frames: $("video-frames").value,
+    tune_steps: $("video-tune-steps").value,
+    steps: $("video-steps").value,
+    seed: $("video-seed").value,
+  });
+  $("video-edit").disabled = true;
+  $("video-results").classList.add("hidden");
+  setVideoStatus("Uploading…");
+  try {
+    const job = await api(`/api/edit-video?${query}`, {
+      method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file,
+    });
+    followVideo(job);
+  } catch (error) {
+    setVideoStatus(error.message, true);
+    $("video-edit").disabled = false;
+  }
+}
+
+function followVideo(job) {
+  state.videoJob = job.id;
+  $("video-cancel").disabled = false;
+  const finish = () => { state.videoJob = null; $("video-cancel").disabled = true; $("video-edit").disabled = false; };
+  const show = (s) => {
+    $("video-progress").max = s.total || 1;
+    $("video-progress").value = s.completed;
+    if (s.status === "queued") setVideoStatus(`Queued (${s.position} ahead)`);
+    if (s.status === "running") setVideoStatus(`${PHASES[s.phase] || "Starting"}: ${s.completed} of ${s.total}`);
+    if (s.status === "failed") setVideoStatus(`Failed: ${s.error}`, true);
+    if (s.status === "cancelled") setVideoStatus("Cancelled.");
+    if (s.status === "succeeded") { setVideoStatus(`Done in ${s.edit.seconds.toFixed(1)} s.`); showEdit(s.edit); }
+  };
+  show(job);
+  const events = new EventSource(`/api/jobs/${job.id}/events`);
+  events.onmessage = (message) => {
+    const snapshot = JSON.parse(message.data);
+    show(snapshot);
+    if (["succeeded", "failed", "cancelled"].includes(snapshot.status)) { events.close(); finish(); }
+  };
+  events.onerror = () => { events.close(); api(`/api/jobs/${job.id}`).then(show).finally(finish); };
+}
+
+function showEdit(edit) {
+  $("video-source").src = edit.source;
+  $("video-edited").src = edit.edited;
+  $("video-animation").src = edit.animation;
+  const rows = [["frames", edit.frames], ["method", edit.options.method]];
+  if (edit.scores) {
+    rows.push(["CLIP-style text score", edit.scores.clip_text.toFixed(2)]);
+    rows.push(["CLIP-style temporal consistency", edit.scores.clip_temporal.toFixed(4)]);
+    rows.push(["structure (mask IoU with the source)", edit.scores.structure.toFixed(3)]);
+    if (edit.scores.evaluator_text != null) rows.push(["frames the evaluator finds right", `${(100 * edit.scores.evaluator_text).toFixed(0)} %`]);
+  }
+  $("video-scores").replaceChildren(...rows.map(([name, value]) => {
+    const row = document.createElement("tr");
+    const a = document.createElement("td"), b = document.createElement("td");
+    a.textContent = name;
+    b.textContent = value;
+    row.append(a, b);
+    return row;
+  }));
+  $("video-results").classList.remove("hidden");
+}
+
+async function cancelVideo() {
+  if (!state.videoJob) return;
+  $("video-cancel").disabled = true;
+  try { await api(`/api/jobs/${state.videoJob}/cancel`, { method: "POST" }); } catch (error) { setVideoStatus(error.message, true); }
+}
+
 // MARK: start
 
 async function start() {
   for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => showTab(tab.dataset.tab));
   $("generate-form").addEventListener("submit", generate);
   $("cancel").addEventListener("click", cancel);
+  $("video-form").addEventListener("submit", editVideo);
+  $("video-cancel").addEventListener("click", cancelVideo);
   $("more-runs").addEventListener("click", () => loadGallery(false));
   setUpCanvas();
   try {
@@ -270,6 +358,9 @@ async function start() {
     $("sampler").replaceChildren(...health.samplers.map((name) => new Option(name, name)));
     $("steps").max = health.limits.max_steps;
     $("num-images").max = health.limits.max_images;
+    $("video-frames").max = health.limits.max_frames;
+    $("video-tune-steps").max = health.limits.max_tune_steps;
+    $("video-steps").max = health.limits.max_steps;
     $("layout-mode-label").classList.toggle("hidden", !health.layout_prior);
     $("layout-details").classList.toggle("hidden", !health.layout_prior);
   } catch (error) {
