@@ -32,9 +32,12 @@ public struct JobSnapshot: Codable, Sendable, Equatable {
     public var error: String?
     /// The library's notices (a prompt cut to the encoder's length, ...).
     public var notices: [String]
+    /// The denoising step of the latest preview (`/api/jobs/ID/preview`); nil before the first.
+    public var previewStep: Int?
 
     enum CodingKeys: String, CodingKey {
         case id, kind, status, phase, position, completed, total, prompt, seed, run, edit, error, notices
+        case previewStep = "preview_step"
     }
 }
 
@@ -56,6 +59,8 @@ public actor JobQueue {
         var snapshot: JobSnapshot
         var work: Work
         let cancelled = CancelFlag()
+        /// The latest preview, a BMP (running image jobs).
+        var preview: [UInt8]?
         var watchers: [UUID: AsyncStream<JobSnapshot>.Continuation] = [:]
     }
 
@@ -98,7 +103,7 @@ public actor JobQueue {
         let id = UUID().uuidString.lowercased()
         let snapshot = JobSnapshot(
             id: id, kind: kind, status: .queued, phase: nil, position: waiting.count + (running == nil ? 0 : 1), completed: 0,
-            total: total, prompt: prompt, seed: seed, run: nil, edit: nil, error: nil, notices: [])
+            total: total, prompt: prompt, seed: seed, run: nil, edit: nil, error: nil, notices: [], previewStep: nil)
         jobs[id] = Job(snapshot: snapshot, work: work)
         waiting.append(id)
         startNext()
@@ -106,6 +111,17 @@ public actor JobQueue {
     }
 
     public func snapshot(_ id: String) -> JobSnapshot? { jobs[id]?.snapshot }
+
+    /// The latest preview of a job that is sampling (a BMP: the estimate of its images, side by
+    /// side); nil once it has ended.
+    public func preview(_ id: String) -> [UInt8]? { jobs[id]?.preview }
+
+    private func previewed(_ id: String, _ step: Int, _ bmp: [UInt8]) {
+        guard let job = jobs[id], job.snapshot.status == .running, step > (job.snapshot.previewStep ?? 0) else { return }
+        jobs[id]?.preview = bmp
+        jobs[id]?.snapshot.previewStep = step
+        publish(id)
+    }
 
     /// Cancels a waiting job at once, a running one at its next step; nil for an unknown id.
     public func cancel(_ id: String) -> JobSnapshot? {
@@ -196,7 +212,10 @@ public actor JobQueue {
             let outcome = Result { () throws -> Finished? in
                 switch work {
                 case let .generate(spec):
-                    let images = try backend.generate(spec, progress: report)
+                    let images = try backend.generate(spec, progress: report) { step, image in
+                        let bmp = image.bmp()
+                        Task { await self?.previewed(id, step, bmp) }
+                    }
                     if flag.isSet { return nil }
                     let run = try history.record(
                         images, prompt: spec.prompt, options: spec.options, model: backend.modelName,
@@ -236,6 +255,7 @@ public actor JobQueue {
                 job.snapshot.status = cancelled ? .cancelled : .failed
                 job.snapshot.error = cancelled ? nil : "\(error)"
             }
+            job.preview = nil
             jobs[id] = job
             finish(id)
         }
@@ -250,4 +270,36 @@ final class CancelFlag: @unchecked Sendable {
     private var value = false
     func set() { lock.withLock { value = true } }
     var isSet: Bool { lock.withLock { value } }
+}
+
+extension RGBImage {
+    /// The image as an uncompressed 24-bit BMP (what a browser shows without an encoder).
+    func bmp() -> [UInt8] {
+        let rowBytes = (width * 3 + 3) & ~3
+        let size = 54 + rowBytes * height
+        var out = [UInt8](repeating: 0, count: size)
+        func put(_ value: Int, at offset: Int, bytes: Int) {
+            for k in 0..<bytes { out[offset + k] = UInt8(truncatingIfNeeded: value >> (8 * k)) }
+        }
+        out[0] = 0x42
+        out[1] = 0x4D
+        put(size, at: 2, bytes: 4)
+        put(54, at: 10, bytes: 4)
+        put(40, at: 14, bytes: 4)
+        put(width, at: 18, bytes: 4)
+        put(height, at: 22, bytes: 4)
+        put(1, at: 26, bytes: 2)
+        put(24, at: 28, bytes: 2)
+        put(rowBytes * height, at: 34, bytes: 4)
+        for y in 0..<height {
+            let row = 54 + (height - 1 - y) * rowBytes  // bottom-up
+            for x in 0..<width {
+                let p = (y * width + x) * 3
+                out[row + 3 * x] = pixels[p + 2]
+                out[row + 3 * x + 1] = pixels[p + 1]
+                out[row + 3 * x + 2] = pixels[p]
+            }
+        }
+        return out
+    }
 }

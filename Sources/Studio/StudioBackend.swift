@@ -19,7 +19,11 @@ public protocol StudioBackend: Sendable {
     var trainTimesteps: Int { get }
     /// Whether the model places objects with a layout prior (layout modes and boxes apply).
     var hasLayoutPrior: Bool { get }
-    func generate(_ spec: GenerationJobSpec, progress: @escaping ProgressHandler) throws -> GeneratedImages
+    /// `preview` (may be nil) gets the current estimate of the images, side by side, now and
+    /// then while sampling (a live preview).
+    func generate(
+        _ spec: GenerationJobSpec, progress: @escaping ProgressHandler, preview: ((_ step: Int, _ images: RGBImage) -> Void)?
+    ) throws -> GeneratedImages
     /// Edits `spec.source` (one-shot tuning, inversion, fused editing: ``VideoEditPipeline``).
     func editVideo(_ spec: VideoEditJobSpec, progress: @escaping ProgressHandler) throws -> EditedVideo
 }
@@ -79,10 +83,24 @@ public final class PipelineBackend: StudioBackend, @unchecked Sendable {
         pipeline = try TextToImagePipeline(model: model, textEncoder: makeTextEncoder())
     }
 
-    public func generate(_ spec: GenerationJobSpec, progress: @escaping ProgressHandler) throws -> GeneratedImages {
+    public func generate(
+        _ spec: GenerationJobSpec, progress: @escaping ProgressHandler, preview: ((_ step: Int, _ images: RGBImage) -> Void)?
+    ) throws -> GeneratedImages {
         try lock.withLock {
+            // At most ten previews a second (and always the last step's).
+            var shown = Date.distantPast
+            let steps = spec.options.steps
+            let estimate = preview.map { show in
+                { (step: Int, x0: Tensor) in
+                    guard step >= steps || Date().timeIntervalSince(shown) >= 0.1,
+                        let images = try? RGBImage.images(fromBatch: x0), let grid = try? RGBImage.grid(images, columns: images.count)
+                    else { return }
+                    shown = Date()
+                    show(step, grid)
+                }
+            }
             let result = try pipeline.generate(
-                prompts: [spec.prompt], options: spec.options, layouts: spec.layout.map { [$0] }, progress: progress)
+                prompts: [spec.prompt], options: spec.options, layouts: spec.layout.map { [$0] }, progress: progress, preview: estimate)
             return try GeneratedImages(result)
         }
     }

@@ -34,6 +34,11 @@ public struct StudioServer: Sendable {
             guard let snapshot = await self.queue.cancel(id) else { throw HTTPError(.notFound, message: "no job \(id)") }
             return try Self.json(snapshot)
         }
+        router.get("/api/jobs/:id/preview") { _, context in
+            let id = try context.parameters.require("id")
+            guard let bmp = await self.queue.preview(id) else { throw HTTPError(.notFound, message: "no preview of job \(id) (not sampling)") }
+            return Response(status: .ok, headers: [.contentType: "image/bmp", .cacheControl: "no-store"], body: .init(byteBuffer: ByteBuffer(bytes: bmp)))
+        }
         router.get("/api/jobs/:id/events") { _, context in try await self.events(context.parameters.require("id")) }
         router.post("/api/edit-video") { request, _ in try await self.editVideo(request) }
         router.get("/api/edits") { _, _ in try Self.json(["edits": self.queue.history.edits(limit: 50)]) }

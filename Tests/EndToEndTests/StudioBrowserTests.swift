@@ -227,9 +227,15 @@ struct StudioBrowserTests {
             try await browser.type("#num-images", "8")
             try await browser.click("#generate")
             try await browser.waitUntil("the second run to step", timeout: 300, "return document.getElementById('status').textContent.startsWith('Step')")
+            // The denoising preview: eight 32-pixel estimates side by side (2-pixel gutters).
+            try await browser.waitUntil("the denoising preview", timeout: 300, """
+                const box = document.getElementById('preview-box'), image = document.getElementById('preview');
+                return !box.classList.contains('hidden') && image.complete && image.naturalWidth === 8 * 32 + 7 * 2 && image.naturalHeight === 32;
+                """)
             try await browser.click("#cancel")
             try await browser.waitUntil("the cancellation", timeout: 300, "return document.getElementById('status').textContent === 'Cancelled.'")
             #expect(try await browser.evaluate("return document.getElementById('generate').disabled") as? Bool == false)
+            #expect(try await browser.evaluate("return document.getElementById('preview-box').classList.contains('hidden')") as? Bool == true)
 
             // Third run: the server is killed (SIGKILL) while it samples, then started again.
             try await browser.click("#generate")

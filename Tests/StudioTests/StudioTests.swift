@@ -5,7 +5,7 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import NN
-import Studio
+@testable import Studio
 import Testing
 import TestSupport
 import Torch
@@ -65,7 +65,9 @@ final class GatedBackend: StudioBackend, @unchecked Sendable {
     /// Lets `steps` more steps run (over all jobs).
     func allow(_ steps: Int) { for _ in 0..<steps { permits.signal() } }
 
-    func generate(_ spec: GenerationJobSpec, progress: @escaping ProgressHandler) throws -> GeneratedImages {
+    func generate(
+        _ spec: GenerationJobSpec, progress: @escaping ProgressHandler, preview: ((_ step: Int, _ images: RGBImage) -> Void)?
+    ) throws -> GeneratedImages {
         lock.withLock { _started.append(spec.prompt) }
         let total = spec.options.steps
         for step in 1...total {
@@ -173,6 +175,33 @@ struct StudioTests {
             #expect(record.index == k && record.options == options && record.prompt == "a red circle")
         }
         #expect(try history.imageFile(run: runID, index: 2) == nil)
+    }
+
+    /// The preview sees x̂0 at every step; for an x0-predicting model sampled with DDIM the
+    /// last estimate is the sample itself. The BMP a page shows is the grid, bottom-up BGR.
+    @Test func previewsFollowTheDenoising() throws {
+        let modelDir = try TinyStudio.modelFolder()
+        defer { try? FileManager.default.removeItem(at: modelDir) }
+        let pipeline = try TextToImagePipeline(model: ContextDiffModel.load(from: modelDir), textEncoder: TinyStudio.encoder())
+        var options = GenerationOptions()
+        options.steps = 5
+        options.imagesPerPrompt = 2
+        var steps: [Int] = []
+        var last: Tensor?
+        let result = try pipeline.generate(prompts: ["a red circle"], options: options, preview: { step, estimate in
+            steps.append(step)
+            last = estimate
+        })
+        #expect(steps == [1, 2, 3, 4, 5])
+        #expect(try TestSupport.relativeDiff(try #require(last), result.images) < 1e-5)
+        let plain = try pipeline.generate(prompts: ["a red circle"], options: options)
+        #expect(try TestSupport.relativeDiff(plain.images, result.images) == 0, "a preview changes nothing")
+
+        let image = try RGBImage(width: 3, height: 2, pixels: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18])
+        let bmp = image.bmp()
+        #expect(bmp.count == 54 + 12 * 2 && bmp[0] == 0x42 && bmp[1] == 0x4D && bmp[18] == 3 && bmp[22] == 2 && bmp[28] == 24)
+        #expect(Array(bmp[54..<57]) == [12, 11, 10], "the bottom row first, blue green red")
+        #expect(Array(bmp[66..<69]) == [3, 2, 1])
     }
 
     /// At most `queueCapacity` jobs wait or run; one more is 429 with a JSON error. A queued

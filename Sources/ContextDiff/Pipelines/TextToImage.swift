@@ -162,10 +162,12 @@ public final class TextToImagePipeline {
     /// by prompt. `layouts` (layout-to-image; models with a layout prior) places the objects: one
     /// for every prompt, or one per prompt; without it the prior places them (``LayoutMode``).
     /// `start` begins from a picture instead of noise (img2img, inpainting: ``ImageStart``).
-    /// `progress` (phase "sampling") may return false to cancel.
+    /// `progress` (phase "sampling") may return false to cancel. `preview`, when given, sees
+    /// the model's current estimate of the clean images (x̂0, `[N, C, H, W]` in [-1, 1]) at
+    /// every denoising step (a live preview).
     public func generate(
         prompts: [String], options: GenerationOptions, layouts: [Layout]? = nil, start: ImageStart? = nil,
-        progress: ProgressHandler? = nil
+        progress: ProgressHandler? = nil, preview: ((_ step: Int, _ estimate: Tensor) -> Void)? = nil
     ) throws -> GenerationResult {
         guard !prompts.isEmpty, prompts.allSatisfy({ !$0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }) else {
             throw PipelineError.emptyPrompt
@@ -180,7 +182,7 @@ public final class TextToImagePipeline {
             let unconditional = try negative.condition.repeated(conditional.batchSize)
             let images = try Self.sample(
                 model: model, conditional: conditional, unconditional: unconditional, options: options, layout: given,
-                start: start, progress: progress)
+                start: start, progress: progress, preview: preview)
             var notices = encoded.notices + negative.notices
             if start != nil, layouts == nil, model.unet.layoutPrior != nil {
                 notices.append(
@@ -227,7 +229,7 @@ public final class TextToImagePipeline {
     public static func sample(
         model: ContextDiffModel, conditional: Condition, unconditional: Condition, options: GenerationOptions,
         layout: LayoutTarget? = nil, start: ImageStart? = nil, attention: (any AttentionController)? = nil,
-        progress: ProgressHandler? = nil
+        progress: ProgressHandler? = nil, preview: ((_ step: Int, _ estimate: Tensor) -> Void)? = nil
     ) throws -> Tensor {
         try options.validate(trainTimesteps: model.schedule.config.trainTimesteps)
         let batch = conditional.batchSize
@@ -256,7 +258,7 @@ public final class TextToImagePipeline {
                 model: model, conditional: conditional, unconditional: unconditional, options: options, given: layout?.to(device))
             // An attention controller sees the 2-D model as a one-frame video (no change to the result).
             let video = attention.map { VideoLayout(frames: 1, selfAttention: .perFrame, control: $0) }
-            let denoiser: Denoiser = { x, t in
+            let guided: Denoiser = { x, t in
                 if guidance == 1 {
                     return try unet(
                         x, timesteps: Tensor.full([batch], value: Double(t), dtype: .int64), condition: conditional,
@@ -268,6 +270,25 @@ public final class TextToImagePipeline {
                 let u = try out.slice(dim: 0, 0, batch), c = try out.slice(dim: 0, batch, 2 * batch)
                 return try u + (c - u) * guidance
             }
+            // The preview's x̂0: exact for x0-predicting models; for ε and v the plain DDPM
+            // conversion (r_φ's small bias b_t left out — a preview, not a sample).
+            var step = 0
+            let prediction = c.prediction, schedule = model.schedule
+            let denoiser: Denoiser = preview.map { show in
+                { x, t in
+                    let out = try guided(x, t)
+                    let a = Double(schedule.alphaBar(t))
+                    let estimate: Tensor
+                    switch prediction {
+                    case .sample: estimate = out
+                    case .epsilon: estimate = try (x - out * (1 - a).squareRoot()) / a.squareRoot()
+                    case .vPrediction: estimate = try x * a.squareRoot() - out * (1 - a).squareRoot()
+                    }
+                    step += 1
+                    show(step, try estimate.clamped(min: -1, max: 1))
+                    return out
+                }
+            } ?? guided
             let context: (any ContextBias)? = try (options.useContext ? model.adapter : nil).map { adapter in
                 try AdapterContext(adapter: adapter, condition: conditional)
             }

@@ -105,13 +105,32 @@ function follow(job) {
   };
 }
 
+// The denoising preview: the server's latest estimate of the images, fetched when it changes
+// (one request at a time).
+function showPreview(snapshot) {
+  if (snapshot.status !== "running" || !snapshot.preview_step) {
+    if (snapshot.status !== "queued") $("preview-box").classList.add("hidden");
+    return;
+  }
+  if (state.previewLoading || state.previewStep === snapshot.preview_step) return;
+  state.previewLoading = true;
+  state.previewStep = snapshot.preview_step;
+  const image = $("preview");
+  image.onload = image.onerror = () => { state.previewLoading = false; };
+  image.src = `/api/jobs/${snapshot.id}/preview?step=${snapshot.preview_step}`;
+  $("preview-caption").textContent = `denoising, step ${snapshot.preview_step} of ${snapshot.total}`;
+  $("preview-box").classList.remove("hidden");
+}
+
 function done() {
+  state.previewStep = null;
   state.job = null;
   $("cancel").disabled = true;
   $("generate").disabled = false;
 }
 
 function show(snapshot) {
+  showPreview(snapshot);
   $("progress").max = snapshot.total || 1;
   $("progress").value = snapshot.completed;
   const seed = `seed ${snapshot.seed}`;
