@@ -112,9 +112,7 @@ public final class RunHistory: Sendable {
         }
         let record = GenerationRecord(prompts: [prompt], index: nil, options: options, model: model)
         let json = String(decoding: try JSONEncoder().encode(record), as: UTF8.self)
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        let created = formatter.string(from: Date())
+        let created = Self.now()
         try database.write { db in
             try db.execute(
                 sql: "INSERT INTO run (id, created_at, prompt, record, image_count, width, height, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -157,6 +155,13 @@ public final class RunHistory: Sendable {
         get throws { try database.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM run") ?? 0 } }
     }
 
+    /// Now, ISO 8601 in UTC with milliseconds.
+    private static func now() -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: Date())
+    }
+
     private static func run(_ row: Row) throws -> StudioRun {
         let id: String = row["id"]
         let count: Int = row["image_count"]
@@ -176,11 +181,9 @@ public final class RunHistory: Sendable {
         try edit.source.strip().writePNG(to: files.appendingPathComponent("source.png"))
         try edit.edited.strip().writePNG(to: files.appendingPathComponent("edited.png"))
         try ffmpeg.write(edit.edited, to: files.appendingPathComponent("edited.gif"), scale: 4)
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         let base = "/api/edits/\(id)/"
         let record = StudioEdit(
-            id: id, createdAt: formatter.string(from: Date()), sourcePrompt: spec.sourcePrompt, targetPrompt: spec.targetPrompt,
+            id: id, createdAt: Self.now(), sourcePrompt: spec.sourcePrompt, targetPrompt: spec.targetPrompt,
             options: spec.options, frames: spec.source.frames.count, scores: edit.scores, seconds: seconds,
             source: base + "source.png", edited: base + "edited.png", animation: base + "edited.gif")
         let body = String(decoding: try JSONEncoder().encode(record), as: UTF8.self)

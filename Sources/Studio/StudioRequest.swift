@@ -92,24 +92,9 @@ extension GenerateRequest {
             }
             options.sampler = kind
         }
-        if let steps {
-            guard (1...limits.maxSteps).contains(steps) else {
-                throw StudioRequestError.invalid("steps: 1 to \(limits.maxSteps), got \(steps)")
-            }
-            options.steps = steps
-        }
-        if let guidance {
-            guard guidance.isFinite, (0...limits.maxGuidance).contains(guidance) else {
-                throw StudioRequestError.invalid("guidance: 0 to \(limits.maxGuidance), got \(guidance)")
-            }
-            options.guidance = guidance
-        }
-        if let numImages {
-            guard (1...limits.maxImages).contains(numImages) else {
-                throw StudioRequestError.invalid("num_images: 1 to \(limits.maxImages), got \(numImages)")
-            }
-            options.imagesPerPrompt = numImages
-        }
+        options.steps = try checked("steps", steps, in: 1...limits.maxSteps) ?? options.steps
+        options.guidance = try checked("guidance", guidance, in: 0...limits.maxGuidance) ?? options.guidance
+        options.imagesPerPrompt = try checked("num_images", numImages, in: 1...limits.maxImages) ?? options.imagesPerPrompt
         if let layout {
             guard let mode = LayoutMode(rawValue: layout) else {
                 throw StudioRequestError.invalid("layout: sampled or typical, got \"\(layout)\"")
@@ -186,26 +171,10 @@ public struct VideoEditRequest: Sendable, Equatable {
             }
         }
         var options = VideoEditOptions()
-        let frames = self.frames ?? 8
-        guard (1...limits.maxFrames).contains(frames) else {
-            throw StudioRequestError.invalid("frames: 1 to \(limits.maxFrames), got \(frames)")
-        }
-        if let steps {
-            guard (1...limits.maxSteps).contains(steps) else { throw StudioRequestError.invalid("steps: 1 to \(limits.maxSteps), got \(steps)") }
-            options.steps = steps
-        }
-        if let tuneSteps {
-            guard (0...limits.maxTuneSteps).contains(tuneSteps) else {
-                throw StudioRequestError.invalid("tune_steps: 0 to \(limits.maxTuneSteps), got \(tuneSteps)")
-            }
-            options.tuneSteps = tuneSteps
-        }
-        if let guidance {
-            guard guidance.isFinite, (0...limits.maxGuidance).contains(guidance) else {
-                throw StudioRequestError.invalid("guidance: 0 to \(limits.maxGuidance), got \(guidance)")
-            }
-            options.guidance = guidance
-        }
+        let frames = try checked("frames", self.frames, in: 1...limits.maxFrames) ?? 8
+        options.steps = try checked("steps", steps, in: 1...limits.maxSteps) ?? options.steps
+        options.tuneSteps = try checked("tune_steps", tuneSteps, in: 0...limits.maxTuneSteps) ?? options.tuneSteps
+        options.guidance = try checked("guidance", guidance, in: 0...limits.maxGuidance) ?? options.guidance
         if let method {
             guard let m = VideoEditMethod(rawValue: method) else {
                 throw StudioRequestError.invalid("method: contextdiff, fatezero or tuneavideo, got \"\(method.prefix(40))\"")
@@ -216,4 +185,11 @@ public struct VideoEditRequest: Sendable, Equatable {
         do { try options.validate(trainTimesteps: trainTimesteps) } catch { throw StudioRequestError.invalid("\(error)") }
         return (options, frames)
     }
+}
+
+/// `value` when it is in `range` (a 422 naming `name` otherwise); nil when not given.
+func checked<T: Comparable & CustomStringConvertible>(_ name: String, _ value: T?, in range: ClosedRange<T>) throws -> T? {
+    guard let value else { return nil }
+    guard range.contains(value) else { throw StudioRequestError.invalid("\(name): \(range.lowerBound) to \(range.upperBound), got \(value)") }
+    return value
 }

@@ -116,15 +116,7 @@ public struct StudioServer: Sendable {
         if spec.layout != nil, !queue.backend.hasLayoutPrior {
             throw HTTPError(.unprocessableContent, message: "boxes: this model has no layout prior")
         }
-        do {
-            var response = try Self.json(await queue.submit(spec))
-            response.status = .accepted
-            return response
-        } catch is JobQueue.Full {
-            throw HTTPError(
-                .tooManyRequests, headers: [.retryAfter: "5"],
-                message: "the queue is full (\(limits.queueCapacity) jobs); try again shortly")
-        }
+        return try await accepted { try await queue.submit(spec) }
     }
 
     /// The clip is the body (any type ffmpeg reads, sent as video/*, image/gif or
@@ -166,8 +158,13 @@ public struct StudioServer: Sendable {
         let spec = VideoEditJobSpec(
             source: video, sourcePrompt: given.sourcePrompt.trimmingCharacters(in: .whitespacesAndNewlines),
             targetPrompt: given.targetPrompt.trimmingCharacters(in: .whitespacesAndNewlines), options: settings.0)
+        return try await accepted { try await queue.submit(spec) }
+    }
+
+    /// 202 with the queued job, or 429 when the queue is full.
+    func accepted(_ submit: () async throws -> JobSnapshot) async throws -> Response {
         do {
-            var response = try Self.json(await queue.submit(spec))
+            var response = try Self.json(await submit())
             response.status = .accepted
             return response
         } catch is JobQueue.Full {
