@@ -629,6 +629,11 @@ ct_tensor ct_upsample_bilinear2d(ct_tensor x, int64_t out_h, int64_t out_w, bool
     return at::upsample_bilinear2d(T(x), std::vector<int64_t>{out_h, out_w}, align_corners);
   });
 }
+ct_tensor ct_upsample_bicubic2d(ct_tensor x, int64_t out_h, int64_t out_w, bool align_corners) {
+  return guard_tensor([&] {
+    return at::upsample_bicubic2d(T(x), std::vector<int64_t>{out_h, out_w}, align_corners);
+  });
+}
 ct_tensor ct_avg_pool2d(ct_tensor x, int64_t kernel, int64_t stride) {
   return guard_tensor([&] {
     return at::avg_pool2d(T(x), std::vector<int64_t>{kernel, kernel}, std::vector<int64_t>{stride, stride});

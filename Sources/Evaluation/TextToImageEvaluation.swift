@@ -133,6 +133,10 @@ public final class TextToImageEvaluation {
     public let evaluator: AttributeEvaluator
     public let scorer: ContrastiveScorer
     public var checker = ColorPositionChecker()
+    /// What happens to each batch of generated images before they are measured (`[N, C, S, S]`
+    /// grouped by prompt, the batch's prompts, images per prompt): a cascade's later stages,
+    /// say, followed by a reduction to the evaluator's size. Nil measures the pipeline's images.
+    public var transform: ((_ images: Tensor, _ prompts: [String], _ imagesPerPrompt: Int) throws -> Tensor)?
 
     public init(pipeline: TextToImagePipeline, evaluator: AttributeEvaluator, scorer: ContrastiveScorer) throws {
         let size = pipeline.model.unet.config.sampleSize
@@ -168,7 +172,8 @@ public final class TextToImageEvaluation {
             batchOptions.seed = options.seed &+ UInt64(start)
             let generated = try pipeline.generate(prompts: chunk.map(\.text), options: batchOptions)
             notices += generated.notices.filter { !notices.contains($0) }
-            let rgb = try RGBImage.images(fromBatch: generated.images)
+            let produced = try transform.map { try $0(generated.images, chunk.map(\.text), perPrompt) } ?? generated.images
+            let rgb = try RGBImage.images(fromBatch: produced)
             let quantised = try RGBImage.batch(rgb)
             let (detected, f) = try evaluator.detectWithFeatures(quantised)
             // Images come grouped by prompt: prompt k's copies at k·perPrompt ..< (k+1)·perPrompt.

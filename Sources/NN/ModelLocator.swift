@@ -8,6 +8,8 @@ public enum ShippedModel: String, Sendable, CaseIterable {
     case evaluator
     /// The contrastive image–text scorer (`models/clip`).
     case clip
+    /// The cascade's super-resolution stage (`models/superres`, a `model_index.json` folder).
+    case superres
 
     /// The environment variable that overrides the location.
     public var environmentVariable: String {
@@ -15,11 +17,12 @@ public enum ShippedModel: String, Sendable, CaseIterable {
         case .default: "CONTEXTDIFF_MODEL"
         case .evaluator: "CONTEXTDIFF_EVALUATOR"
         case .clip: "CONTEXTDIFF_CLIP"
+        case .superres: "CONTEXTDIFF_SUPERRES"
         }
     }
 
     /// The file whose presence marks a folder as this model.
-    public var marker: String { self == .default ? "model_index.json" : ModelFolder.configName }
+    public var marker: String { self == .default || self == .superres ? "model_index.json" : ModelFolder.configName }
 }
 
 /// Finds shipped model folders the same way for every front end (CLI, server, tests):

@@ -75,7 +75,8 @@ extension Tensor {
         try Tensor.check(ct_embedding(handle, indices.handle), "embedding lookup in table \(shape)")
     }
 
-    public enum InterpolationMode: Sendable { case nearest, bilinear(alignCorners: Bool) }
+    /// `bicubic` is PyTorch's (Keys' kernel, a = −0.75; values may overshoot the input's range).
+    public enum InterpolationMode: Sendable { case nearest, bilinear(alignCorners: Bool), bicubic(alignCorners: Bool) }
 
     /// Resizes the spatial dimensions of an NCHW tensor.
     public func interpolate(size: (height: Int, width: Int), mode: InterpolationMode = .nearest) throws -> Tensor {
@@ -87,6 +88,8 @@ extension Tensor {
             return try Tensor.check(ct_upsample_nearest2d(handle, Int64(size.height), Int64(size.width)), "interpolate nearest")
         case let .bilinear(align):
             return try Tensor.check(ct_upsample_bilinear2d(handle, Int64(size.height), Int64(size.width), align), "interpolate bilinear")
+        case let .bicubic(align):
+            return try Tensor.check(ct_upsample_bicubic2d(handle, Int64(size.height), Int64(size.width), align), "interpolate bicubic")
         }
     }
 

@@ -38,6 +38,9 @@ public struct EvaluationRun {
     public let pipeline: TextToImagePipeline
     public let evaluator: (model: AttributeEvaluator, url: URL)
     public let scorer: (scorer: ContrastiveScorer, url: URL)
+    /// Applied to every generated batch before it is measured (``TextToImageEvaluation/transform``):
+    /// ``cascadeTransform(_:encoder:options:)`` measures a cascade's images at the evaluator's size.
+    public var transform: ((_ images: Tensor, _ prompts: [String], _ imagesPerPrompt: Int) throws -> Tensor)?
 
     /// The phase of the evaluator's accuracy check (before the sets are generated).
     public static let checkingPhase = "checking"
@@ -59,6 +62,7 @@ public struct EvaluationRun {
         let model = pipeline.model
         try request.options.validate(trainTimesteps: model.schedule.config.trainTimesteps)
         let evaluation = try TextToImageEvaluation(pipeline: pipeline, evaluator: evaluator.model, scorer: scorer.scorer)
+        evaluation.transform = transform
         let accuracy = try EvaluatorTraining.measureAccuracy(of: evaluator.model, count: request.evaluatorCheckImages) { p in
             progress(ProgressUpdate(phase: Self.checkingPhase, completed: p.completed, total: p.total))
         }
@@ -119,5 +123,24 @@ public struct EvaluationRun {
             100 * a.relation, a.meanCenterError, 100 * a.seen, 100 * a.heldOut)
         if a.accuracy < 0.99 { text += " — BELOW the 99% bar: alignment numbers from this evaluator are not trustworthy" }
         return text
+    }
+}
+
+extension EvaluationRun {
+    /// The cascade as the evaluator reads it: each batch of base images upsampled by `stage`
+    /// under its prompts, then reduced back to the base size by averaging `factor`² pixels (the
+    /// box filter the renderer's anti-aliasing is), so that alignment is measured on what the
+    /// stage drew, at the evaluator's size. The stage's seed follows the batch's images.
+    public static func cascadeTransform(
+        _ stage: SuperResolutionPipeline, encoder: TextConditionEncoder, options: SuperResolutionOptions
+    ) -> (Tensor, [String], Int) throws -> Tensor {
+        var batch: UInt64 = 0
+        return { images, prompts, perPrompt in
+            var o = options
+            o.seed = options.seed &+ batch
+            batch += 1
+            let high = try stage.upsample(images, prompts: prompts, imagesPerPrompt: perPrompt, encoder: encoder, options: o).images
+            return try high.avgPool2d(kernel: stage.model.unet.config.factor)
+        }
     }
 }

@@ -16,6 +16,15 @@ public struct GenerationRecord: Codable, Sendable, Equatable {
     public var options: GenerationOptions
     /// The model folder's name (`default`, a run's name).
     public var model: String
+    /// The super-resolution stage's options when the cascade ran (nil: the base model's image).
+    public var superResolution: SuperResolutionOptions?
+    /// The super-resolution model folder's name (`superres`).
+    public var superResolutionModel: String?
+
+    enum CodingKeys: String, CodingKey {
+        case prompts, index, options, model
+        case superResolution = "super_resolution", superResolutionModel = "super_resolution_model"
+    }
 
     public init(prompts: [String], index: Int?, options: GenerationOptions, model: String) {
         self.prompts = prompts
@@ -39,6 +48,9 @@ public struct GenerationRecord: Codable, Sendable, Equatable {
         ]
         if let index { settings.append("Batch index: \(index)") }
         settings.append("Model: \(model)")
+        if let superResolution {
+            settings.append("Super-resolution: \(superResolutionModel ?? "?"), \(superResolution.steps) steps, CFG scale \(Self.number(superResolution.guidance))")
+        }
         if !options.useContext { settings.append("Context: off") }
         var human = prompt
         if let negative = options.negativePrompt, !negative.isEmpty { human += "\nNegative prompt: \(negative)" }

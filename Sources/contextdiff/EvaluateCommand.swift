@@ -3,6 +3,7 @@ import ContextDiff
 import Datasets
 import Evaluation
 import Foundation
+import NN
 import Torch
 import Workflows
 
@@ -79,8 +80,17 @@ struct EvaluateCommand: ParsableCommand {
     @Option(help: "Write a grid of the samples to this PNG.") var grid: String?
     @Flag(help: "Print the result as JSON.") var json = false
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Flag(help: "Measure the cascade: every image upsampled by the super-resolution stage, then reduced to the evaluator's size.")
+    var cascade = false
+    @Option(help: "With --cascade: the super-resolution model folder (default: models/superres).") var srModel: String?
+    @Option(help: "With --cascade: super-resolution denoising steps.") var srSteps = SuperResolutionOptions().steps
+    @Option(help: "With --cascade: the noise level of the low-resolution image (default: the stage's).") var srNoiseLevel: Int?
 
     func validate() throws {
+        if !cascade, srModel != nil || srNoiseLevel != nil { throw ValidationError("--sr-model and --sr-noise-level need --cascade") }
+        if cascade, pixelOnly || layoutToImage || inpainting || classToImage {
+            throw ValidationError("--cascade measures text-to-image generation (not --pixel-only, --layout-to-image, --inpainting or --class-to-image)")
+        }
         guard numSamples > 0 else { throw ValidationError("--num-samples must be positive") }
         guard imagesPerPrompt > 0 else { throw ValidationError("--images-per-prompt must be positive") }
         guard batch > 0 else { throw ValidationError("--batch must be positive") }
@@ -136,9 +146,23 @@ struct EvaluateCommand: ParsableCommand {
         } else {
             request.prompts = .benchmark(splits: split.splits, perKind: numSamples)
         }
-        let run = try EvaluationRun(
+        var run = try EvaluationRun(
             pipeline: TextToImagePipeline(model: loaded, textEncoder: textEncoder),
             evaluator: (evaluatorModel, evaluatorURL), scorer: (scorer, clipURL))
+        if cascade {
+            guard let folder = srModel.map({ URL(fileURLWithPath: $0) }) ?? ModelLocator().locate(.superres) else {
+                throw ValidationError("--cascade: no super-resolution stage at models/superres; pass --sr-model DIR")
+            }
+            let stage = try SuperResolutionModel.load(from: folder)
+            var o = SuperResolutionOptions()
+            o.steps = srSteps
+            o.noiseLevel = srNoiseLevel
+            o.seed = seed ^ 0x5350_5253_5441_4745
+            run.transform = EvaluationRun.cascadeTransform(
+                SuperResolutionPipeline(model: stage),
+                encoder: TextConditionEncoder(textEncoder: textEncoder, maxTokens: stage.index.textEncoder.maxTokens), options: o)
+            request.modelDescription += " + \(folder.standardizedFileURL.lastPathComponent) (cascade, reduced ×\(stage.unet.config.factor))"
+        }
         var bar: ProgressBar?
         let (report, allImages) = try run.run(request) { p in
             if p.phase == EvaluationRun.checkingPhase { return true }

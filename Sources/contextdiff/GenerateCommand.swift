@@ -7,6 +7,7 @@ import Torch
 import Workflows
 
 extension LayoutMode: ExpressibleByArgument {}
+extension CascadeStages: ExpressibleByArgument {}
 
 /// Where the shipped model lives when no `--model` is given (``ModelLocator``).
 func defaultModelDirectory() -> URL? { ModelLocator().locate(.default) }
@@ -52,6 +53,7 @@ struct GenerateCommand: ParsableCommand {
     var maskBox: String?
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Where the networks run: cpu, or cuda[:N] with a libtorch built with CUDA.") var device: Device = .cpu
+    @OptionGroup(title: "Super-resolution (the cascade's second stage)") var superResolution: SuperResolutionFlags
 
     /// The prompts from the arguments and the prompts file.
     func allPrompts() throws -> [String] {
@@ -132,6 +134,7 @@ struct GenerateCommand: ParsableCommand {
         let given = try givenLayout()
         if given == nil { options.layout = LayoutMode(rawValue: layout) ?? .sampled }
         try options.validate(trainTimesteps: loaded.schedule.config.trainTimesteps)
+        let stage = try superResolution.load(device: device, baseSize: loaded.unet.config.sampleSize)
         let start = try imageStart(size: loaded.unet.config.sampleSize)
         for notice in start?.notices ?? [] { note("note: \(notice)") }
         let steps = try start.map { try sampling.steps - $0.start.firstStep(of: sampling.steps) } ?? sampling.steps
@@ -160,11 +163,33 @@ struct GenerateCommand: ParsableCommand {
                 return true
             }
         }
-        for notice in result.notices { note("warning: \(notice)") }
-        let rgb = try RGBImage.images(fromBatch: result.images)
+        var images = result.images, notices = result.notices
+        var srOptions: SuperResolutionOptions?
+        if let stage {
+            // Class names ("red-circle") read as the captions they stand for.
+            let captions = loaded.classEncoder == nil ? called : called.map { $0.replacingOccurrences(of: "-", with: " ") }
+            let o = superResolution.options(seed: seed)
+            let upBar = ProgressBar(total: o.steps, label: "upsample ×\(stage.model.unet.config.factor)")
+            let upsampled = try stage.upsample(
+                images, prompts: captions, imagesPerPrompt: numImages, negativePrompt: negativePrompt,
+                encoder: TextConditionEncoder(textEncoder: MiniLMTextEncoder(), maxTokens: stage.model.index.textEncoder.maxTokens),
+                options: o
+            ) { p in
+                upBar.update(p.completed)
+                return true
+            }
+            images = upsampled.images
+            notices += upsampled.notices.filter { !notices.contains($0) }
+            srOptions = o
+        }
+        for notice in notices { note("warning: \(notice)") }
+        let rgb = try RGBImage.images(fromBatch: images)
         // Every PNG carries what made it (text chunks; `GenerationRecord`).
         func record(_ index: Int?) -> GenerationRecord {
-            GenerationRecord(prompts: called, index: index, options: options, model: modelURL.standardizedFileURL.lastPathComponent)
+            var r = GenerationRecord(prompts: called, index: index, options: options, model: modelURL.standardizedFileURL.lastPathComponent)
+            r.superResolution = srOptions
+            r.superResolutionModel = srOptions == nil ? nil : superResolution.modelName
+            return r
         }
         if single {
             try (rgb.count == 1 ? rgb[0] : RGBImage.grid(rgb, columns: gridColumns(rgb.count)))
@@ -198,5 +223,62 @@ struct GenerateCommand: ParsableCommand {
     /// One row per prompt when there are several prompts; otherwise up to 4 columns.
     func gridColumns(_ count: Int) -> Int {
         count > numImages ? numImages : min(4, count)
+    }
+}
+
+/// The flags of the cascade's super-resolution stage (`generate`).
+struct SuperResolutionFlags: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "Which stages run: all (the base model, then the super-resolution stage: 128×128 with the shipped models) or base (the base model's 32×32 thumbnails). Default: all when a stage for the base model's size is found, else base with a note.",
+        valueName: "all|base"))
+    var stages: CascadeStages?
+    @Option(help: "Super-resolution model folder (default: the shipped stage, models/superres).") var srModel: String?
+    @Option(help: "Super-resolution denoising steps.") var srSteps = SuperResolutionOptions().steps
+    @Option(help: "Super-resolution guidance weight on the text (1: none).") var srGuidance = SuperResolutionOptions().guidance
+    @Option(help: "Noise level of the low-resolution image (a timestep of the stage's schedule; default: the model's).")
+    var srNoiseLevel: Int?
+
+    func validate() throws {
+        guard srSteps > 0 else { throw ValidationError("--sr-steps must be positive") }
+        guard srGuidance >= 0, srGuidance.isFinite else { throw ValidationError("--sr-guidance must be ≥ 0") }
+        if stages == .base, srModel != nil { throw ValidationError("--sr-model has no effect with --stages base") }
+    }
+
+    func options(seed: UInt64) -> SuperResolutionOptions {
+        var o = SuperResolutionOptions()
+        o.steps = srSteps
+        o.guidance = srGuidance
+        o.noiseLevel = srNoiseLevel
+        // Its own stream: the stage's noise never repeats the base model's x_T.
+        o.seed = seed ^ 0x5350_5253_5441_4745
+        return o
+    }
+
+    var folder: URL? { srModel.map { URL(fileURLWithPath: $0) } ?? ModelLocator().locate(.superres) }
+    var modelName: String { folder?.standardizedFileURL.lastPathComponent ?? "superres" }
+
+    /// The stage to run (nil: the base model's images), checked against the base model's size.
+    /// Asked for (`--stages all`, `--sr-model`), a missing or mismatched stage is an error; by
+    /// default the command falls back to the base model's images with a note.
+    func load(device: Device, baseSize: Int) throws -> SuperResolutionPipeline? {
+        if stages == .base { return nil }
+        let asked = stages == .all || srModel != nil
+        func unavailable(_ why: String) throws -> SuperResolutionPipeline? {
+            if asked { throw ValidationError(why + " (use --stages base for the base model's \(baseSize)×\(baseSize) images)") }
+            note("note: \(why); writing the base model's \(baseSize)×\(baseSize) images")
+            return nil
+        }
+        guard let folder else { return try unavailable("no super-resolution stage found at models/superres; pass --sr-model DIR") }
+        if !asked, !SuperResolutionModel.isStage(folder) { return try unavailable("\(folder.path) is not a super-resolution stage") }
+        let model = try SuperResolutionModel.load(from: folder)
+        guard model.unet.config.lowResolutionSize == baseSize else {
+            return try unavailable("the super-resolution stage at \(folder.path) reads \(model.unet.config.lowResolutionSize)×\(model.unet.config.lowResolutionSize) images; this model draws \(baseSize)×\(baseSize)")
+        }
+        try model.to(device)
+        if let srNoiseLevel {
+            let n = model.schedule.config.trainTimesteps
+            guard (0..<n).contains(srNoiseLevel) else { throw ValidationError("--sr-noise-level must be in 0..<\(n), got \(srNoiseLevel)") }
+        }
+        return SuperResolutionPipeline(model: model)
     }
 }

@@ -75,7 +75,7 @@ enum CLIMessages {
             // The message starts with the option's name; the sampler is named with its flag too.
             var text = message.replacingOccurrences(of: "not to sampler ", with: "not to --sampler ")
             if let first = text.split(separator: " ", maxSplits: 1).first,
-               ["steps", "guidance", "eta", "tune_steps", "tune_learning_rate"].contains(String(first)) {
+               ["steps", "guidance", "eta", "tune_steps", "tune_learning_rate", "sr_steps", "sr_guidance", "sr_eta", "sr_noise_level"].contains(String(first)) {
                 text = flag(String(first)) + text.dropFirst(first.count)
             }
             return text

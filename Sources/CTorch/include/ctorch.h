@@ -162,6 +162,7 @@ ct_tensor ct_log_softmax(ct_tensor t, int64_t dim);
 ct_tensor ct_embedding(ct_tensor weight, ct_tensor indices);
 ct_tensor ct_upsample_nearest2d(ct_tensor x, int64_t out_h, int64_t out_w);
 ct_tensor ct_upsample_bilinear2d(ct_tensor x, int64_t out_h, int64_t out_w, bool align_corners);
+ct_tensor ct_upsample_bicubic2d(ct_tensor x, int64_t out_h, int64_t out_w, bool align_corners);
 ct_tensor ct_avg_pool2d(ct_tensor x, int64_t kernel, int64_t stride);
 ct_tensor ct_adaptive_avg_pool2d(ct_tensor x, int64_t out_h, int64_t out_w);
 ct_tensor ct_cross_entropy(ct_tensor logits, ct_tensor target, double label_smoothing);

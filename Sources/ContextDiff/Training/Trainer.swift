@@ -422,16 +422,7 @@ public final class Trainer {
 
     func appendLog(_ fields: [String: Double]) throws {
         guard isWriter else { return }
-        try FileManager.default.createDirectory(at: runDirectory, withIntermediateDirectories: true)
-        let url = folder.log
-        let line = "{" + fields.keys.sorted().map { "\"\($0)\":\(fields[$0]!)" }.joined(separator: ",") + "}\n"
-        if let handle = try? FileHandle(forWritingTo: url) {
-            defer { try? handle.close() }
-            try handle.seekToEnd()
-            try handle.write(contentsOf: Data(line.utf8))
-        } else {
-            try Data(line.utf8).write(to: url)
-        }
+        try folder.appendLog(fields)
     }
 
     // MARK: - Checkpoints
@@ -443,40 +434,17 @@ public final class Trainer {
             try processGroup?.barrier()
             return
         }
-        let fm = FileManager.default
-        try fm.createDirectory(at: checkpointsDirectory, withIntermediateDirectories: true)
-        let final = folder.checkpoint(step: step)
-        let temporary = folder.partialCheckpoint(step: step)
-        try? fm.removeItem(at: temporary)
-        do {
-            try writeCheckpoint(into: temporary, final: final)
-        } catch {
-            // Whatever was half-written goes; the newest complete checkpoint is untouched.
-            try? fm.removeItem(at: temporary)
-            throw TrainingError.checkpointWriteFailed(path: final.path, reason: Self.reason(error))
-        }
-        lastCheckpoint = final
+        lastCheckpoint = try writeCheckpoint()
         do {
             try exportEMAModel(to: folder.model)
         } catch {
-            throw TrainingError.checkpointWriteFailed(path: folder.model.path, reason: Self.reason(error))
+            throw TrainingError.checkpointWriteFailed(path: folder.model.path, reason: RunFolder.reason(error))
         }
-
-        let existing = try checkpointSteps()
-        for old in existing.dropLast(config.keepCheckpoints) {
-            try? fm.removeItem(at: folder.checkpoint(step: old))
-        }
+        folder.pruneCheckpoints(keep: config.keepCheckpoints)
         try processGroup?.barrier()
     }
 
-    static func reason(_ error: Error) -> String {
-        if let e = error as? SafeTensorsError, case let .io(_, message) = e { return message }
-        return "\(error)"
-    }
-
-    private func writeCheckpoint(into temporary: URL, final: URL) throws {
-        let fm = FileManager.default
-        try fm.createDirectory(at: temporary, withIntermediateDirectories: true)
+    private func writeCheckpoint() throws -> URL {
         var tensors: [String: Tensor] = [:]
         for (k, v) in model.stateDict() { tensors["model." + k] = v }
         for (i, t) in ema.shadow.enumerated() { tensors["ema.\(i)"] = t }
@@ -487,9 +455,7 @@ public final class Trainer {
             "step": String(step), "optimizer_step": String(optimizer.stepCount),
             "ema_step": String(ema.optimizationStep), "training_config": configJSON,
         ]
-        try saveSafeTensors(tensors, metadata: metadata, to: temporary.appendingPathComponent("training_state.safetensors"))
-        try? fm.removeItem(at: final)
-        try fm.moveItem(at: temporary, to: final)
+        return try folder.writeCheckpoint(step: step, tensors: tensors, metadata: metadata)
     }
 
     /// After a resume: the leftovers of a killed write go, the exported model is rewritten from
@@ -498,53 +464,20 @@ public final class Trainer {
     /// the resumed run logs again.
     func repairAfterResume() throws {
         guard isWriter else { return }
-        let fm = FileManager.default
-        for name in (try? fm.contentsOfDirectory(atPath: checkpointsDirectory.path)) ?? [] where name.hasSuffix(".partial") {
-            try? fm.removeItem(at: checkpointsDirectory.appendingPathComponent(name))
+        folder.removePartialCheckpoints()
+        if !FileManager.default.fileExists(atPath: folder.model.appendingPathComponent("model_index.json").path) {
+            try exportEMAModel(to: folder.model)
         }
-        let model = folder.model
-        if !fm.fileExists(atPath: model.appendingPathComponent("model_index.json").path) {
-            try exportEMAModel(to: model)
-        }
-        try trimLog(after: step)
-    }
-
-    /// Keeps the lines of `log.jsonl` whose step is at most `step` (and drops a torn last line).
-    func trimLog(after step: Int) throws {
-        let url = folder.log
-        guard let data = try? Data(contentsOf: url) else { return }
-        var kept = Data()
-        for line in data.split(separator: UInt8(ascii: "\n")) {
-            guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
-                  let s = object["step"] as? Double, Int(s) <= step else { continue }
-            kept.append(contentsOf: line)
-            kept.append(UInt8(ascii: "\n"))
-        }
-        if kept != data { try kept.write(to: url, options: .atomic) }
+        try folder.trimLog(after: step)
     }
 
     /// Saves the EMA weights as a model folder (atomically replaced).
     public func exportEMAModel(to directory: URL) throws {
-        let fm = FileManager.default
         let live = try model.parameters.map { try $0.detached().to($0.dtype) * 1.0 }
         try ema.copy(to: model.parameters)
         defer { try? Torch.withNoGrad { for (p, v) in zip(model.parameters, live) { try p.copy(from: v) } } }
         model.index.notes["step"] = String(step)
-        let temporary = directory.deletingLastPathComponent().appendingPathComponent(".\(directory.lastPathComponent).partial")
-        try? fm.removeItem(at: temporary)
-        do {
-            try model.save(to: temporary)
-        } catch {
-            try? fm.removeItem(at: temporary)
-            throw error
-        }
-        // rename(2) cannot replace a non-empty directory: move the old one aside first. A crash in
-        // between leaves the previous model in `.NAME.old` and the checkpoint intact.
-        let old = directory.deletingLastPathComponent().appendingPathComponent(".\(directory.lastPathComponent).old")
-        try? fm.removeItem(at: old)
-        if fm.fileExists(atPath: directory.path) { try fm.moveItem(at: directory, to: old) }
-        try fm.moveItem(at: temporary, to: directory)
-        try? fm.removeItem(at: old)
+        try RunFolder.replaceDirectory(directory) { try model.save(to: $0) }
     }
 
     /// Completed checkpoint steps, ascending.
@@ -563,7 +496,7 @@ public final class Trainer {
             try repairAfterResume()
         } else if isWriter {
             // Steps a killed run logged before its first checkpoint are run (and logged) again.
-            try trimLog(after: 0)
+            try folder.trimLog(after: 0)
         }
         return restored
     }
@@ -616,14 +549,8 @@ public final class Trainer {
     func loadLatestCheckpoint() throws -> Bool {
         guard let latest = try checkpointSteps().last else { return false }
         let dir = folder.checkpoint(step: latest)
-        let url = dir.appendingPathComponent("training_state.safetensors")
-        let loaded: (tensors: [String: Tensor], metadata: [String: String])
-        do {
-            loaded = try loadSafeTensorsWithMetadata(url)
-        } catch {
-            throw TrainingError.corruptCheckpoint(path: url.path, reason: "\(error)")
-        }
-        let (tensors, meta) = loaded
+        let url = folder.trainingState(step: latest)
+        let (tensors, meta) = try folder.readCheckpoint(step: latest)
         guard let s = meta["step"].flatMap(Int.init), let os = meta["optimizer_step"].flatMap(Int.init),
               let es = meta["ema_step"].flatMap(Int.init), let rng = tensors["rng"]
         else { throw TrainingError.corruptCheckpoint(path: url.path, reason: "missing step counters or RNG state") }
