@@ -39,6 +39,27 @@ public struct EfficientUNetConfig: Codable, Sendable, Equatable {
         case pooledDim = "pooled_dim", normGroups = "norm_groups", dropout, skipScale = "skip_scale", prediction
     }
 
+    /// Every key is optional: a missing one keeps its default (a recipe names what it changes).
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = EfficientUNetConfig()
+        channels = try c.decodeIfPresent(Int.self, forKey: .channels) ?? d.channels
+        lowResolutionSize = try c.decodeIfPresent(Int.self, forKey: .lowResolutionSize) ?? d.lowResolutionSize
+        sampleSize = try c.decodeIfPresent(Int.self, forKey: .sampleSize) ?? d.sampleSize
+        baseChannels = try c.decodeIfPresent(Int.self, forKey: .baseChannels) ?? d.baseChannels
+        channelMultipliers = try c.decodeIfPresent([Int].self, forKey: .channelMultipliers) ?? d.channelMultipliers
+        blocksPerLevel = try c.decodeIfPresent([Int].self, forKey: .blocksPerLevel) ?? d.blocksPerLevel
+        crossAttentionResolutions = try c.decodeIfPresent([Int].self, forKey: .crossAttentionResolutions) ?? d.crossAttentionResolutions
+        selfAttentionResolutions = try c.decodeIfPresent([Int].self, forKey: .selfAttentionResolutions) ?? d.selfAttentionResolutions
+        heads = try c.decodeIfPresent(Int.self, forKey: .heads) ?? d.heads
+        contextDim = try c.decodeIfPresent(Int.self, forKey: .contextDim) ?? d.contextDim
+        pooledDim = try c.decodeIfPresent(Int.self, forKey: .pooledDim) ?? d.pooledDim
+        normGroups = try c.decodeIfPresent(Int.self, forKey: .normGroups) ?? d.normGroups
+        dropout = try c.decodeIfPresent(Double.self, forKey: .dropout) ?? d.dropout
+        skipScale = try c.decodeIfPresent(Double.self, forKey: .skipScale) ?? d.skipScale
+        prediction = try c.decodeIfPresent(PredictionTarget.self, forKey: .prediction) ?? d.prediction
+    }
+
     /// The upscaling factor (`sampleSize / lowResolutionSize`).
     public var factor: Int { sampleSize / max(1, lowResolutionSize) }
 

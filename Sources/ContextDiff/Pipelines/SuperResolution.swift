@@ -82,15 +82,21 @@ public final class SuperResolutionModel {
     public static func load(from directory: URL) throws -> SuperResolutionModel {
         let indexURL = directory.appendingPathComponent("model_index.json")
         guard FileManager.default.fileExists(atPath: indexURL.path) else { throw CheckpointError.missingFile(indexURL.path) }
+        struct Format: Decodable { var format: String }
         let index: SuperResolutionIndex
         do {
-            index = try JSONDecoder().decode(SuperResolutionIndex.self, from: Data(contentsOf: indexURL))
+            let data = try Data(contentsOf: indexURL)
+            // The format first: a base model's folder is named as such, not as a missing key.
+            let format = try JSONDecoder().decode(Format.self, from: data).format
+            guard format == SuperResolutionIndex.formatName else {
+                throw CheckpointError.invalidConfig(
+                    path: indexURL.path, reason: "format '\(format)' is not '\(SuperResolutionIndex.formatName)' (not a super-resolution stage)")
+            }
+            index = try JSONDecoder().decode(SuperResolutionIndex.self, from: data)
+        } catch let error as CheckpointError {
+            throw error
         } catch {
             throw CheckpointError.invalidConfig(path: indexURL.path, reason: "\(error)")
-        }
-        guard index.format == SuperResolutionIndex.formatName else {
-            throw CheckpointError.invalidConfig(
-                path: indexURL.path, reason: "format '\(index.format)' is not '\(SuperResolutionIndex.formatName)' (not a super-resolution stage)")
         }
         let schedule = try NoiseSchedule(ModelFolder.config(
             NoiseScheduleConfig.self, in: directory.appendingPathComponent("scheduler"), file: "scheduler_config.json"))
