@@ -128,18 +128,29 @@ public struct SuperResolutionSetup {
     }
 
     /// The stage the recipe describes, for a text encoder of `width`, initialised from the
-    /// recipe's seed, with its provenance.
-    public func makeModel(textEncoderWidth width: Int, command: [String]) throws -> SuperResolutionModel {
+    /// recipe's seed or copied from the stage in `initFrom` (fine-tuning: every tensor must
+    /// match), with its provenance.
+    public func makeModel(textEncoderWidth width: Int, initFrom: URL? = nil, command: [String]) throws -> SuperResolutionModel {
         var config = recipe.unet
         config.contextDim = width
         config.pooledDim = width
         let unet = try Torch.withSeed(recipe.training.training.seed) { try EfficientUNet(config) }
+        var sourceCommand: String?
+        if let initFrom {
+            let source = try SuperResolutionModel.load(from: initFrom)
+            guard source.unet.config == config else {
+                throw WorkflowError.inconsistentRecipe("the stage in \(initFrom.path) has another network than the recipe's unet")
+            }
+            try unet.load(Dictionary(uniqueKeysWithValues: source.unet.namedParameters().map { ($0.0, $0.1) }))
+            sourceCommand = source.index.notes["command"]
+        }
         var index = SuperResolutionIndex(
             textEncoder: TextEncoderSpec(kind: "minilm", maxTokens: recipe.maxTokens), samplingNoiseLevel: recipe.samplingNoiseLevel)
         index.notes["command"] = Provenance.portableCommand(command)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         index.notes["recipe"] = String(decoding: try encoder.encode(recipe), as: UTF8.self)
+        if let sourceCommand { index.notes["init_from_command"] = sourceCommand }
         return try SuperResolutionModel(unet: unet, schedule: NoiseSchedule(recipe.schedule), index: index)
     }
 
@@ -169,7 +180,7 @@ public struct SuperResolutionSetup {
 
     /// The whole run. Progress phase ``TrainingPhase/training``; `notes` gets lines for a person.
     public func train(
-        textEncoder: any TextEncoder, command: [String], resume: Bool, writeSamples: Bool = true,
+        textEncoder: any TextEncoder, command: [String], resume: Bool, initFrom: URL? = nil, writeSamples: Bool = true,
         progress: ProgressHandler = { _ in true }, notes: (String) -> Void = { _ in }
     ) throws {
         let data = SyntheticSuperResolutionSource(pairs: try pairs(), count: recipe.datasetSize)
@@ -182,7 +193,7 @@ public struct SuperResolutionSetup {
             return try Condition(
                 tokens: e.tokenStates.slice(dim: 1, 0, kept), mask: e.attentionMask.slice(dim: 1, 0, kept), pooled: e.pooled)
         }
-        let model = try makeModel(textEncoderWidth: textEncoder.width, command: command)
+        let model = try makeModel(textEncoderWidth: textEncoder.width, initFrom: initFrom, command: command)
         let trainer = try SuperResolutionTrainer(
             model: model, config: recipe.training, data: data, captions: captions, runDirectory: folder.url)
         if resume, try trainer.resumeFromLatest() { notes("resumed from step \(trainer.step)") }

@@ -25,7 +25,9 @@ struct EvaluateSuperResolutionCommand: ParsableCommand {
     @Option(help: "Super-resolution model folder (default: models/superres).") var srModel: String?
     @Option(help: "Benchmark scenes: validation, heldout or both.") var split: PromptSplits = .both
     @Option(name: .customLong("num-samples"), help: "Pairs per split.") var numSamples = 64
+    @Option(help: "Sampler (default dpmpp).") var srSampler = SuperResolutionOptions().sampler
     @Option(help: "Denoising steps.") var srSteps = SuperResolutionOptions().steps
+    @Flag(help: "Clip x̂0 to [-1, 1] at every step (diffusers' clip_sample).") var srClip = false
     @Option(help: "Noise level of the low-resolution image (default: the stage's).") var srNoiseLevel: Int?
     @Option(help: "Guidance weight on the text (1: none).") var srGuidance = SuperResolutionOptions().guidance
     @Option(help: "Seed of the stage's noise.") var seed: UInt64 = 1234
@@ -47,7 +49,9 @@ struct EvaluateSuperResolutionCommand: ParsableCommand {
         }
         let model = try SuperResolutionModel.load(from: folder)
         var options = SuperResolutionOptions()
+        options.sampler = srSampler
         options.steps = srSteps
+        options.clipSample = srClip
         options.guidance = srGuidance
         options.noiseLevel = srNoiseLevel
         options.seed = seed
@@ -66,7 +70,7 @@ struct EvaluateSuperResolutionCommand: ParsableCommand {
         }
         if json { return try printJSON(report) }
         for s in report.splits {
-            print("\(s.split): \(s.pairs) pairs, ×\(report.factor), \(report.options.steps) steps, noise level \(report.noiseLevel)")
+            print("\(s.split): \(s.pairs) pairs, ×\(report.factor), \(report.options.sampler.rawValue) \(report.options.steps) steps\(report.options.clipSample ? " (clipped)" : ""), noise level \(report.noiseLevel)")
             for m in s.methods {
                 print(String(format: "  %-8@ PSNR %.2f ± %.2f dB   SSIM %.4f ± %.4f", m.name as NSString, m.psnr.mean, m.psnr.std, m.ssim.mean, m.ssim.std))
             }

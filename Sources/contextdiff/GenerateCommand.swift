@@ -233,6 +233,7 @@ struct SuperResolutionFlags: ParsableArguments {
         valueName: "all|base"))
     var stages: CascadeStages?
     @Option(help: "Super-resolution model folder (default: the shipped stage, models/superres).") var srModel: String?
+    @Option(help: "Super-resolution sampler (default dpmpp).") var srSampler = SuperResolutionOptions().sampler
     @Option(help: "Super-resolution denoising steps.") var srSteps = SuperResolutionOptions().steps
     @Option(help: "Super-resolution guidance weight on the text (1: none).") var srGuidance = SuperResolutionOptions().guidance
     @Option(help: "Noise level of the low-resolution image (a timestep of the stage's schedule; default: the model's).")
@@ -246,6 +247,7 @@ struct SuperResolutionFlags: ParsableArguments {
 
     func options(seed: UInt64) -> SuperResolutionOptions {
         var o = SuperResolutionOptions()
+        o.sampler = srSampler
         o.steps = srSteps
         o.guidance = srGuidance
         o.noiseLevel = srNoiseLevel

@@ -28,6 +28,10 @@ struct TrainSuperResolutionCommand: ParsableCommand {
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Start from scratch even if the run folder has checkpoints.") var noResume = false
     @Flag(help: "Skip the validation grid at checkpoints.") var noSamples = false
+    @Option(help: ArgumentHelp(
+        "Start from a super-resolution stage's weights (fine-tuning, e.g. on whole images after crops); ignored when resuming.",
+        discussion: "Its network must be the recipe's."))
+    var initFrom: String?
 
     func recipe() throws -> SuperResolutionRecipe {
         var r = SuperResolutionRecipe()
@@ -69,7 +73,8 @@ struct TrainSuperResolutionCommand: ParsableCommand {
         var bar: ProgressBar?
         var midBar = false
         try SuperResolutionSetup(recipe: recipe, folder: folder).train(
-            textEncoder: textEncoder, command: CommandLine.arguments, resume: !noResume, writeSamples: !noSamples
+            textEncoder: textEncoder, command: CommandLine.arguments, resume: !noResume,
+            initFrom: initFrom.map { URL(fileURLWithPath: $0) }, writeSamples: !noSamples
         ) { p in
             if bar == nil { bar = ProgressBar(total: p.total, label: "train") }
             bar?.update(p.completed, status: String(format: "loss %.4f lr %.1e", p.metric("loss") ?? Double.nan, p.metric("lr") ?? Double.nan))

@@ -139,7 +139,9 @@ public enum NoiseAugmentation {
 
 /// Options of one super-resolution call; every field has a default.
 public struct SuperResolutionOptions: Codable, Sendable, Equatable {
-    public var sampler = SamplerKind.ddim
+    /// DPM-Solver++ (2M) by default: with DDIM, clipping x̂0 to [-1, 1] at every step pulls the
+    /// stage's saturated white backgrounds grey (docs/CASCADE.md has the measurement).
+    public var sampler = SamplerKind.dpmpp
     public var steps = 20
     /// Classifier-free guidance on the text (1 = conditional only: the low-resolution image
     /// already carries the content, and one network call per step halves the cost).
@@ -149,11 +151,14 @@ public struct SuperResolutionOptions: Codable, Sendable, Equatable {
     /// The augmentation level of the low-resolution image (nil: the model's
     /// ``SuperResolutionIndex/samplingNoiseLevel``).
     public var noiseLevel: Int?
+    /// Clip each step's x̂0 to [-1, 1] (diffusers' `clip_sample`); off by default, the output is
+    /// clamped once at the end.
+    public var clipSample = false
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case sampler, steps, guidance, eta, seed, noiseLevel = "noise_level"
+        case sampler, steps, guidance, eta, seed, noiseLevel = "noise_level", clipSample = "clip_sample"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -165,6 +170,14 @@ public struct SuperResolutionOptions: Codable, Sendable, Equatable {
         eta = try c.decodeIfPresent(Double.self, forKey: .eta) ?? d.eta
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
         noiseLevel = try c.decodeIfPresent(Int.self, forKey: .noiseLevel)
+        clipSample = try c.decodeIfPresent(Bool.self, forKey: .clipSample) ?? d.clipSample
+    }
+
+    /// The sampler's options for a stage predicting `prediction`.
+    func samplerOptions(prediction: PredictionTarget) -> SamplerOptions {
+        var o = generation.samplerOptions(prediction: prediction)
+        o.x0Processing = clipSample ? .diffusersDefault : .none
+        return o
     }
 
     /// The same settings as text-to-image generation options (for the sampler registry).
@@ -247,7 +260,7 @@ public final class SuperResolutionPipeline {
                 "conditions of \(conditional.batchSize) and \(unconditional.batchSize) rows for \(batch) images")
         }
         let sampler = try SamplerRegistry.make(
-            options.sampler, schedule: model.schedule, options: options.generation.samplerOptions(prediction: c.prediction))
+            options.sampler, schedule: model.schedule, options: options.samplerOptions(prediction: c.prediction))
         model.train(false)
         let device = try model.device
         let level = options.noiseLevel ?? model.index.samplingNoiseLevel
@@ -283,7 +296,7 @@ public final class SuperResolutionPipeline {
             }
             return try sampler.run(
                 from: noise.to(device), context: nil, generator: generator, phase: "upsampling", progress: progress,
-                denoiser: denoiser)
+                denoiser: denoiser).clamped(min: -1, max: 1)
         } }
     }
 }
