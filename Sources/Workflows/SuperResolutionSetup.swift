@@ -110,21 +110,7 @@ public struct SuperResolutionSetup {
     public static func prepare(folder: RunFolder, given: SuperResolutionRecipe, resume: Bool) throws
         -> (recipe: SuperResolutionRecipe, replaced: Bool)
     {
-        var recipe = given, replaced = false
-        let fm = FileManager.default
-        if resume, fm.fileExists(atPath: folder.recipe.path) {
-            let saved = try JSONDecoder().decode(SuperResolutionRecipe.self, from: Data(contentsOf: folder.recipe))
-            if saved != recipe {
-                recipe = saved
-                replaced = true
-            }
-        }
-        try recipe.validate()
-        try fm.createDirectory(at: folder.url, withIntermediateDirectories: true)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(recipe).write(to: folder.recipe, options: .atomic)
-        return (recipe, replaced)
+        try folder.prepareRecipe(given, resume: resume) { try $0.validate() }
     }
 
     /// The stage the recipe describes, for a text encoder of `width`, initialised from the

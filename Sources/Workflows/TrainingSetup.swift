@@ -46,22 +46,7 @@ public struct TrainingSetup {
     public static func prepare(folder: RunFolder, given: TrainingRecipe, resume: Bool) throws
         -> (recipe: TrainingRecipe, replaced: Bool)
     {
-        var recipe = given
-        var replaced = false
-        let fm = FileManager.default
-        if resume, fm.fileExists(atPath: folder.recipe.path) {
-            let saved = try JSONDecoder().decode(TrainingRecipe.self, from: Data(contentsOf: folder.recipe))
-            if saved != recipe {
-                recipe = saved
-                replaced = true
-            }
-        }
-        try recipe.validate()
-        try fm.createDirectory(at: folder.url, withIntermediateDirectories: true)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(recipe).write(to: folder.recipe, options: .atomic)
-        return (recipe, replaced)
+        try folder.prepareRecipe(given, resume: resume) { try $0.validate() }
     }
 
     // MARK: - Data
@@ -362,5 +347,30 @@ extension TrainingSetup {
         guard isRankZero else { return }
         try writeLossCurve()
         note("done: model at \(folder.model.path)")
+    }
+}
+
+extension RunFolder {
+    /// The recipe a run trains: the folder's saved `recipe.json` when resuming (its settings
+    /// win over `given`; `replaced` says whether they differed), validated and saved back atomically.
+    public func prepareRecipe<Recipe: Codable & Equatable>(
+        _ given: Recipe, resume: Bool, validate: (Recipe) throws -> Void
+    ) throws -> (recipe: Recipe, replaced: Bool) {
+        var recipe = given
+        var replaced = false
+        let fm = FileManager.default
+        if resume, fm.fileExists(atPath: self.recipe.path) {
+            let saved = try JSONDecoder().decode(Recipe.self, from: Data(contentsOf: self.recipe))
+            if saved != recipe {
+                recipe = saved
+                replaced = true
+            }
+        }
+        try validate(recipe)
+        try fm.createDirectory(at: url, withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(recipe).write(to: self.recipe, options: .atomic)
+        return (recipe, replaced)
     }
 }

@@ -112,12 +112,7 @@ public final class ContextDiffModel {
         } else if fm.fileExists(atPath: classDir.path) {
             try fm.removeItem(at: classDir)
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let schedulerDir = directory.appendingPathComponent("scheduler")
-        try fm.createDirectory(at: schedulerDir, withIntermediateDirectories: true)
-        try encoder.encode(schedule.config).write(to: schedulerDir.appendingPathComponent("scheduler_config.json"), options: .atomic)
-        try encoder.encode(index).write(to: directory.appendingPathComponent("model_index.json"), options: .atomic)
+        try writeSchedulerAndIndex(schedule: schedule, index: index, to: directory)
     }
 
     /// Loads a folder written by ``save(to:)``, verifying every tensor.
@@ -155,4 +150,15 @@ public final class ContextDiffModel {
         model.index = index
         return model
     }
+}
+
+/// The last files of a pipeline folder: `scheduler/scheduler_config.json`, then `model_index.json`
+/// (written last: a reader checks the index first).
+func writeSchedulerAndIndex(schedule: NoiseSchedule, index: some Encodable, to directory: URL) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    let schedulerDir = directory.appendingPathComponent("scheduler")
+    try FileManager.default.createDirectory(at: schedulerDir, withIntermediateDirectories: true)
+    try encoder.encode(schedule.config).write(to: schedulerDir.appendingPathComponent("scheduler_config.json"), options: .atomic)
+    try encoder.encode(index).write(to: directory.appendingPathComponent("model_index.json"), options: .atomic)
 }

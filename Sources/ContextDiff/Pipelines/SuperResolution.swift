@@ -59,15 +59,9 @@ public final class SuperResolutionModel {
 
     /// Writes the folder: the network first, the index last (a reader checks the index first).
     public func save(to directory: URL) throws {
-        let fm = FileManager.default
-        try fm.createDirectory(at: directory, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         try ModelFolder.save(unet, to: directory.appendingPathComponent("unet"))
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let schedulerDir = directory.appendingPathComponent("scheduler")
-        try fm.createDirectory(at: schedulerDir, withIntermediateDirectories: true)
-        try encoder.encode(schedule.config).write(to: schedulerDir.appendingPathComponent("scheduler_config.json"), options: .atomic)
-        try encoder.encode(index).write(to: directory.appendingPathComponent("model_index.json"), options: .atomic)
+        try writeSchedulerAndIndex(schedule: schedule, index: index, to: directory)
     }
 
     /// Whether `directory` holds a super-resolution stage (its index names the format).

@@ -186,16 +186,8 @@ public final class SuperResolutionTrainer {
 
     /// Writes checkpoint `step-NNNNNNN`, the EMA model under `model/`, and prunes old checkpoints.
     public func saveCheckpoint() throws {
-        var tensors: [String: Tensor] = [:]
-        for (k, v) in model.stateDict() { tensors["model." + k] = v }
-        for (i, t) in ema.shadow.enumerated() { tensors["ema.\(i)"] = t }
-        for (k, v) in optimizer.stateTensors() { tensors["optimizer." + k] = v }
-        let state = try generator.state()
-        tensors["rng"] = try Tensor(state, shape: [state.count])
-        let metadata = [
-            "step": String(step), "optimizer_step": String(optimizer.stepCount), "ema_step": String(ema.optimizationStep),
-            "training_config": String(decoding: try JSONEncoder().encode(config), as: UTF8.self),
-        ]
+        let tensors = try TrainingState.tensors(model: model.stateDict(), ema: ema, optimizer: optimizer, generator: generator)
+        let metadata = try TrainingState.metadata(step: step, ema: ema, optimizer: optimizer, config: config)
         lastCheckpoint = try folder.writeCheckpoint(step: step, tensors: tensors, metadata: metadata)
         do {
             try exportEMAModel(to: folder.model)
@@ -221,34 +213,11 @@ public final class SuperResolutionTrainer {
             try folder.trimLog(after: 0)
             return false
         }
-        let url = folder.trainingState(step: latest)
-        let (tensors, meta) = try folder.readCheckpoint(step: latest)
-        guard let s = meta["step"].flatMap(Int.init), let os = meta["optimizer_step"].flatMap(Int.init),
-              let es = meta["ema_step"].flatMap(Int.init), let rng = tensors["rng"]
-        else { throw TrainingError.corruptCheckpoint(path: url.path, reason: "missing step counters or RNG state") }
-        do {
-            var unetState: [String: Tensor] = [:], optimizerState: [String: Tensor] = [:]
-            for (k, v) in tensors {
-                if k.hasPrefix("model.unet.") { unetState[String(k.dropFirst(11))] = v }
-                if k.hasPrefix("optimizer.") { optimizerState[String(k.dropFirst(10))] = v }
-            }
-            try model.unet.load(unetState)
-            try Torch.withNoGrad {
-                for (i, shadow) in ema.shadow.enumerated() {
-                    guard let t = tensors["ema.\(i)"], t.shape == shadow.shape else {
-                        throw TrainingError.corruptCheckpoint(path: url.path, reason: "EMA tensor \(i) missing or mis-shaped")
-                    }
-                    try shadow.copy(from: t)
-                }
-            }
-            try optimizer.restore(stepCount: os, state: optimizerState)
-            try generator.setState(rng.scalars(as: UInt8.self))
-        } catch let error as TrainingError {
-            throw error
-        } catch {
-            throw TrainingError.corruptCheckpoint(path: url.path, reason: "\(error)")
+        let s = try TrainingState.restore(step: latest, from: folder, ema: ema, optimizer: optimizer, generator: generator) { state in
+            try model.unet.load(Dictionary(uniqueKeysWithValues: state.compactMap { k, v in
+                k.hasPrefix("unet.") ? (String(k.dropFirst(5)), v) : nil
+            }))
         }
-        ema.restore(optimizationStep: es)
         step = s
         lastCheckpoint = folder.checkpoint(step: latest)
         folder.removePartialCheckpoints()

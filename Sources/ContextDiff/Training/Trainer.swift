@@ -445,16 +445,8 @@ public final class Trainer {
     }
 
     private func writeCheckpoint() throws -> URL {
-        var tensors: [String: Tensor] = [:]
-        for (k, v) in model.stateDict() { tensors["model." + k] = v }
-        for (i, t) in ema.shadow.enumerated() { tensors["ema.\(i)"] = t }
-        for (k, v) in optimizer.stateTensors() { tensors["optimizer." + k] = v }
-        tensors["rng"] = try Tensor(try generator.state(), shape: [try generator.state().count])
-        let configJSON = String(decoding: try JSONEncoder().encode(config), as: UTF8.self)
-        let metadata = [
-            "step": String(step), "optimizer_step": String(optimizer.stepCount),
-            "ema_step": String(ema.optimizationStep), "training_config": configJSON,
-        ]
+        let tensors = try TrainingState.tensors(model: model.stateDict(), ema: ema, optimizer: optimizer, generator: generator)
+        let metadata = try TrainingState.metadata(step: step, ema: ema, optimizer: optimizer, config: config)
         return try folder.writeCheckpoint(step: step, tensors: tensors, metadata: metadata)
     }
 
@@ -548,21 +540,9 @@ public final class Trainer {
     /// Restores this process's state from the newest checkpoint in the run folder.
     func loadLatestCheckpoint() throws -> Bool {
         guard let latest = try checkpointSteps().last else { return false }
-        let dir = folder.checkpoint(step: latest)
-        let url = folder.trainingState(step: latest)
-        let (tensors, meta) = try folder.readCheckpoint(step: latest)
-        guard let s = meta["step"].flatMap(Int.init), let os = meta["optimizer_step"].flatMap(Int.init),
-              let es = meta["ema_step"].flatMap(Int.init), let rng = tensors["rng"]
-        else { throw TrainingError.corruptCheckpoint(path: url.path, reason: "missing step counters or RNG state") }
-        var modelState: [String: Tensor] = [:]
-        var optimizerState: [String: Tensor] = [:]
-        for (k, v) in tensors {
-            if k.hasPrefix("model.") { modelState[String(k.dropFirst(6))] = v }
-            if k.hasPrefix("optimizer.") { optimizerState[String(k.dropFirst(10))] = v }
-        }
-        do {
+        let s = try TrainingState.restore(step: latest, from: folder, ema: ema, optimizer: optimizer, generator: generator) { state in
             var unetState: [String: Tensor] = [:], adapterState: [String: Tensor] = [:], classState: [String: Tensor] = [:]
-            for (k, v) in modelState {
+            for (k, v) in state {
                 if k.hasPrefix("unet.") { unetState[String(k.dropFirst(5))] = v }
                 if k.hasPrefix("adapter.") { adapterState[String(k.dropFirst(8))] = v }
                 if k.hasPrefix("class_encoder.") { classState[String(k.dropFirst(14))] = v }
@@ -570,24 +550,9 @@ public final class Trainer {
             try model.unet.load(unetState)
             if let adapter = model.adapter { try adapter.load(adapterState) }
             if let classEncoder = model.classEncoder { try classEncoder.load(classState) }
-            try Torch.withNoGrad {
-                for (i, shadow) in ema.shadow.enumerated() {
-                    guard let t = tensors["ema.\(i)"], t.shape == shadow.shape else {
-                        throw TrainingError.corruptCheckpoint(path: url.path, reason: "EMA tensor \(i) missing or mis-shaped")
-                    }
-                    try shadow.copy(from: t)
-                }
-            }
-            try optimizer.restore(stepCount: os, state: optimizerState)
-            try generator.setState(rng.scalars(as: UInt8.self))
-        } catch let error as TrainingError {
-            throw error
-        } catch {
-            throw TrainingError.corruptCheckpoint(path: url.path, reason: "\(error)")
         }
-        ema.restore(optimizationStep: es)
         step = s
-        lastCheckpoint = dir
+        lastCheckpoint = folder.checkpoint(step: latest)
         return true
     }
 }
