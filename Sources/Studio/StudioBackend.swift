@@ -15,6 +15,8 @@ public protocol StudioBackend: Sendable {
     var modelName: String { get }
     /// Side of the square images the model draws.
     var sampleSize: Int { get }
+    /// Side of the images a job returns: the super-resolution stage's in a cascade, else ``sampleSize``.
+    var outputSize: Int { get }
     /// The model's training timesteps (the most sampling steps it can take).
     var trainTimesteps: Int { get }
     /// Whether the model places objects with a layout prior (layout modes and boxes apply).
@@ -52,6 +54,11 @@ public struct EditedVideo: Sendable {
     }
 }
 
+extension StudioBackend {
+    /// A backend without a cascade returns the model's own size.
+    public var outputSize: Int { sampleSize }
+}
+
 /// A text-to-image model folder behind a lock: loaded once, called by one job at a time.
 public final class PipelineBackend: StudioBackend, @unchecked Sendable {
     public let modelName: String
@@ -59,6 +66,8 @@ public final class PipelineBackend: StudioBackend, @unchecked Sendable {
     public let trainTimesteps: Int
     public let hasLayoutPrior: Bool
     private let pipeline: TextToImagePipeline
+    /// The cascade's super-resolution stage and its settings (the seed follows each job's), or nil.
+    private let stage: (pipeline: SuperResolutionPipeline, encoder: TextConditionEncoder, options: SuperResolutionOptions)?
     private let scorer: ContrastiveScorer?
     private let evaluator: AttributeEvaluator?
     private let lock = NSLock()
@@ -66,8 +75,11 @@ public final class PipelineBackend: StudioBackend, @unchecked Sendable {
     /// Loads `directory` with the text encoder `makeTextEncoder` builds. Class-conditional
     /// models have no prompts to serve and are refused. `scorer` and `evaluator`, when given,
     /// score video edits (CLIP-style text and temporal scores, evaluator alignment).
+    /// `superResolution`, when given, upsamples every generated image (the cascade; phase
+    /// "upsampling" after "sampling"), with `superResolutionOptions` and each job's seed.
     public init(
         directory: URL, scorer: ContrastiveScorer? = nil, evaluator: AttributeEvaluator? = nil,
+        superResolution: SuperResolutionPipeline? = nil, superResolutionOptions: SuperResolutionOptions = SuperResolutionOptions(),
         makeTextEncoder: () throws -> any TextEncoder
     ) throws {
         self.scorer = scorer
@@ -81,7 +93,17 @@ public final class PipelineBackend: StudioBackend, @unchecked Sendable {
         trainTimesteps = model.schedule.config.trainTimesteps
         hasLayoutPrior = model.unet.layoutPrior != nil
         pipeline = try TextToImagePipeline(model: model, textEncoder: makeTextEncoder())
+        if let superResolution {
+            // The same checks as the cascade's (sizes, text encoder).
+            let cascade = try CascadePipeline(base: pipeline, superResolution: superResolution)
+            stage = (superResolution, cascade.conditionEncoder, superResolutionOptions)
+        } else {
+            stage = nil
+        }
     }
+
+    /// The side of the images a job returns (the stage's when there is one).
+    public var outputSize: Int { stage?.pipeline.outputSize ?? sampleSize }
 
     public func generate(
         _ spec: GenerationJobSpec, progress: @escaping ProgressHandler, preview: ((_ step: Int, _ images: RGBImage) -> Void)?
@@ -99,8 +121,17 @@ public final class PipelineBackend: StudioBackend, @unchecked Sendable {
                     show(step, grid)
                 }
             }
-            let result = try pipeline.generate(
+            var result = try pipeline.generate(
                 prompts: [spec.prompt], options: spec.options, layouts: spec.layout.map { [$0] }, progress: progress, preview: estimate)
+            if let stage {
+                var options = stage.options
+                options.seed = SuperResolutionOptions.stageSeed(following: spec.options.seed)
+                let upsampled = try stage.pipeline.upsample(
+                    result.images, prompts: [spec.prompt], imagesPerPrompt: spec.options.imagesPerPrompt,
+                    negativePrompt: spec.options.negativePrompt, encoder: stage.encoder, options: options, progress: progress)
+                result.images = upsampled.images
+                result.notices += upsampled.notices.filter { !result.notices.contains($0) }
+            }
             return try GeneratedImages(result)
         }
     }

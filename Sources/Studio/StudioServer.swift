@@ -74,6 +74,8 @@ public struct StudioServer: Sendable {
     public struct Health: Codable, Sendable {
         public var model: String
         public var sampleSize: Int
+        /// Side of the images a job returns (the cascade's stage, else `sample_size`).
+        public var outputSize: Int
         public var layoutPrior: Bool
         /// The samplers a request may name, the default first.
         public var samplers: [String]
@@ -82,14 +84,15 @@ public struct StudioServer: Sendable {
         public var limits: StudioLimits
         enum CodingKeys: String, CodingKey {
             case model, samplers, running, queued, limits
-            case sampleSize = "sample_size", layoutPrior = "layout_prior"
+            case sampleSize = "sample_size", outputSize = "output_size", layoutPrior = "layout_prior"
         }
     }
 
     func health() async -> Health {
         let load = await queue.load
         return Health(
-            model: queue.backend.modelName, sampleSize: queue.backend.sampleSize, layoutPrior: queue.backend.hasLayoutPrior,
+            model: queue.backend.modelName, sampleSize: queue.backend.sampleSize, outputSize: queue.backend.outputSize,
+            layoutPrior: queue.backend.hasLayoutPrior,
             samplers: [GenerationOptions().sampler.rawValue] + SamplerKind.allCases.map(\.rawValue).filter { $0 != GenerationOptions().sampler.rawValue },
             running: load.running, queued: load.queued, limits: limits)
     }

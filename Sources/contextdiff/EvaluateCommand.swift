@@ -157,7 +157,7 @@ struct EvaluateCommand: ParsableCommand {
             var o = SuperResolutionOptions()
             o.steps = srSteps
             o.noiseLevel = srNoiseLevel
-            o.seed = seed ^ 0x5350_5253_5441_4745
+            o.seed = SuperResolutionOptions.stageSeed(following: seed)
             run.transform = EvaluationRun.cascadeTransform(
                 SuperResolutionPipeline(model: stage),
                 encoder: TextConditionEncoder(textEncoder: textEncoder, maxTokens: stage.index.textEncoder.maxTokens), options: o)

@@ -251,8 +251,7 @@ struct SuperResolutionFlags: ParsableArguments {
         o.steps = srSteps
         o.guidance = srGuidance
         o.noiseLevel = srNoiseLevel
-        // Its own stream: the stage's noise never repeats the base model's x_T.
-        o.seed = seed ^ 0x5350_5253_5441_4745
+        o.seed = SuperResolutionOptions.stageSeed(following: seed)
         return o
     }
 

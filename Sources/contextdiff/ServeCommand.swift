@@ -1,5 +1,7 @@
 import ArgumentParser
+import ContextDiff
 import Foundation
+import NN
 import Studio
 import TextEncoders
 import Torch
@@ -21,6 +23,7 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Most images per request.") var maxImages = 8
     @Option(help: "Most denoising steps per request.") var maxSteps = 200
     @Option(help: "libtorch intra-op threads.") var threads = 2
+    @OptionGroup(title: "Super-resolution (the cascade's second stage)") var superResolution: SuperResolutionFlags
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
@@ -44,7 +47,13 @@ struct ServeCommand: ParsableCommand {
         let scorer = EvaluationModels.exists(EvaluationModels.clipURL())
             ? try EvaluationModels.loadScorer(textEncoder: MiniLMTextEncoder()).0 : nil
         let evaluator = EvaluationModels.exists(EvaluationModels.evaluatorURL()) ? try EvaluationModels.loadEvaluator().0 : nil
-        let backend = try PipelineBackend(directory: modelURL, scorer: scorer, evaluator: evaluator) { try MiniLMTextEncoder() }
+        let baseSize = try ModelFolder.config(UNetConfig.self, in: modelURL.appendingPathComponent("unet")).sampleSize
+        let stage = try superResolution.load(device: .cpu, baseSize: baseSize)
+        let backend = try PipelineBackend(
+            directory: modelURL, scorer: scorer, evaluator: evaluator, superResolution: stage,
+            superResolutionOptions: superResolution.options(seed: 0)
+        ) { try MiniLMTextEncoder() }
+        note(stage == nil ? "images: \(backend.sampleSize)×\(backend.sampleSize) (the base model)" : "images: \(backend.outputSize)×\(backend.outputSize) (the base model, then the super-resolution stage)")
         let history = try RunHistory(folder: URL(fileURLWithPath: dataDir))
         let server = StudioServer(queue: JobQueue(backend: backend, history: history, limits: limits))
         if !StudioServer.isLoopback(host) {

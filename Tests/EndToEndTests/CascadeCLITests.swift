@@ -58,4 +58,23 @@ struct CascadeCLITests {
         let evaluated = try CLI.run(["evaluate-sr", "--sr-model", stage.appendingPathComponent("model").path, "--num-samples", "2"])
         #expect(evaluated.status != 0 && evaluated.stderr.contains("evaluator reads"), "\(evaluated.stderr)")
     }
+
+    /// The README's main job: the shipped base model and the shipped stage write 128×128 images;
+    /// `--stages base` the base model's 32×32.
+    @Test func theShippedCascadeWrites128PixelImages() throws {
+        let root = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let full = root.appendingPathComponent("full.png"), thumb = root.appendingPathComponent("thumb.png")
+        let cascade = try CLI.run(["generate", "a red circle to the left of a blue square", "--num-images", "1", "-o", full.path, "--threads", "2"])
+        #expect(cascade.status == 0, "\(cascade.stderr)")
+        let image = try RGBImage(contentsOf: full)
+        #expect(image.width == 128 && image.height == 128)
+        let record = try PNGText.read(from: Data(contentsOf: full)).first { $0.key == "parameters" }?.value ?? ""
+        #expect(record.contains("Model: default") && record.contains("Super-resolution: superres, 20 steps"), "\(record)")
+        // The stage keeps the base model's white background white (DPM-Solver++, no per-step clipping).
+        #expect(image[2, 2].r > 245 && image[2, 2].g > 245 && image[2, 2].b > 245, "\(image[2, 2])")
+        let base = try CLI.run(["generate", "a red circle to the left of a blue square", "--num-images", "1", "--stages", "base", "-o", thumb.path])
+        #expect(base.status == 0, "\(base.stderr)")
+        #expect(try RGBImage(contentsOf: thumb).width == 32)
+    }
 }

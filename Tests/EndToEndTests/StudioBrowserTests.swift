@@ -214,7 +214,7 @@ struct StudioBrowserTests {
             try await browser.click("#generate")
             try await browser.waitUntil("four images", timeout: 300, """
                 const images = [...document.querySelectorAll('#results img')];
-                return images.length === 4 && images.every((i) => i.complete && i.naturalWidth === 32);
+                return images.length === 4 && images.every((i) => i.complete && i.naturalWidth === 128);
                 """)
             let seen = try await browser.evaluate("return window.seen") as? [Any] ?? []
             let values = seen.compactMap { ($0 as? NSNumber)?.doubleValue }
@@ -263,7 +263,7 @@ struct StudioBrowserTests {
                     && document.getElementById('seed').value === '42' && document.getElementById('steps').value === '20'
                     && document.getElementById('num-images').value === '4' && !document.getElementById('randomize').checked
                     && !document.getElementById('panel-generate').classList.contains('hidden')
-                    && [...document.querySelectorAll('#results img')].filter((i) => i.complete && i.naturalWidth === 32).length === 4;
+                    && [...document.querySelectorAll('#results img')].filter((i) => i.complete && i.naturalWidth === 128).length === 4;
                 """)
             let screenshot = try await browser.screenshot()
             #expect(screenshot.starts(with: [0x89, 0x50, 0x4E, 0x47]))

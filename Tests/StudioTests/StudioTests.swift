@@ -118,6 +118,53 @@ private func waitForJob(_ client: some TestClientProtocol, _ id: String) async t
 
 @Suite("Studio: the local web app's API, queue and history")
 struct StudioTests {
+    /// With a super-resolution stage the studio serves the cascade: a job's images are the
+    /// stage's size and exactly what the cascade draws for the job's seed (the stage's seed
+    /// derived from it), and progress passes through "sampling", then "upsampling".
+    @Test func aCascadeBackendServesTheStagesImages() throws {
+        let modelDir = try TinyStudio.modelFolder()
+        defer { try? FileManager.default.removeItem(at: modelDir) }
+        var config = EfficientUNetConfig()
+        config.lowResolutionSize = 16
+        config.sampleSize = 32
+        config.baseChannels = 8
+        config.channelMultipliers = [1, 2]
+        config.blocksPerLevel = [1, 1]
+        config.crossAttentionResolutions = [16]
+        config.selfAttentionResolutions = []
+        config.heads = 2
+        config.contextDim = 12
+        config.pooledDim = 12
+        config.normGroups = 4
+        let stage = try SuperResolutionModel(
+            unet: Torch.withSeed(3) { try EfficientUNet(config) }, schedule: NoiseSchedule(NoiseScheduleConfig()),
+            index: SuperResolutionIndex(textEncoder: TextEncoderSpec(kind: "learned", maxTokens: 16), samplingNoiseLevel: 50))
+        var srOptions = SuperResolutionOptions()
+        srOptions.steps = 3
+        let backend = try PipelineBackend(
+            directory: modelDir, superResolution: SuperResolutionPipeline(model: stage), superResolutionOptions: srOptions
+        ) { try TinyStudio.encoder() }
+        #expect(backend.sampleSize == 16 && backend.outputSize == 32)
+        var options = GenerationOptions()
+        options.steps = 3
+        options.imagesPerPrompt = 2
+        options.seed = 21
+        var phases: [String] = []
+        let images = try backend.generate(GenerationJobSpec(prompt: "a red circle", options: options, layout: nil), progress: { p in
+            if phases.last != p.phase { phases.append(p.phase) }
+            return true
+        }, preview: nil)
+        #expect(images.width == 32 && images.height == 32 && images.pixels.count == 2)
+        #expect(phases == ["sampling", "upsampling"])
+        let cascade = try CascadePipeline(
+            base: TextToImagePipeline(model: ContextDiffModel.load(from: modelDir), textEncoder: TinyStudio.encoder()),
+            superResolution: SuperResolutionPipeline(model: stage))
+        var expected = srOptions
+        expected.seed = SuperResolutionOptions.stageSeed(following: 21)
+        let alone = try GeneratedImages(cascade.generate(prompts: ["a red circle"], options: options, superResolution: expected))
+        #expect(alone.pixels == images.pixels)
+    }
+
     /// A request runs on the real pipeline: progress events advance to the end, the run is in
     /// the history with its images, which carry their settings and are exactly what a lone
     /// pipeline call with the same options draws.

@@ -174,6 +174,10 @@ public struct SuperResolutionOptions: Codable, Sendable, Equatable {
         return o
     }
 
+    /// The stage's seed in a cascade whose base model draws with `baseSeed`: its own stream, so
+    /// that the stage's noise never repeats the base model's x_T.
+    public static func stageSeed(following baseSeed: UInt64) -> UInt64 { baseSeed ^ 0x5350_5253_5441_4745 }
+
     /// The same settings as text-to-image generation options (for the sampler registry).
     var generation: GenerationOptions {
         var o = GenerationOptions()

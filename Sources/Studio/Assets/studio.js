@@ -136,7 +136,9 @@ function show(snapshot) {
   const seed = `seed ${snapshot.seed}`;
   switch (snapshot.status) {
     case "queued": setStatus(`Queued (${snapshot.position} ahead) · ${seed}`); break;
-    case "running": setStatus(`Step ${snapshot.completed} of ${snapshot.total} · ${seed}`); break;
+    case "running":
+      setStatus(`${snapshot.phase === "upsampling" ? "Upsampling: step" : "Step"} ${snapshot.completed} of ${snapshot.total} · ${seed}`);
+      break;
     case "succeeded": setStatus(`Done in ${snapshot.run.seconds.toFixed(1)} s · ${seed}`); showRun(snapshot.run, $("results")); break;
     case "failed": setStatus(`Failed: ${snapshot.error}`, true); break;
     case "cancelled": setStatus("Cancelled."); break;
@@ -373,7 +375,8 @@ async function start() {
   try {
     const health = await api("/api/health");
     state.health = health;
-    $("model-info").textContent = `model ${health.model} · ${health.sample_size}×${health.sample_size}`;
+    const size = health.output_size || health.sample_size;
+  $("model-info").textContent = `model ${health.model} · ${size}×${size}` + (size !== health.sample_size ? ` (from ${health.sample_size}×${health.sample_size})` : "");
     $("sampler").replaceChildren(...health.samplers.map((name) => new Option(name, name)));
     $("steps").max = health.limits.max_steps;
     $("num-images").max = health.limits.max_images;
