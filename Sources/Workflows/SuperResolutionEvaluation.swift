@@ -25,9 +25,17 @@ public struct MeanSpread: Codable, Sendable, Equatable {
 public struct SuperResolutionQualityReport: Codable, Sendable {
     public struct Method: Codable, Sendable {
         public var name: String
+        /// Per-image PSNR with an exact match counted as ``SuperResolutionQualityReport/identicalPSNR``.
         public var psnr: MeanSpread
         public var ssim: MeanSpread
+        /// Images identical to the reference (infinite PSNR): nearest-neighbour upsampling of a
+        /// scene whose edges lie on the low-resolution grid reproduces the render exactly.
+        public var identical: Int
     }
+
+    /// The PSNR an exact match counts as in the means (dB): above that of any 8-bit image that
+    /// differs at all (one step in one channel of one pixel of a 128×128 image is 94.9 dB).
+    public static let identicalPSNR = 100.0
 
     public struct SplitResult: Codable, Sendable {
         public var split: String
@@ -93,7 +101,7 @@ public struct SuperResolutionEvaluation {
         var done = 0
         var batchIndex: UInt64 = 0
         for split in splits {
-            var psnr: [String: [Double]] = [:], ssim: [String: [Double]] = [:]
+            var psnr: [String: [Double]] = [:], ssim: [String: [Double]] = [:], identical: [String: Int] = [:]
             var lowAlignment = AlignmentSummary(), upAlignment = AlignmentSummary()
             for start in stride(from: 0, to: count, by: batch) {
                 let indices = Array(start..<min(count, start + batch))
@@ -107,7 +115,9 @@ public struct SuperResolutionEvaluation {
                 let bicubic = try RGBImage.batch(RGBImage.images(fromBatch: NoiseAugmentation.upsample(low, to: pairs.highSize)))
                 let nearest = try RGBImage.batch(RGBImage.images(fromBatch: low.interpolate(size: (pairs.highSize, pairs.highSize))))
                 for (name, images) in [("nearest", nearest), ("bicubic", bicubic), ("stage", stageImages)] {
-                    psnr[name, default: []] += try ImageQuality.psnr(images, high)
+                    let values = try ImageQuality.psnr(images, high)
+                    identical[name, default: 0] += values.filter(\.isInfinite).count
+                    psnr[name, default: []] += values.map { min($0, SuperResolutionQualityReport.identicalPSNR) }
                     ssim[name, default: []] += try ImageQuality.ssim(images, high)
                 }
                 let specs = indices.map { pairs.benchmark.annotation(index: $0, split: split).prompt }
@@ -122,7 +132,9 @@ public struct SuperResolutionEvaluation {
             let gain = { (table: [String: [Double]]) in MeanSpread(zip(table["stage"]!, table["bicubic"]!).map { $0 - $1 }) }
             results.append(.init(
                 split: split.rawValue, pairs: count,
-                methods: ["nearest", "bicubic", "stage"].map { .init(name: $0, psnr: MeanSpread(psnr[$0]!), ssim: MeanSpread(ssim[$0]!)) },
+                methods: ["nearest", "bicubic", "stage"].map {
+                    .init(name: $0, psnr: MeanSpread(psnr[$0]!), ssim: MeanSpread(ssim[$0]!), identical: identical[$0, default: 0])
+                },
                 psnrGainOverBicubic: gain(psnr), ssimGainOverBicubic: gain(ssim),
                 alignmentLowResolution: lowAlignment.accuracy ?? .nan, alignmentUpsampledReduced: upAlignment.accuracy ?? .nan))
         }

@@ -72,7 +72,8 @@ struct EvaluateSuperResolutionCommand: ParsableCommand {
         for s in report.splits {
             print("\(s.split): \(s.pairs) pairs, ×\(report.factor), \(report.options.sampler.rawValue) \(report.options.steps) steps\(report.options.clipSample ? " (clipped)" : ""), noise level \(report.noiseLevel)")
             for m in s.methods {
-                print(String(format: "  %-8@ PSNR %.2f ± %.2f dB   SSIM %.4f ± %.4f", m.name as NSString, m.psnr.mean, m.psnr.std, m.ssim.mean, m.ssim.std))
+                print(String(format: "  %-8@ PSNR %.2f ± %.2f dB   SSIM %.4f ± %.4f", m.name as NSString, m.psnr.mean, m.psnr.std, m.ssim.mean, m.ssim.std)
+                      + (m.identical > 0 ? "   (\(m.identical) identical to the render, counted as \(Int(SuperResolutionQualityReport.identicalPSNR)) dB)" : ""))
             }
             print(String(format: "  stage − bicubic (paired): PSNR %+.2f ± %.2f dB, SSIM %+.4f ± %.4f",
                          s.psnrGainOverBicubic.mean, s.psnrGainOverBicubic.std, s.ssimGainOverBicubic.mean, s.ssimGainOverBicubic.std))
