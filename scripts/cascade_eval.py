@@ -31,7 +31,9 @@ for name in ["sr-level-0.json", "sr-level-50.json", "sr-level-100.json", "sr-lev
         cells = []
         for m in ["nearest", "bicubic", "stage"]:
             x = method(s, m)
-            cells.append(f"{x['psnr']['mean']:.2f} ± {x['psnr']['std']:.2f} dB / {x['ssim']['mean']:.4f}")
+            same = x.get("identical", 0)
+            note = f" ({same} identical, as 100 dB)" if same else ""
+            cells.append(f"{x['psnr']['mean']:.2f} ± {x['psnr']['std']:.2f} dB{note} / {x['ssim']['mean']:.4f}")
         g = s["psnr_gain_over_bicubic"]
         print(f"| {label} | {s['split']} | {s['pairs']} | " + " | ".join(cells)
               + f" | {g['mean']:+.2f} ± {g['std']:.2f} dB | {100 * s['alignment_low_resolution']:.1f} % / {100 * s['alignment_upsampled_reduced']:.1f} % |")
