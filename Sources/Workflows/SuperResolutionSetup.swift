@@ -198,6 +198,7 @@ public struct SuperResolutionSetup {
             }
             return true
         }
+        try folder.writeLossCurve()
         notes("done: model at \(folder.model.path)")
     }
 }

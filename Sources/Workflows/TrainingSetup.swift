@@ -236,20 +236,8 @@ public struct TrainingSetup {
         try grid.writePNG(to: folder.sample(step: step))
     }
 
-    /// `loss.svg`: the loss of `log.jsonl` as a running mean over 50 steps (log scale).
-    public func writeLossCurve() throws {
-        var smoothed: [(x: Double, y: Double)] = []
-        var window: [Double] = []
-        for (step, loss) in try folder.losses() {
-            window.append(loss)
-            if window.count > 50 { window.removeFirst() }
-            smoothed.append((Double(step), window.reduce(0, +) / Double(window.count)))
-        }
-        let chart = SVGLineChart(
-            title: "Training loss", xLabel: "step", yLabel: "loss (mean of 50 steps)",
-            series: [.init(name: "loss", points: smoothed, color: "#1f77b4")], logY: true)
-        try chart.write(to: folder.lossCurve)
-    }
+    /// `loss.svg` of the run (``RunFolder/writeLossCurve()``).
+    public func writeLossCurve() throws { try folder.writeLossCurve() }
 }
 
 // MARK: - The run
@@ -351,6 +339,21 @@ extension TrainingSetup {
 }
 
 extension RunFolder {
+    /// `loss.svg`: the loss of `log.jsonl` as a running mean over 50 steps (log scale).
+    public func writeLossCurve() throws {
+        var smoothed: [(x: Double, y: Double)] = []
+        var window: [Double] = []
+        for (step, loss) in try losses() {
+            window.append(loss)
+            if window.count > 50 { window.removeFirst() }
+            smoothed.append((Double(step), window.reduce(0, +) / Double(window.count)))
+        }
+        let chart = SVGLineChart(
+            title: "Training loss", xLabel: "step", yLabel: "loss (mean of 50 steps)",
+            series: [.init(name: "loss", points: smoothed, color: "#1f77b4")], logY: true)
+        try chart.write(to: lossCurve)
+    }
+
     /// The recipe a run trains: the folder's saved `recipe.json` when resuming (its settings
     /// win over `given`; `replaced` says whether they differed), validated and saved back atomically.
     public func prepareRecipe<Recipe: Codable & Equatable>(

@@ -24,6 +24,7 @@ struct CascadeCLITests {
         #expect(trained.status == 0, "\(trained.stderr)")
         #expect(trained.stderr.contains("16 → 32 stage"))
         #expect(FileManager.default.fileExists(atPath: stage.appendingPathComponent("samples/step-0000003.png").path))
+        #expect(FileManager.default.fileExists(atPath: stage.appendingPathComponent("loss.svg").path))
         let again = try CLI.run(["train-sr", "-o", stage.path, "--config", recipe.path, "--threads", "1"])
         #expect(again.status == 0 && again.stderr.contains("resumed from step 3"), "\(again.stderr)")
         let index = try JSONSerialization.jsonObject(with: Data(contentsOf: stage.appendingPathComponent("model/model_index.json"))) as? [String: Any]
