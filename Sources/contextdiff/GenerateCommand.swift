@@ -142,6 +142,8 @@ struct GenerateCommand: ParsableCommand {
         let started = Date()
         let result: GenerationResult
         var called: [String] = classes
+        // Loaded once: the text model reads the prompts for both stages of the cascade.
+        var minilm: MiniLMTextEncoder?
         if loaded.classEncoder != nil || !classes.isEmpty {
             guard prompts.isEmpty, promptsFile == nil, given == nil, start == nil else {
                 throw ValidationError(loaded.classEncoder == nil
@@ -156,7 +158,9 @@ struct GenerateCommand: ParsableCommand {
                 return true
             }
         } else {
-            let pipeline = try TextToImagePipeline(model: loaded, textEncoder: MiniLMTextEncoder())
+            let encoder = try MiniLMTextEncoder()
+            minilm = encoder
+            let pipeline = try TextToImagePipeline(model: loaded, textEncoder: encoder)
             called = try allPrompts()
             result = try pipeline.generate(prompts: called, options: options, layouts: given.map { [$0] }, start: start?.start) { p in
                 bar.update(p.completed)
@@ -172,7 +176,7 @@ struct GenerateCommand: ParsableCommand {
             let upBar = ProgressBar(total: o.steps, label: "upsample ×\(stage.model.unet.config.factor)")
             let upsampled = try stage.upsample(
                 images, prompts: captions, imagesPerPrompt: numImages, negativePrompt: negativePrompt,
-                encoder: TextConditionEncoder(textEncoder: MiniLMTextEncoder(), maxTokens: stage.model.index.textEncoder.maxTokens),
+                encoder: TextConditionEncoder(textEncoder: minilm ?? MiniLMTextEncoder(), maxTokens: stage.model.index.textEncoder.maxTokens),
                 options: o
             ) { p in
                 upBar.update(p.completed)
