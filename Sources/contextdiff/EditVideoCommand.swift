@@ -8,6 +8,16 @@ import Torch
 import Workflows
 
 extension VideoEditMethod: ExpressibleByArgument {}
+
+/// Where a model with a layout prior is told the objects are during an edit.
+enum EditLayoutMode: String, ExpressibleByArgument, CaseIterable {
+    /// The source video's own objects, found in every frame; the target's words take their places.
+    case source
+    /// No boxes painted: the inversion alone carries the layout (`--layout none`).
+    case unpainted = "none"
+    /// The boxes the prior predicts from each prompt (one place for every frame).
+    case predicted
+}
 extension FrameAttention: ExpressibleByArgument {}
 
 /// `OUT` without a video/image extension, so `--output out/edit.mp4` and `--output out/edit`
@@ -69,9 +79,17 @@ struct EditVideoCommand: ParsableCommand {
     var fusionFraction = 0.5
     @Option(help: "Self-attention across frames: sparse-causal or per-frame.") var frameAttention: FrameAttention = .sparseCausal
     @Option(help: "Enlarge the written mp4/gif this many times (nearest neighbour).") var scale = 4
-    @Flag(help: ArgumentHelp(
-        "With a model that has a layout prior (the shipped one): paint the boxes it predicts from the prompts.",
-        discussion: "Off by default: the edit keeps the source video's layout, and a predicted box stays in one place while the source's objects move (docs/VIDEO.md)."))
+    @Option(help: ArgumentHelp(
+        "With a model that has a layout prior (the shipped one): source, none or predicted.",
+        discussion: """
+            source: find the source prompt's objects in every frame and paint the target prompt's objects \
+            in their places (layout-to-image per frame); needs prompts like "a red circle" and a plain \
+            background. none: paint nothing. predicted: the boxes the prior predicts from each prompt, \
+            one place for all frames. Default: source when the video and prompts allow it, else none \
+            (with a note); see docs/VIDEO.md.
+            """))
+    var layout: EditLayoutMode?
+    @Flag(help: ArgumentHelp("Same as --layout predicted (kept for scripts written before --layout).", visibility: .hidden))
     var paintLayout = false
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
 
@@ -89,6 +107,7 @@ struct EditVideoCommand: ParsableCommand {
         guard (0...1).contains(fusionFraction) else { throw ValidationError("--fusion-fraction must be in [0, 1]") }
         guard (1...32).contains(scale) else { throw ValidationError("--scale must be in 1...32") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        if paintLayout, let layout, layout != .predicted { throw ValidationError("--paint-layout contradicts --layout \(layout.rawValue)") }
     }
 
     func run() throws {
@@ -106,9 +125,23 @@ struct EditVideoCommand: ParsableCommand {
             note("note: the video has \(source.frames.count) frame(s); editing all of them")
         }
         let videoModel = try Torch.withSeed(seed) { try VideoDiffusionModel(inflating: base) }
-        if paintLayout {
-            guard videoModel.unet.layoutPrior != nil else { throw ValidationError("--paint-layout: the model has no layout prior") }
-            videoModel.unet.paintsPredictedLayout = true
+        let mode: EditLayoutMode? = paintLayout ? .predicted : layout
+        var layouts: VideoEditLayouts?
+        if let mode, mode != .unpainted, videoModel.unet.layoutPrior == nil {
+            throw ValidationError("--layout \(mode.rawValue): the model has no layout prior")
+        }
+        switch mode {
+        case .some(.predicted): videoModel.unet.paintsPredictedLayout = true
+        case .some(.unpainted): break
+        case .some(.source), nil:
+            guard videoModel.unet.layoutPrior != nil else { break }
+            do {
+                layouts = try SourceLayoutTracking().layouts(
+                    frames: source.frames, sourcePrompt: sourcePrompt, targetPrompt: targetPrompt)
+            } catch let error as SourceLayoutError {
+                if mode == .source { throw ValidationError("--layout source: \(error)") }
+                note("note: no layout painted (\(error)); pass --layout none to silence this")
+            }
         }
         let pipeline = try VideoEditPipeline(model: videoModel, textEncoder: MiniLMTextEncoder())
         var options = VideoEditOptions()
@@ -125,7 +158,8 @@ struct EditVideoCommand: ParsableCommand {
         let started = Date()
         let display = ProgressDisplay()
         let result = try pipeline.edit(
-            video: source.tensor(), sourcePrompt: sourcePrompt, targetPrompt: targetPrompt, options: options
+            video: source.tensor(), sourcePrompt: sourcePrompt, targetPrompt: targetPrompt, options: options,
+            layouts: layouts
         ) { display.update($0) }
         for notice in result.notices { note("warning: \(notice)") }
         let edited = try Video(tensor: result.edited, fps: source.fps)
@@ -228,7 +262,9 @@ struct EvaluateVideoCommand: ParsableCommand {
             encoder.outputFormatting = [.sortedKeys]
             print(String(decoding: try encoder.encode(s), as: UTF8.self))
         } else {
-            var line = String(format: "CLIP-text %.2f  CLIP-temporal %.4f  structure (mask IoU) %.3f", s.clipText, s.clipTemporal, s.structure)
+            var line = String(
+                format: "CLIP-text %.2f  CLIP-temporal %.4f (all pairs %.4f)  structure: mask IoU %.3f, box IoU %.3f", s.clipText,
+                s.clipTemporal, s.clipTemporalAllPairs, s.structure, s.structureBoxes)
             if let e = s.evaluatorText { line += String(format: "  evaluator alignment %.1f %%", 100 * e) }
             print(line)
         }

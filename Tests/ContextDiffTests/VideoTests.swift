@@ -393,6 +393,90 @@ struct VideoTests {
         }
     }
 
+    /// Per-frame layouts reach the U-Net frame by frame: with sparse-causal attention (frame k
+    /// sees frames 0, k−1 and k), a causal adapter and zero-initialised temporal layers, moving
+    /// the box of the last frame only changes the last edited frame, in tuning-free inversion and
+    /// editing alike. Bad layouts are typed errors.
+    @Test func frameLayoutsArePaintedFrameByFrame() throws {
+        try Torch.withSeed(29) {
+            let encoder = try TinyVideo.textEncoder()
+            var config = TinyConfigs.unet
+            config.layoutPrior = LayoutPriorConfig(layers: 1, width: 8, heads: 2, channels: 3, maxTokens: 8)
+            let unet = try UNet(config)
+            try randomize(unet, seed: 41)
+            let model = try ContextDiffModel(
+                unet: unet, adapter: ContextAdapter(TinyConfigs.adapter), schedule: NoiseSchedule(NoiseScheduleConfig()),
+                textEncoder: TextEncoderSpec(kind: "learned", maxTokens: 32))
+            let pipeline = try VideoEditPipeline(model: VideoDiffusionModel(inflating: model), textEncoder: encoder)
+            let video = try TinyVideo.movingSquare(frames: 4)
+            var options = VideoEditOptions()
+            options.tuneSteps = 0
+            options.steps = 4
+            func layouts(lastBox: [Double]) -> VideoEditLayouts {
+                let boxes = [[0.0, 0.3, 0.4, 0.65], [0.2, 0.3, 0.6, 0.65], [0.4, 0.3, 0.8, 0.65], lastBox]
+                return VideoEditLayouts(
+                    source: boxes.map { Layout(objects: [.init(phrase: "red square", box: $0)]) },
+                    target: boxes.map { Layout(objects: [.init(phrase: "blue square", box: $0)]) })
+            }
+            func edit(_ l: VideoEditLayouts?) throws -> Tensor {
+                try pipeline.edit(
+                    video: video, sourcePrompt: "a red square moves right", targetPrompt: "a blue square moves right",
+                    options: options, layouts: l
+                ).edited
+            }
+            let a = try edit(layouts(lastBox: [0.6, 0.3, 1.0, 0.65]))
+            let b = try edit(layouts(lastBox: [0.0, 0.0, 0.3, 0.3]))
+            let none = try edit(nil)
+            let first3 = { (x: Tensor) in try x.slice(dim: 0, 0, 3) }
+            #expect(try (first3(a) - first3(b)).abs().max().item() <= 1e-5)
+            let lastDiff = try (a.slice(dim: 0, 3, 4) - b.slice(dim: 0, 3, 4)).abs().max().item()
+            #expect(lastDiff > 1e-3, "the last frame's box changed nothing (\(lastDiff))")
+            #expect(try (a - none).abs().max().item() > 1e-3, "painting the layouts changed nothing")
+            // The background (outside the boxes grown by the margin) is the source's, exactly.
+            let l = layouts(lastBox: [0.6, 0.3, 1.0, 0.65])
+            let mask = try VideoEditPipeline.objectMask(l, size: 16, margin: options.backgroundMargin)
+            #expect(try ((a - video) * (-mask + 1)).abs().max().item() == 0)
+            #expect(try ((a - video) * mask).abs().max().item() > 1e-3, "the objects were not edited")
+            // The mask: a box's pixels, grown by the margin, clipped to the frame; per frame.
+            let one = VideoEditLayouts(
+                source: [Layout(objects: [.init(phrase: "red square", box: [0.25, 0.25, 0.5, 0.5])]), Layout(objects: [])],
+                target: [Layout(objects: []), Layout(objects: [.init(phrase: "blue square", box: [0.9, 0.0, 1.0, 0.1])])])
+            let m = try VideoEditPipeline.objectMask(one, size: 16, margin: 1).scalars(as: Float.self)
+            for k in 0..<2 {
+                for y in 0..<16 {
+                    for x in 0..<16 {
+                        let inside = k == 0 ? (3..<9).contains(x) && (3..<9).contains(y) : x >= 13 && y < 3
+                        #expect(m[(k * 16 + y) * 16 + x] == (inside ? 1 : 0), "frame \(k) pixel (\(x), \(y))")
+                    }
+                }
+            }
+            options.keepsBackground = false
+            let unblended = try edit(l)
+            #expect(try ((unblended - video) * (-mask + 1)).abs().max().item() > 0, "without blending the background is resampled")
+            options.keepsBackground = true
+
+            var short = layouts(lastBox: [0.6, 0.3, 1.0, 0.65])
+            short.source.removeLast()
+            #expect(throws: VideoEditError.self) { _ = try edit(short) }
+            var wrongWords = layouts(lastBox: [0.6, 0.3, 1.0, 0.65])
+            wrongWords.target[0] = Layout(objects: [.init(phrase: "green circle", box: [0, 0, 0.5, 0.5])])
+            #expect(throws: LayoutError.phraseNotInPrompt(phrase: "green circle", prompt: "a blue square moves right")) {
+                _ = try edit(wrongWords)
+            }
+            // A model without a prior reads no layout.
+            let plain = try VideoEditPipeline(
+                model: VideoDiffusionModel(inflating: ContextDiffModel(
+                    unet: UNet(TinyConfigs.unet), adapter: nil, schedule: NoiseSchedule(NoiseScheduleConfig()),
+                    textEncoder: TextEncoderSpec(kind: "learned", maxTokens: 32))),
+                textEncoder: encoder)
+            #expect(throws: LayoutError.modelHasNoLayoutPrior) {
+                _ = try plain.edit(
+                    video: video, sourcePrompt: "a red square moves right", targetPrompt: "a blue square moves right",
+                    options: options, layouts: layouts(lastBox: [0.6, 0.3, 1.0, 0.65]))
+            }
+        }
+    }
+
     @Test func badInputGivesTypedErrors() throws {
         try Torch.withSeed(23) {
             let encoder = try TinyVideo.textEncoder()

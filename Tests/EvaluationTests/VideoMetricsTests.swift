@@ -19,13 +19,39 @@ struct VideoMetricsTests {
             // A still video: consecutive embeddings identical.
             #expect(abs(try VideoMetrics.temporalConsistency(still, model: model) - 1) < 1e-5)
             #expect(try VideoMetrics.temporalConsistency(moving, model: model) <= 1 + 1e-6)
+            // All pairs (the paper's CLIP-temporal) against the mean over the 6 pairs by hand.
+            #expect(abs(try VideoMetrics.temporalConsistency(still, model: model, allPairs: true) - 1) < 1e-5)
+            let e = try model.imageEmbeddings(moving).to(.float64).scalars(as: Double.self)
+            let d = e.count / 4
+            var pairs: [Double] = []
+            for i in 0..<4 {
+                for j in 0..<4 where i != j { pairs.append((0..<d).map { e[i * d + $0] * e[j * d + $0] }.reduce(0, +)) }
+            }
+            let byHand = pairs.reduce(0, +) / Double(pairs.count)
+            let allPairs = try VideoMetrics.temporalConsistency(moving, model: model, allPairs: true)
+            #expect(abs(allPairs - byHand) <= 1e-5 * max(1, abs(byHand)), "\(allPairs) vs \(byHand)")
+            #expect(byHand < 1 - 1e-4, "a moving video's frames should not all embed alike")
             // Structure: identical layouts score 1; the first frame repeated loses the motion.
             #expect(try VideoMetrics.structure(source: moving, edited: moving) == 1)
             let kept = try VideoMetrics.structure(source: moving, edited: still)
             #expect(kept < 0.6, "a still edit of a moving video keeps \(kept) of the structure")
+            #expect(try VideoMetrics.boxStructure(source: moving, edited: moving) == 1)
+            #expect(try VideoMetrics.boxStructure(source: moving, edited: still) < 0.6)
             // A recolored object (same place) keeps the structure: the mask ignores color.
             let recolored = try moving.flipped([1])  // RGB → BGR, white stays white
             #expect(try VideoMetrics.structure(source: moving, edited: recolored) > 0.95)
+            // A diamond drawn in a square's box: mask IoU 40/64 (its pixels of the 8×8 square), box IoU 1.
+            func shape(_ diamond: Bool) throws -> Tensor {
+                var v = [Float](repeating: 1, count: 3 * 16 * 16)
+                for y in 4..<12 {
+                    for x in 4..<12 where !diamond || abs(Double(x) - 7.5) + abs(Double(y) - 7.5) <= 4 { for c in 0..<3 { v[(c * 16 + y) * 16 + x] = -1 } }
+                }
+                return try Tensor(v, shape: [1, 3, 16, 16])
+            }
+            let (square, diamond) = (try shape(false), try shape(true))
+            #expect(try VideoMetrics.boxStructure(source: square, edited: diamond) == 1)
+            #expect(abs(try VideoMetrics.structure(source: square, edited: diamond) - 40.0 / 64) < 1e-6)
+            #expect(try VideoMetrics.boxStructure(source: square, edited: Tensor.ones([1, 3, 16, 16])) == 0)
             // CLIP-text through the scorer: in range, one number per video.
             let scorer = try ContrastiveScorer(model: model, textEncoder: SharedMiniLM.shared.get())
             let s = try VideoMetrics.scores(source: moving, edited: still, prompt: "an orange square", scorer: scorer)

@@ -31,6 +31,13 @@ public struct VideoEditOptions: Codable, Sendable, Equatable {
     public var fusion = AttentionFusionConfig()
     /// Where the inversion evaluates the model for the step from level s to level t.
     public var inversionEvaluation = InversionEvaluation.source
+    /// With per-frame layouts (``VideoEditLayouts``): outside the objects' boxes (source and
+    /// target, grown by ``backgroundMargin`` pixels) every editing step takes the inversion's
+    /// latent at the level it reached, and the last step the source frame — FateZero's blending
+    /// with the mask given by the layout, so the background stays the source's exactly.
+    public var keepsBackground = true
+    /// Pixels (at the model's size) the blending mask extends past the boxes.
+    public var backgroundMargin = 2
 
     public init() {}
 
@@ -38,6 +45,7 @@ public struct VideoEditOptions: Codable, Sendable, Equatable {
         case method, steps, guidance, seed, fusion
         case tuneSteps = "tune_steps", tuneLearningRate = "tune_learning_rate", frameAttention = "frame_attention"
         case inversionEvaluation = "inversion_evaluation"
+        case keepsBackground = "keeps_background", backgroundMargin = "background_margin"
     }
 
     /// Reads snake_case keys and, for files written before 2026-12-03, the camelCase ones;
@@ -58,6 +66,8 @@ public struct VideoEditOptions: Codable, Sendable, Equatable {
         frameAttention = try value(.frameAttention, FrameAttention.self) ?? frameAttention
         fusion = try value(.fusion, AttentionFusionConfig.self) ?? fusion
         inversionEvaluation = try value(.inversionEvaluation, InversionEvaluation.self) ?? inversionEvaluation
+        keepsBackground = try value(.keepsBackground, Bool.self) ?? keepsBackground
+        backgroundMargin = try value(.backgroundMargin, Int.self) ?? backgroundMargin
     }
 
     /// The camelCase spelling of a key (the Swift property name).
@@ -83,6 +93,9 @@ public struct VideoEditOptions: Codable, Sendable, Equatable {
         }
         guard guidance.isFinite, guidance >= 0 else {
             throw VideoEditError.invalidOption("guidance must be ≥ 0, got \(guidance)")
+        }
+        guard (0...64).contains(backgroundMargin) else {
+            throw VideoEditError.invalidOption("background_margin must be in 0...64 pixels, got \(backgroundMargin)")
         }
         try fusion.validate()
     }
@@ -132,6 +145,23 @@ public struct VideoEditResult {
     public var tuningLosses: [Double]
     /// Notices for the caller to show (a truncated prompt, a fresh adapter).
     public var notices: [String]
+}
+
+/// Where the objects are in every frame of an edit, for a model with a layout prior: the
+/// layout-to-image condition (paper App. B) given per frame. Tuning and inversion paint the
+/// `source` boxes with the source prompt's words, the editing paints the same places with the
+/// target prompt's words (`target`), so the edit draws the target objects where the source's
+/// objects are, frame by frame, while the words say what to draw.
+public struct VideoEditLayouts: Sendable, Equatable {
+    /// One layout per frame; its phrases are words of the source prompt.
+    public var source: [Layout]
+    /// One layout per frame; its phrases are words of the target prompt.
+    public var target: [Layout]
+
+    public init(source: [Layout], target: [Layout]) {
+        self.source = source
+        self.target = target
+    }
 }
 
 /// r_φ(x0, c, t) of an inflated adapter with the condition (one row per frame) bound.
@@ -213,12 +243,50 @@ public final class VideoEditPipeline {
         guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw VideoEditError.emptyPrompt(which: which) }
     }
 
+    /// The painted layout of `layouts` (one per frame, phrases of `prompt`), one row per frame,
+    /// over the tokens of `condition`.
+    func layoutTarget(_ layouts: [Layout], prompt: String, condition: Condition, frames: Int) throws -> LayoutTarget {
+        guard model.unet.layoutPrior != nil else { throw LayoutError.modelHasNoLayoutPrior }
+        guard layouts.count == frames else {
+            throw VideoEditError.invalidOption("\(layouts.count) frame layouts for a video of \(frames) frames")
+        }
+        let tokens = try condition.tokens.size(1)
+        let rows: [[GroundedObject]?] = try layouts.map { layout in
+            let objects = try layout.grounded(in: prompt, tokenizer: textEncoder.tokenizer)
+            if objects.contains(where: { $0.tokens.contains { $0 >= tokens } }) {
+                throw LayoutError.invalid("an object's words lie past the model's \(tokens)-token limit in \"\(prompt)\"")
+            }
+            return objects
+        }
+        return try LayoutTarget(objects: rows, tokens: tokens)
+    }
+
+    /// `[F, 1, size, size]`: 1 on pixels inside some object's source or target box of the frame
+    /// grown by `margin` pixels, 0 elsewhere (the background an edit keeps).
+    public static func objectMask(_ layouts: VideoEditLayouts, size: Int, margin: Int) throws -> Tensor {
+        let frames = layouts.source.count
+        guard layouts.target.count == frames else {
+            throw VideoEditError.invalidOption("\(layouts.source.count) source and \(layouts.target.count) target frame layouts")
+        }
+        var values = [Float](repeating: 0, count: frames * size * size)
+        for k in 0..<frames {
+            for object in layouts.source[k].objects + layouts.target[k].objects {
+                let b = object.box.map { $0 * Double(size) }
+                let x0 = max(0, Int((b[0] - Double(margin)).rounded(.down))), y0 = max(0, Int((b[1] - Double(margin)).rounded(.down)))
+                let x1 = min(size, Int((b[2] + Double(margin)).rounded(.up))), y1 = min(size, Int((b[3] + Double(margin)).rounded(.up)))
+                guard x0 < x1, y0 < y1 else { continue }
+                for y in y0..<y1 { for x in x0..<x1 { values[(k * size + y) * size + x] = 1 } }
+            }
+        }
+        return try Tensor(values, shape: [frames, 1, size, size])
+    }
+
     /// Edits `video` (`[F, C, S, S]` in [-1, 1], one video) from `sourcePrompt` to `targetPrompt`.
     /// `progress` may return false to cancel. The model is tuned in place (its tuned weights
     /// stay in ``model``).
     public func edit(
         video: Tensor, sourcePrompt: String, targetPrompt: String, options: VideoEditOptions,
-        progress: ProgressHandler? = nil
+        layouts: VideoEditLayouts? = nil, progress: ProgressHandler? = nil
     ) throws -> VideoEditResult {
         var notices: [String] = []
         try Self.checkPrompt(sourcePrompt, "source")
@@ -239,6 +307,8 @@ public final class VideoEditPipeline {
         let (source, sourceIDs) = try encode(sourcePrompt, notices: &notices)
         let (target, targetIDs) = try encode(targetPrompt, notices: &notices)
         let (null, _) = try encode("", notices: &notices)
+        let sourceLayout = try layouts.map { try layoutTarget($0.source, prompt: sourcePrompt, condition: source, frames: frames) }
+        let targetLayout = try layouts.map { try layoutTarget($0.target, prompt: targetPrompt, condition: target, frames: frames) }
 
         // The fusion budget is checked before tuning, which changes the model in place.
         let store: AttentionFusionStore?
@@ -257,13 +327,32 @@ public final class VideoEditPipeline {
             store = nil
         }
         let losses = try tune(
-            video: video, frames: frames, condition: source.repeated(frames), options: options, progress: progress)
-        let latent = try invert(
-            video: video, frames: frames, condition: source.repeated(frames), options: options, store: store,
+            video: video, frames: frames, condition: source.repeated(frames), layout: sourceLayout, options: options,
             progress: progress)
+        var trajectory: [Int: Tensor] = [:]
+        let blending = layouts.flatMap { options.keepsBackground ? $0 : nil }
+        let latent = try invert(
+            video: video, frames: frames, condition: source.repeated(frames), layout: sourceLayout, options: options,
+            store: store, progress: progress, record: blending == nil ? nil : { trajectory[$0] = $1 })
+        let constraint = try blending.map { layouts -> SampleConstraint in
+            let mask = try Self.objectMask(layouts, size: model.unet.config.sampleSize, margin: options.backgroundMargin)
+            let keep = try -mask + 1
+            return { x, next in
+                let known: Tensor
+                if let next {
+                    guard let latent = trajectory[next] else {
+                        throw VideoEditError.invalidOption("the inversion did not reach level \(next); cannot keep the background")
+                    }
+                    known = latent
+                } else {
+                    known = video
+                }
+                return try x * mask + known * keep
+            }
+        }
         let edited = try sample(
             from: latent, frames: frames, condition: target.repeated(frames), unconditional: null.repeated(frames),
-            options: options, store: store, progress: progress)
+            layout: targetLayout, options: options, store: store, constraint: constraint, progress: progress)
         return VideoEditResult(
             edited: edited, invertedLatent: latent, fusionBytes: store?.bytes ?? 0, fusionBound: bound, tuningLosses: losses,
             notices: notices)
@@ -273,7 +362,7 @@ public final class VideoEditPipeline {
     /// updates of ``VideoDiffusionModel/tunableParameters(includeAdapter:)`` on the source video,
     /// one timestep shared by all frames per step. Returns the losses.
     public func tune(
-        video: Tensor, frames: Int, condition: Condition, options: VideoEditOptions,
+        video: Tensor, frames: Int, condition: Condition, layout boxes: LayoutTarget? = nil, options: VideoEditOptions,
         progress: ProgressHandler? = nil
     ) throws -> [Double] {
         guard options.tuneSteps > 0 else { return [] }
@@ -302,7 +391,7 @@ public final class VideoEditPipeline {
                 try diffusion.trainingLoss(
                     x0: video, timesteps: Array(repeating: t, count: frames), noise: noise,
                     prediction: unet.config.prediction,
-                    denoiser: { xt, tt in try unet(xt, timesteps: tt, condition: condition, video: layout) },
+                    denoiser: { xt, tt in try unet(xt, timesteps: tt, condition: condition, video: layout, layout: boxes) },
                     context: adapter.map { a in { x, tt in try a(x, timesteps: tt, condition: condition, frames: frames) } })
             }
             let value = try loss.item()
@@ -324,8 +413,8 @@ public final class VideoEditPipeline {
     /// Contextual DDIM inversion of the clean video with its prompt (w = 1), recording attention
     /// maps into `store` at its fused timesteps. Returns x_T.
     public func invert(
-        video: Tensor, frames: Int, condition: Condition, options: VideoEditOptions, store: AttentionFusionStore?,
-        progress: ProgressHandler? = nil
+        video: Tensor, frames: Int, condition: Condition, layout boxes: LayoutTarget? = nil, options: VideoEditOptions,
+        store: AttentionFusionStore?, progress: ProgressHandler? = nil, record: ((Int, Tensor) -> Void)? = nil
     ) throws -> Tensor {
         let sampler = try DDIMInverseSampler(
             schedule: model.schedule, inferenceSteps: options.steps,
@@ -347,11 +436,12 @@ public final class VideoEditPipeline {
                     defer { store?.mode = .idle }
                     output = try unet(
                         x, timesteps: Tensor.full([frames], value: Double(at), dtype: .int64), condition: condition,
-                        video: layout)
+                        video: layout, layout: boxes)
                 } else {
                     output = try sampler.cleanLevelOutput(sample: x)
                 }
                 x = try sampler.step(modelOutput: output, timestep: t, sample: x, context: context, noise: nil).sample
+                record?(t, x)
                 if let progress, !progress(ProgressUpdate(phase: VideoEditPhase.inversion.rawValue, completed: i + 1, total: sampler.timesteps.count)) {
                     throw VideoEditError.cancelled(phase: "inversion")
                 }
@@ -365,7 +455,7 @@ public final class VideoEditPipeline {
                 defer { store.mode = .idle }
                 _ = try unet(
                     x, timesteps: Tensor.full([frames], value: Double(last), dtype: .int64), condition: condition,
-                    video: layout)
+                    video: layout, layout: boxes)
             }
             return x
         }
@@ -375,8 +465,9 @@ public final class VideoEditPipeline {
     /// guidance (one batched call on [unconditional video, conditional video]); the adapter acts
     /// on the guided x̂0 with the target prompt; fused steps take the stored attention maps.
     public func sample(
-        from latent: Tensor, frames: Int, condition: Condition, unconditional: Condition,
-        options: VideoEditOptions, store: AttentionFusionStore?, progress: ProgressHandler? = nil
+        from latent: Tensor, frames: Int, condition: Condition, unconditional: Condition, layout boxes: LayoutTarget? = nil,
+        options: VideoEditOptions, store: AttentionFusionStore?, constraint: SampleConstraint? = nil,
+        progress: ProgressHandler? = nil
     ) throws -> Tensor {
         let sampler = try DDIMSampler(
             schedule: model.schedule, inferenceSteps: options.steps,
@@ -386,13 +477,21 @@ public final class VideoEditPipeline {
         let layout = VideoLayout(frames: frames, selfAttention: options.frameAttention, control: store)
         let guidance = options.guidance
         let both = try Condition.concatenate(unconditional, condition)
+        // The unconditional rows paint the prior's typical layout of the empty caption, as in
+        // text-to-image sampling.
+        let bothBoxes = try boxes.map { given -> LayoutTarget in
+            let typical = try model.unet.layoutPrior!.predict(unconditional)
+            let none = LayoutTarget(
+                boxes: typical.boxes, gates: try typical.gateLogits.sigmoid(), known: try Tensor.ones([unconditional.batchSize]))
+            return try LayoutTarget.concatenate(none, given)
+        }
         let context: (any ContextBias)? = options.method.usesAdapter
             ? model.adapter.map { VideoAdapterContext(adapter: $0, condition: condition, frames: frames) } : nil
         _ = progress?(ProgressUpdate(phase: VideoEditPhase.editing.rawValue, completed: 0, total: options.steps))
         do {
             return try Torch.withInferenceMode {
                 try sampler.run(
-                    from: latent, context: context,
+                    from: latent, context: context, constraint: constraint,
                     phase: VideoEditPhase.editing.rawValue, progress: progress,
                     denoiser: { x, t in
                         if let store, store.fusedTimesteps.contains(t) { store.mode = .inject(timestep: t) }
@@ -400,11 +499,11 @@ public final class VideoEditPipeline {
                         if guidance == 1 {
                             return try unet(
                                 x, timesteps: Tensor.full([frames], value: Double(t), dtype: .int64), condition: condition,
-                                video: layout)
+                                video: layout, layout: boxes)
                         }
                         let out = try unet(
                             Tensor.cat([x, x]), timesteps: Tensor.full([2 * frames], value: Double(t), dtype: .int64),
-                            condition: both, video: layout)
+                            condition: both, video: layout, layout: bothBoxes)
                         let u = try out.slice(dim: 0, 0, frames), c = try out.slice(dim: 0, frames, 2 * frames)
                         return try u + (c - u) * guidance
                     })
