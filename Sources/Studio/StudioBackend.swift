@@ -5,6 +5,7 @@ import Evaluation
 import Foundation
 import NN
 import TextEncoders
+import Workflows
 import Torch
 
 /// What the studio draws with. ``JobQueue`` calls ``generate(_:progress:)`` on its own worker
@@ -143,8 +144,15 @@ extension PipelineBackend {
             let video = try Torch.withSeed(spec.options.seed) { try VideoDiffusionModel(inflating: pipeline.model) }
             let editor = try VideoEditPipeline(model: video, textEncoder: pipeline.textEncoder)
             let source = try spec.source.tensor()
-            let result = try editor.edit(
-                video: source, sourcePrompt: spec.sourcePrompt, targetPrompt: spec.targetPrompt, options: spec.options, progress: progress)
+            // As `edit-video` by default: the source's objects, frame by frame, when they can be read.
+            let (layouts, notice) = hasLayoutPrior
+                ? SourceLayoutTracking().defaultLayouts(
+                    frames: spec.source.frames, sourcePrompt: spec.sourcePrompt, targetPrompt: spec.targetPrompt)
+                : (nil, nil)
+            var result = try editor.edit(
+                video: source, sourcePrompt: spec.sourcePrompt, targetPrompt: spec.targetPrompt, options: spec.options,
+                layouts: layouts, progress: progress)
+            if let notice { result.notices.append(notice) }
             let scores = try scorer.map {
                 try VideoMetrics.scores(source: source, edited: result.edited, prompt: spec.targetPrompt, scorer: $0, evaluator: evaluator)
             }

@@ -65,6 +65,17 @@ public struct SourceLayoutTracking: Sendable {
         return VideoEditLayouts(source: sourceLayouts, target: targetLayouts)
     }
 
+    /// What an edit paints by default with a model that has a layout prior: the source's
+    /// layouts when the video and the prompts can be read, else none and the reason, for the
+    /// caller to show.
+    public func defaultLayouts(frames: [RGBImage], sourcePrompt: String, targetPrompt: String) -> (VideoEditLayouts?, notice: String?) {
+        do {
+            return (try layouts(frames: frames, sourcePrompt: sourcePrompt, targetPrompt: targetPrompt), nil)
+        } catch {
+            return (nil, "no layout painted (\(error)); the inversion alone carries the source's layout")
+        }
+    }
+
     /// The boxes of `objects` for the prompt's objects in order, or nil when the frame does not
     /// show as many. Among the ways to pick them, the one whose colours match the prompt's best,
     /// then that keeps the prompt's relation, then the largest regions.

@@ -19,6 +19,7 @@ enum EditLayoutMode: String, ExpressibleByArgument, CaseIterable {
     case predicted
 }
 extension FrameAttention: ExpressibleByArgument {}
+extension VideoTuning: ExpressibleByArgument {}
 
 /// `OUT` without a video/image extension, so `--output out/edit.mp4` and `--output out/edit`
 /// both write `out/edit.{mp4,gif,png}`.
@@ -71,8 +72,12 @@ struct EditVideoCommand: ParsableCommand {
     @Option(help: "contextdiff, fatezero or tuneavideo.") var method: VideoEditMethod = .contextdiff
     @Option(help: "One-shot tuning steps on the source video (0: zero-shot).") var tuneSteps = 50
     @Option(name: .customLong("tune-lr"), help: "Tuning learning rate.") var tuneLearningRate = 1e-4
+    @Option(help: ArgumentHelp(
+        "What tuning updates: queries-temporal (Tune-A-Video: the U-Net's attention queries and temporal layers, and the adapter) or adapter (the paper's protocol: r_φ only).",
+        discussion: "With adapter, fatezero and tuneavideo have nothing to tune and run zero-shot."))
+    var tune: VideoTuning = .queriesAndTemporal
     @Option(help: "DDIM steps of inversion and editing.") var steps = 20
-    @Option(help: "Classifier-free guidance weight of the editing.") var guidance = 3.0
+    @Option(help: "Classifier-free guidance weight of the editing.") var guidance = VideoEditOptions().guidance
     @Option(help: "Seed of tuning.") var seed: UInt64 = 0
     @Option(help: "Frames read from the video.") var frames = 8
     @Option(help: "Share of the editing steps (from the noisiest) that take the inversion's attention maps.")
@@ -133,21 +138,26 @@ struct EditVideoCommand: ParsableCommand {
         switch mode {
         case .some(.predicted): videoModel.unet.paintsPredictedLayout = true
         case .some(.unpainted): break
-        case .some(.source), nil:
-            guard videoModel.unet.layoutPrior != nil else { break }
+        case .some(.source):
             do {
                 layouts = try SourceLayoutTracking().layouts(
                     frames: source.frames, sourcePrompt: sourcePrompt, targetPrompt: targetPrompt)
             } catch let error as SourceLayoutError {
-                if mode == .source { throw ValidationError("--layout source: \(error)") }
-                note("note: no layout painted (\(error)); pass --layout none to silence this")
+                throw ValidationError("--layout source: \(error)")
             }
+        case nil:
+            guard videoModel.unet.layoutPrior != nil else { break }
+            let notice: String?
+            (layouts, notice) = SourceLayoutTracking().defaultLayouts(
+                frames: source.frames, sourcePrompt: sourcePrompt, targetPrompt: targetPrompt)
+            if let notice { note("note: \(notice); pass --layout none to silence this") }
         }
         let pipeline = try VideoEditPipeline(model: videoModel, textEncoder: MiniLMTextEncoder())
         var options = VideoEditOptions()
         options.method = method
         options.tuneSteps = tuneSteps
         options.tuneLearningRate = tuneLearningRate
+        options.tuning = tune
         options.steps = steps
         options.guidance = guidance
         options.seed = seed
@@ -167,10 +177,14 @@ struct EditVideoCommand: ParsableCommand {
         let sourceStrip = stem.deletingLastPathComponent().appendingPathComponent(stem.lastPathComponent + "-source.png")
         try source.strip().writePNG(to: sourceStrip)
         print(sourceStrip.path)
+        // How far the inversion is from N(0, I): a model that memorised the source inverts to a
+        // small latent, and the edit then rests on its fusion and layout (docs/VIDEO.md).
+        let latentStd = try result.invertedLatent.to(.float32).std().item()
         note(String(
-            format: "%@: edited %d frames %d×%d in %.1f s (fusion maps %.1f MiB, bound %.1f MiB)",
+            format: "%@: edited %d frames %d×%d in %.1f s (fusion maps %.1f MiB, bound %.1f MiB; inverted x_T std %.3f; layout: %@)",
             method.rawValue, source.frames.count, size, size, Date().timeIntervalSince(started),
-            Double(result.fusionBytes) / 1_048_576, Double(result.fusionBound) / 1_048_576))
+            Double(result.fusionBytes) / 1_048_576, Double(result.fusionBound) / 1_048_576, latentStd,
+            layouts == nil ? (videoModel.unet.paintsPredictedLayout ? "predicted" : "none") : "source"))
     }
 }
 

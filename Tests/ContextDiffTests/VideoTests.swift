@@ -477,6 +477,40 @@ struct VideoTests {
         }
     }
 
+    /// The paper's protocol tunes the adapter alone: the U-Net stays bit for bit, the adapter
+    /// moves; without an adapter (the baselines) nothing is tuned and a notice says so.
+    @Test func adapterOnlyTuningLeavesTheUNetFrozen() throws {
+        try Torch.withSeed(31) {
+            let encoder = try TinyVideo.textEncoder()
+            let model = try ContextDiffModel(
+                unet: UNet(TinyConfigs.unet), adapter: ContextAdapter(TinyConfigs.adapter), schedule: NoiseSchedule(NoiseScheduleConfig()),
+                textEncoder: TextEncoderSpec(kind: "learned", maxTokens: 32))
+            let video = try VideoDiffusionModel(inflating: model)
+            let keys = video.tunableParameters(.adapter, includeAdapter: true).map(\.0)
+            #expect(!keys.isEmpty && keys.allSatisfy { $0.hasPrefix("adapter.") })
+            #expect(video.tunableParameters(.adapter, includeAdapter: false).isEmpty)
+            #expect(video.tunableParameters(.queriesAndTemporal, includeAdapter: false).allSatisfy { $0.0.hasPrefix("unet.") })
+
+            let pipeline = try VideoEditPipeline(model: video, textEncoder: encoder)
+            let frames = try TinyVideo.movingSquare(frames: 2)
+            let before = try video.unet.parameters().map { try $0.detached() * 1 }
+            let adapterBefore = try video.adapter!.parameters().map { try $0.detached() * 1 }
+            var options = VideoEditOptions()
+            options.tuning = .adapter
+            options.tuneSteps = 3
+            options.tuneLearningRate = 1e-2
+            options.steps = 2
+            let out = try pipeline.edit(video: frames, sourcePrompt: "a red square", targetPrompt: "a blue square", options: options)
+            #expect(out.tuningLosses.count == 3)
+            for (a, b) in zip(before, video.unet.parameters()) { #expect(try (a - b).abs().max().item() == 0) }
+            let moved = try zip(adapterBefore, video.adapter!.parameters()).map { try ($0 - $1).abs().max().item() }.max() ?? 0
+            #expect(moved > 0, "the adapter did not change")
+            options.method = .fatezero
+            let zeroShot = try pipeline.edit(video: frames, sourcePrompt: "a red square", targetPrompt: "a blue square", options: options)
+            #expect(zeroShot.tuningLosses.isEmpty && zeroShot.notices.contains { $0.contains("zero-shot") })
+        }
+    }
+
     @Test func badInputGivesTypedErrors() throws {
         try Torch.withSeed(23) {
             let encoder = try TinyVideo.textEncoder()

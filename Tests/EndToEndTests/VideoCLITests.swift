@@ -1,8 +1,51 @@
+import Datasets
 import Foundation
 import Testing
 
 @Suite("VideoCLITests: contextdiff edit-video and dataset video", .serialized)
 struct VideoCLITests {
+    /// Issue 19's simplest edit with the shipped model and `edit-video`'s defaults: a red circle
+    /// gliding right over 8 frames (drawn here, not by the benchmark) becomes a blue circle in
+    /// every frame, where the source's circle is, on the source's white background.
+    @Test func theShippedModelRecoloursAMovingCircle() throws {
+        let root = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let frames = root.appendingPathComponent("frames")
+        try FileManager.default.createDirectory(at: frames, withIntermediateDirectories: true)
+        var centres: [Double] = []
+        for k in 0..<8 {
+            var image = RGBImage(width: 32, height: 32, fill: .white)
+            let cx = 8.0 + 2.2 * Double(k), cy = 15.0
+            centres.append(cx)
+            for y in 0..<32 {
+                for x in 0..<32 where (Double(x) + 0.5 - cx) * (Double(x) + 0.5 - cx) + (Double(y) + 0.5 - cy) * (Double(y) + 0.5 - cy) <= 25 {
+                    image[x, y] = RGBColor(215, 35, 30)
+                }
+            }
+            try image.writePNG(to: frames.appendingPathComponent(String(format: "f%02d.png", k)))
+        }
+        let out = root.appendingPathComponent("edit")
+        let r = try CLI.run([
+            "edit-video", "--video", frames.path, "--source-prompt", "a red circle", "--target-prompt", "a blue circle",
+            "--output", out.path, "--threads", "2",
+        ])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("layout: source"), "the source's layout is painted by default: \(r.stderr)")
+        let edited = try FFmpeg().read(out.appendingPathExtension("gif"), size: 32, maxFrames: 8)
+        #expect(edited.frames.count == 8)
+        let checker = ColorPositionChecker()
+        for (k, frame) in edited.frames.enumerated() {
+            #expect(checker.dominantColor(of: frame) == .blue, "frame \(k) is not blue")
+            var (sx, n) = (0.0, 0.0)
+            for y in 0..<32 {
+                for x in 0..<32 where checker.classify(frame[x, y]) == .color(.blue) { (sx, n) = (sx + Double(x) + 0.5, n + 1) }
+            }
+            #expect(n >= 30 && abs(sx / max(n, 1) - centres[k]) <= 2, "frame \(k): \(n) blue pixels centred at x \(sx / max(n, 1)), source \(centres[k])")
+            let corner = frame[1, 30]
+            #expect(corner.r > 245 && corner.g > 245 && corner.b > 245, "frame \(k): background \(corner)")
+        }
+    }
+
     @Test func editVideoWritesMp4GifAndStripAndRejectsBadInput() throws {
         let root = try scratchDirectory()
         defer { try? FileManager.default.removeItem(at: root) }

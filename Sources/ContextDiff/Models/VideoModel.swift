@@ -2,6 +2,16 @@ import Foundation
 import NN
 import Torch
 
+/// Which parameters one-shot tuning on the source video updates.
+public enum VideoTuning: String, Codable, Sendable, CaseIterable {
+    /// Tune-A-Video's choice: the U-Net's temporal layers and attention queries (and the adapter
+    /// for ContextDiff).
+    case queriesAndTemporal = "queries-temporal"
+    /// The paper's protocol (§5.2): only the adapter r_φ, over a frozen pretrained base; methods
+    /// without an adapter are then zero-shot.
+    case adapter
+}
+
 /// A text-to-image ContextDiff model inflated to video: the U-Net with sparse-causal
 /// self-attention and temporal layers, and (when present) the adapter with causal temporal
 /// attention. Built from a 2-D ``ContextDiffModel`` (its weights are copied, never shared).
@@ -72,13 +82,17 @@ public final class VideoDiffusionModel {
         adapter?.train(on)
     }
 
-    /// The parameters one-shot tuning updates (Tune-A-Video §4.2): every temporal layer and the
-    /// query projections of the self- and cross-attention of the U-Net, plus the whole adapter
-    /// when `includeAdapter`.
-    public func tunableParameters(includeAdapter: Bool) -> [(String, Tensor)] {
-        var out = unet.namedParameters().filter { key, _ in
-            Self.isTemporalKey(key) || key.hasSuffix("attn1.to_q.weight") || key.hasSuffix("attn2.to_q.weight")
-        }.map { ("unet." + $0.0, $0.1) }
+    /// The parameters one-shot tuning updates. ``VideoTuning/queriesAndTemporal`` (Tune-A-Video
+    /// §4.2): every temporal layer and the query projections of the self- and cross-attention of
+    /// the U-Net, plus the whole adapter when `includeAdapter`. ``VideoTuning/adapter`` (the
+    /// paper's §5.2 protocol): the adapter alone over the frozen U-Net, nothing without it.
+    public func tunableParameters(_ tuning: VideoTuning = .queriesAndTemporal, includeAdapter: Bool) -> [(String, Tensor)] {
+        var out: [(String, Tensor)] = []
+        if tuning == .queriesAndTemporal {
+            out = unet.namedParameters().filter { key, _ in
+                Self.isTemporalKey(key) || key.hasSuffix("attn1.to_q.weight") || key.hasSuffix("attn2.to_q.weight")
+            }.map { ("unet." + $0.0, $0.1) }
+        }
         if includeAdapter, let adapter { out += adapter.namedParameters().map { ("adapter." + $0.0, $0.1) } }
         return out
     }

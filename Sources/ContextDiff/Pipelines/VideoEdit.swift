@@ -21,11 +21,15 @@ public struct VideoEditOptions: Codable, Sendable, Equatable {
     public var method = VideoEditMethod.contextdiff
     /// One-shot tuning steps on the source video (0: zero-shot).
     public var tuneSteps = 50
+    /// What the tuning updates.
+    public var tuning = VideoTuning.queriesAndTemporal
     public var tuneLearningRate = 1e-4
     /// DDIM steps of the inversion and of the editing (the paper: T = 20).
     public var steps = 20
-    /// Classifier-free guidance weight of the editing (the inversion uses w = 1).
-    public var guidance = 3.0
+    /// Classifier-free guidance weight of the editing (the inversion uses w = 1). 1.5, not the
+    /// text-to-image 3: with the source's layout painted, stronger guidance makes the object's
+    /// colour and shape flicker from frame to frame (docs/VIDEO.md, "Edits that land").
+    public var guidance = 1.5
     public var seed: UInt64 = 0
     public var frameAttention = FrameAttention.sparseCausal
     public var fusion = AttentionFusionConfig()
@@ -42,7 +46,7 @@ public struct VideoEditOptions: Codable, Sendable, Equatable {
     public init() {}
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case method, steps, guidance, seed, fusion
+        case method, steps, guidance, seed, fusion, tuning
         case tuneSteps = "tune_steps", tuneLearningRate = "tune_learning_rate", frameAttention = "frame_attention"
         case inversionEvaluation = "inversion_evaluation"
         case keepsBackground = "keeps_background", backgroundMargin = "background_margin"
@@ -59,6 +63,7 @@ public struct VideoEditOptions: Codable, Sendable, Equatable {
         }
         method = try value(.method, VideoEditMethod.self) ?? method
         tuneSteps = try value(.tuneSteps, Int.self) ?? tuneSteps
+        tuning = try value(.tuning, VideoTuning.self) ?? tuning
         tuneLearningRate = try value(.tuneLearningRate, Double.self) ?? tuneLearningRate
         steps = try value(.steps, Int.self) ?? steps
         guidance = try value(.guidance, Double.self) ?? guidance
@@ -304,6 +309,9 @@ public final class VideoEditPipeline {
             try model.addFreshAdapter(config)
             notices.append("the model has no context adapter; ContextDiff tunes a fresh one (zero at start) on the source video")
         }
+        if options.tuning == .adapter, !options.method.usesAdapter, options.tuneSteps > 0 {
+            notices.append("\(options.method.rawValue) has no adapter to tune: zero-shot under the paper's protocol (--tune adapter)")
+        }
         let (source, sourceIDs) = try encode(sourcePrompt, notices: &notices)
         let (target, targetIDs) = try encode(targetPrompt, notices: &notices)
         let (null, _) = try encode("", notices: &notices)
@@ -359,7 +367,7 @@ public final class VideoEditPipeline {
     }
 
     /// One-shot tuning (Tune-A-Video §4.2 with ContextDiff's joint loss, Eq. 8): `steps` AdamW
-    /// updates of ``VideoDiffusionModel/tunableParameters(includeAdapter:)`` on the source video,
+    /// updates of ``VideoDiffusionModel/tunableParameters(_:includeAdapter:)`` on the source video,
     /// one timestep shared by all frames per step. Returns the losses.
     public func tune(
         video: Tensor, frames: Int, condition: Condition, layout boxes: LayoutTarget? = nil, options: VideoEditOptions,
@@ -367,7 +375,8 @@ public final class VideoEditPipeline {
     ) throws -> [Double] {
         guard options.tuneSteps > 0 else { return [] }
         let includeAdapter = options.method.usesAdapter
-        let trainable = model.tunableParameters(includeAdapter: includeAdapter).map(\.1)
+        let trainable = model.tunableParameters(options.tuning, includeAdapter: includeAdapter).map(\.1)
+        guard !trainable.isEmpty else { return [] }
         let all = model.unet.parameters() + (model.adapter?.parameters() ?? [])
         for p in all { try p.requiringGrad(false) }
         for p in trainable { try p.requiringGrad(true) }
