@@ -450,6 +450,13 @@ struct VideoTests {
                     }
                 }
             }
+            // An object both prompts name alike, in the same box, is kept: it is not in the mask.
+            let kept = Layout.Object(phrase: "green circle", box: [0.0, 0.0, 0.25, 0.25])
+            let pair = VideoEditLayouts(
+                source: [Layout(objects: [kept, .init(phrase: "red square", box: [0.5, 0.5, 0.75, 0.75])])],
+                target: [Layout(objects: [kept, .init(phrase: "blue square", box: [0.5, 0.5, 0.75, 0.75])])])
+            let pm = try VideoEditPipeline.objectMask(pair, size: 16, margin: 0).scalars(as: Float.self)
+            #expect(pm.reduce(0, +) == 16 && pm[8 * 16 + 8] == 1 && pm[0] == 0)
             options.keepsBackground = false
             let unblended = try edit(l)
             #expect(try ((unblended - video) * (-mask + 1)).abs().max().item() > 0, "without blending the background is resampled")

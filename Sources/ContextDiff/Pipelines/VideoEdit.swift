@@ -35,10 +35,11 @@ public struct VideoEditOptions: Codable, Sendable, Equatable {
     public var fusion = AttentionFusionConfig()
     /// Where the inversion evaluates the model for the step from level s to level t.
     public var inversionEvaluation = InversionEvaluation.source
-    /// With per-frame layouts (``VideoEditLayouts``): outside the objects' boxes (source and
-    /// target, grown by ``backgroundMargin`` pixels) every editing step takes the inversion's
-    /// latent at the level it reached, and the last step the source frame — FateZero's blending
-    /// with the mask given by the layout, so the background stays the source's exactly.
+    /// With per-frame layouts (``VideoEditLayouts``): outside the boxes of the objects the edit
+    /// changes (source and target, grown by ``backgroundMargin`` pixels) every editing step takes
+    /// the inversion's latent at the level it reached, and the last step the source frame —
+    /// FateZero's blending with the mask given by the layout, so the background and the objects
+    /// the prompts name alike stay the source's exactly.
     public var keepsBackground = true
     /// Pixels (at the model's size) the blending mask extends past the boxes.
     public var backgroundMargin = 2
@@ -266,8 +267,11 @@ public final class VideoEditPipeline {
         return try LayoutTarget(objects: rows, tokens: tokens)
     }
 
-    /// `[F, 1, size, size]`: 1 on pixels inside some object's source or target box of the frame
-    /// grown by `margin` pixels, 0 elsewhere (the background an edit keeps).
+    /// `[F, 1, size, size]`: 1 on pixels inside the source or target box, grown by `margin`
+    /// pixels, of every object the edit changes, 0 elsewhere (what the edit keeps from the source).
+    /// Objects pair up by position in the layouts; one whose phrase and box are the same in both
+    /// is kept, as FateZero keeps what the edited words do not attend to. Layouts of different
+    /// lengths change every object.
     public static func objectMask(_ layouts: VideoEditLayouts, size: Int, margin: Int) throws -> Tensor {
         let frames = layouts.source.count
         guard layouts.target.count == frames else {
@@ -275,7 +279,9 @@ public final class VideoEditPipeline {
         }
         var values = [Float](repeating: 0, count: frames * size * size)
         for k in 0..<frames {
-            for object in layouts.source[k].objects + layouts.target[k].objects {
+            let (a, b) = (layouts.source[k].objects, layouts.target[k].objects)
+            let changed = a.count != b.count ? a + b : zip(a, b).filter { $0 != $1 }.flatMap { [$0, $1] }
+            for object in changed {
                 let b = object.box.map { $0 * Double(size) }
                 let x0 = max(0, Int((b[0] - Double(margin)).rounded(.down))), y0 = max(0, Int((b[1] - Double(margin)).rounded(.down)))
                 let x1 = min(size, Int((b[2] + Double(margin)).rounded(.up))), y1 = min(size, Int((b[3] + Double(margin)).rounded(.up)))
