@@ -101,10 +101,11 @@ def main():
             for axis, d in ((0, dx), (1, dy)):
                 if d != 0:
                     c0[axis] = float(np.clip(c0[axis], lo + max(0, -d) * span, hi - max(0, d) * span))
-            frames, objs = [], [o]
+            frames, objs, states = [], [o], []
             for k in range(FRAMES):
                 u = k / (FRAMES - 1)
                 o2 = dict(o, cx=c0[0] + dx * span * u, cy=c0[1] + dy * span * u)
+                states.append([o2])
                 frames.append(render([o2]))
             src = caption(objs)
             c2, s2 = other(names, o["colour"]), other(SHAPES, o["shape"])
@@ -123,7 +124,7 @@ def main():
             # Each object in its half, moving along the other axis, in opposite directions.
             across = [8.0 + float(rng.uniform(-1, 1)), 24.0 + float(rng.uniform(-1, 1))]
             along0, along1 = float(rng.uniform(7, 10)), float(rng.uniform(22, 25))
-            frames = []
+            frames, states = [], []
             for k in range(FRAMES):
                 u = k / (FRAMES - 1)
                 pa = along0 + (along1 - along0) * u
@@ -132,6 +133,7 @@ def main():
                     objs = [dict(a, cx=across[0], cy=pa), dict(b, cx=across[1], cy=pb)]
                 else:
                     objs = [dict(a, cx=pa, cy=across[0]), dict(b, cx=pb, cy=across[1])]
+                states.append(objs)
                 frames.append(render(objs))
             src = caption([a, b], relation)
             which = int(rng.integers(0, 2))
@@ -141,6 +143,15 @@ def main():
             edits = [{"kind": "pair", "target": caption(changed, relation)}]
         path = os.path.join(args.out, f"clip-{i:02d}.gif")
         write_gif(frames, path)
+        # The ideal edit: the target's objects drawn exactly where the source's are (its scores
+        # are the ceiling of a shape-changing edit's mask IoU, which is below 1 by geometry).
+        os.makedirs(os.path.join(args.out, "ideal"), exist_ok=True)
+        for e in edits:
+            words = [w for w in e["target"].replace(" to the left of ", "|").replace(" above ", "|").split("|")]
+            targets = [w.split()[-2:] for w in words]  # [colour, shape] per object
+            ideal = [render([dict(o, colour=c, shape=sh, rgb=COLOURS[c]) for o, (c, sh) in zip(frame, targets)])
+                     for frame in states]
+            write_gif(ideal, os.path.join(args.out, "ideal", f"clip-{i:02d}-{e['kind']}.gif"))
         clips.append({"clip": os.path.basename(path), "source": src, "edits": edits})
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump({"seed": args.seed, "size": SIZE, "frames": FRAMES, "clips": clips}, f, indent=1)

@@ -75,6 +75,26 @@ def source_scores(args, clips, clip):
     return scores
 
 
+def ideal_scores(args, clips_dir, clips):
+    """Scores of the ideal edits scripts/video_clips.py draws (the target's objects exactly where
+    the source's are), keyed by (clip, kind); empty when the clips have none."""
+    out = {}
+    for clip in clips:
+        for edit in clip["edits"]:
+            ideal = os.path.join(clips_dir, "ideal", f"{clip['clip'][:-4]}-{edit['kind']}.gif")
+            if not os.path.exists(ideal):
+                continue
+            path = os.path.join(args.out, "ideal", f"{clip['clip'][:-4]}-{edit['kind']}.json")
+            if os.path.exists(path):
+                out[(clip["clip"], edit["kind"])] = json.load(open(path))
+                continue
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            scores = score(args, os.path.join(clips_dir, clip["clip"]), ideal, edit["target"])
+            json.dump(scores, open(path, "w"))
+            out[(clip["clip"], edit["kind"])] = scores
+    return out
+
+
 def mean_std(values):
     if not values:
         return "–"
@@ -103,12 +123,13 @@ def main():
     clips = manifest["clips"]
     os.makedirs(args.out, exist_ok=True)
     sources = {c["clip"]: source_scores(args, args.clips, c) for c in clips}
+    ideals = ideal_scores(args, args.clips, clips)
     work = [(c, e, m, int(s)) for s in args.seeds.split() for m in args.methods.split() for c in clips for e in c["edits"]]
     with cf.ThreadPoolExecutor(args.jobs) as pool:
         records = list(pool.map(lambda w: run_edit(args, args.clips, *w, extra), work))
     print(f"{len(records)} edits of {len(clips)} clips (manifest seed {manifest['seed']}); extra args: {' '.join(extra) or '–'}")
-    print("| method | kind | edits | frames right (evaluator) | structure: mask IoU | box IoU | CLIP-temporal − source's | "
-          "CLIP-temporal all pairs − source's | CLIP-text | seconds per edit |")
+    print("| method | kind | edits | frames right by the evaluator (ideal edit's) | structure: mask IoU (ideal edit's) | box IoU | "
+          "CLIP-temporal − source's | CLIP-temporal all pairs − source's | CLIP-text | seconds per edit |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     summary = []
     kinds = ["colour", "shape", "object", "pair"]
@@ -124,15 +145,22 @@ def main():
                    "frames_right": statistics.mean(right) if right else None,
                    "structure": statistics.mean(r["structure"] for r in rs),
                    "structure_boxes": statistics.mean(r["structure_boxes"] for r in rs),
+                   "ideal_structure": statistics.mean(ideals[(r["clip"], r["kind"])]["structure"] for r in rs)
+                   if all((r["clip"], r["kind"]) in ideals for r in rs) else None,
+                   "ideal_frames_right": statistics.mean(ideals[(r["clip"], r["kind"])]["evaluator_text"] for r in rs)
+                   if all((r["clip"], r["kind"]) in ideals for r in rs) else None,
                    "clip_temporal_minus_source": statistics.mean(dt),
                    "clip_temporal_all_pairs_minus_source": statistics.mean(dta),
                    "clip_text": statistics.mean(r["clip_text"] for r in rs),
                    "seconds": statistics.mean(r["seconds"] for r in rs)}
             summary.append(row)
-            print(f"| {method} | {kind} | {len(rs)} | {100 * row['frames_right']:.1f} % | {row['structure']:.3f} | "
+            ideal = f" ({row['ideal_structure']:.3f})" if row["ideal_structure"] is not None else ""
+            ideal_right = f" ({100 * row['ideal_frames_right']:.1f} %)" if row["ideal_frames_right"] is not None else ""
+            print(f"| {method} | {kind} | {len(rs)} | {100 * row['frames_right']:.1f} %{ideal_right} | {row['structure']:.3f}{ideal} | "
                   f"{row['structure_boxes']:.3f} | {row['clip_temporal_minus_source']:+.4f} | "
                   f"{row['clip_temporal_all_pairs_minus_source']:+.4f} | {row['clip_text']:.2f} | {row['seconds']:.1f} |")
-    json.dump({"records": records, "sources": sources, "summary": summary}, open(os.path.join(args.out, "summary.json"), "w"),
+    json.dump({"records": records, "sources": sources, "ideals": {f"{c}|{k}": v for (c, k), v in ideals.items()},
+               "summary": summary}, open(os.path.join(args.out, "summary.json"), "w"),
               indent=1)
 
 
