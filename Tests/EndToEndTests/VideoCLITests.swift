@@ -101,6 +101,13 @@ struct VideoCLITests {
         let empty = root.appendingPathComponent("empty")
         try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
         try failure(base + prompts + ["--video", empty.path], mentions: "no frames")
+        // Layout modes a model without a layout prior cannot follow, and a contradiction.
+        let clip = root.appendingPathComponent("syn.gif").path
+        try failure(base + prompts + ["--video", clip, "--layout", "source"], mentions: "no layout prior")
+        try failure(base + prompts + ["--video", clip, "--layout", "predicted"], mentions: "no layout prior")
+        try failure(base + prompts + ["--video", clip, "--layout", "none", "--paint-layout"], mentions: "contradicts")
+        try failure(base + prompts + ["--video", clip, "--layout", "sideways"], mentions: "layout")
+        try failure(base + prompts + ["--video", clip, "--tune", "everything"], mentions: "tune")
         try failure(base + ["--video", input.path, "--target-prompt", "a blue square"], mentions: "source-prompt")
         try failure(base + ["--video", input.path, "--source-prompt", " ", "--target-prompt", "x"], mentions: "source prompt is empty")
         try failure(base + ["--video", input.path, "--source-prompt", "x", "--target-prompt", ""], mentions: "target prompt is empty")
