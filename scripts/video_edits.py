@@ -159,7 +159,39 @@ def main():
             print(f"| {method} | {kind} | {len(rs)} | {100 * row['frames_right']:.1f} %{ideal_right} | {row['structure']:.3f}{ideal} | "
                   f"{row['structure_boxes']:.3f} | {row['clip_temporal_minus_source']:+.4f} | "
                   f"{row['clip_temporal_all_pairs_minus_source']:+.4f} | {row['clip_text']:.2f} | {row['seconds']:.1f} |")
-    json.dump({"records": records, "sources": sources, "ideals": {f"{c}|{k}": v for (c, k), v in ideals.items()},
+    methods = args.methods.split()
+    paired = []
+    if "contextdiff" in methods and len(methods) > 1:
+        # Paired differences: the same clip, edit and seed, ContextDiff minus each other method;
+        # mean ± std over the seeds' means (n = seeds), and the edits ContextDiff wins / loses.
+        print()
+        print("| ContextDiff − method | kind | pairs | frames right (pp) | mask IoU | CLIP-temporal | CLIP-text | "
+              "edits better / worse (frames right) |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        index = {(r["clip"], r["kind"], r["seed"], r["method"]): r for r in records}
+        seeds = sorted({r["seed"] for r in records})
+        for other in [m for m in methods if m != "contextdiff"]:
+            for kind in kinds + ["all"]:
+                keys = [(c, k, sd) for (c, k, sd, m) in index if m == "contextdiff" and (kind == "all" or k == kind)
+                        and (c, k, sd, other) in index]
+                if not keys:
+                    continue
+                def diff(field, scale=1.0, ks=keys):
+                    return [scale * ((index[(c, k, sd, "contextdiff")][field] or 0) - (index[(c, k, sd, other)][field] or 0))
+                            for (c, k, sd) in ks]
+                def per_seed(field, scale=1.0):
+                    means = [statistics.mean(diff(field, scale, [x for x in keys if x[2] == sd])) for sd in seeds
+                             if any(x[2] == sd for x in keys)]
+                    return mean_std(means)
+                d = diff("evaluator_text")
+                row = {"other": other, "kind": kind, "pairs": len(keys),
+                       "frames_right_pp": [statistics.mean(diff("evaluator_text", 100, [x for x in keys if x[2] == sd]))
+                                           for sd in seeds if any(x[2] == sd for x in keys)],
+                       "better": sum(x > 0 for x in d), "worse": sum(x < 0 for x in d)}
+                paired.append(row)
+                print(f"| {other} | {kind} | {len(keys)} | {per_seed('evaluator_text', 100)} | {per_seed('structure')} | "
+                      f"{per_seed('clip_temporal')} | {per_seed('clip_text')} | {row['better']} / {row['worse']} |")
+    json.dump({"records": records, "sources": sources, "paired": paired, "ideals": {f"{c}|{k}": v for (c, k), v in ideals.items()},
                "summary": summary}, open(os.path.join(args.out, "summary.json"), "w"),
               indent=1)
 
