@@ -153,11 +153,21 @@ def main():
                    "clip_temporal_all_pairs_minus_source": statistics.mean(dta),
                    "clip_text": statistics.mean(r["clip_text"] for r in rs),
                    "seconds": statistics.mean(r["seconds"] for r in rs)}
+            # With several seeds: the spread of the per-seed means (the edits are the same).
+            seeds = sorted({r["seed"] for r in rs})
+            def spread(values_of):
+                if len(seeds) < 2:
+                    return ""
+                means = [statistics.mean(values_of([r for r in rs if r["seed"] == sd])) for sd in seeds]
+                return f" ± {statistics.stdev(means):.{3}f}"
+            row["seeds"] = seeds
             summary.append(row)
+            sd_right = spread(lambda x: [100 * r["evaluator_text"] for r in x])
+            sd_dt = spread(lambda x: [r["clip_temporal"] - sources[r["clip"]]["clip_temporal"] for r in x])
             ideal = f" ({row['ideal_structure']:.3f})" if row["ideal_structure"] is not None else ""
             ideal_right = f" ({100 * row['ideal_frames_right']:.1f} %)" if row["ideal_frames_right"] is not None else ""
-            print(f"| {method} | {kind} | {len(rs)} | {100 * row['frames_right']:.1f} %{ideal_right} | {row['structure']:.3f}{ideal} | "
-                  f"{row['structure_boxes']:.3f} | {row['clip_temporal_minus_source']:+.4f} | "
+            print(f"| {method} | {kind} | {len(rs)} | {100 * row['frames_right']:.1f}{sd_right} %{ideal_right} | {row['structure']:.3f}{ideal} | "
+                  f"{row['structure_boxes']:.3f} | {row['clip_temporal_minus_source']:+.4f}{sd_dt} | "
                   f"{row['clip_temporal_all_pairs_minus_source']:+.4f} | {row['clip_text']:.2f} | {row['seconds']:.1f} |")
     methods = args.methods.split()
     paired = []

@@ -15,14 +15,14 @@ trap 'rm -rf "$work"' EXIT
 inputs=()
 for e in "${edits[@]}"; do
     clip=${e%-*}
-    # Each row: 8 frames of 32×32 side by side; a 4-pixel white gap below each edit's group.
+    # Each row: 8 frames of 32×32 side by side; a 2-pixel grey line below each edit's group.
     ffmpeg -loglevel error -y -i "$clips/$clip.gif" -vf "scale=32:32:flags=neighbor,tile=8x1" -frames:v 1 "$work/$e-source.png"
     rows=(-i "$work/$e-source.png")
     for method in contextdiff fatezero tuneavideo; do
         ffmpeg -loglevel error -y -i "$out/$method-s0/$e.gif" -vf "scale=32:32:flags=area,tile=8x1" -frames:v 1 "$work/$e-$method.png"
         rows+=(-i "$work/$e-$method.png")
     done
-    ffmpeg -loglevel error -y "${rows[@]}" -filter_complex "vstack=inputs=4,pad=iw:ih+4:0:0:white" "$work/$e.png"
+    ffmpeg -loglevel error -y "${rows[@]}" -filter_complex "vstack=inputs=4,pad=iw:ih+2:0:0:color=0xb0b0b0" "$work/$e.png"
     inputs+=(-i "$work/$e.png")
 done
 ffmpeg -loglevel error -y "${inputs[@]}" -filter_complex "vstack=inputs=${#edits[@]},scale=iw*3:ih*3:flags=neighbor" "$figure"
