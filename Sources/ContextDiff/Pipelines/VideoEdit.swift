@@ -495,7 +495,8 @@ public final class VideoEditPipeline {
         // The unconditional rows paint the prior's typical layout of the empty caption, as in
         // text-to-image sampling.
         let bothBoxes = try boxes.map { given -> LayoutTarget in
-            let typical = try model.unet.layoutPrior!.predict(unconditional)
+            guard let prior = model.unet.layoutPrior else { throw LayoutError.modelHasNoLayoutPrior }
+            let typical = try prior.predict(unconditional)
             let none = LayoutTarget(
                 boxes: typical.boxes, gates: try typical.gateLogits.sigmoid(), known: try Tensor.ones([unconditional.batchSize]))
             return try LayoutTarget.concatenate(none, given)

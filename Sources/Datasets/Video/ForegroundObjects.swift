@@ -53,13 +53,13 @@ public struct ForegroundObjects: Sendable {
         let agreeing = border.filter { !differs($0) }.count
         guard Double(agreeing) >= minimumBorderAgreement * Double(border.count) else { return nil }
 
-        var label = [Int](repeating: -1, count: w * h)
+        var visited = [Bool](repeating: false, count: w * h)
         var found: [ForegroundObject] = []
         let checker = ColorPositionChecker()
-        for start in 0..<(w * h) where label[start] < 0 && differs(image[start % w, start / w]) {
+        for start in 0..<(w * h) where !visited[start] && differs(image[start % w, start / w]) {
             // Flood fill (8-connected) from `start`.
             var stack = [start], members: [Int] = []
-            label[start] = found.count
+            visited[start] = true
             while let i = stack.popLast() {
                 members.append(i)
                 let (x, y) = (i % w, i / w)
@@ -68,17 +68,14 @@ public struct ForegroundObjects: Sendable {
                         let (nx, ny) = (x + dx, y + dy)
                         guard nx >= 0, nx < w, ny >= 0, ny < h else { continue }
                         let j = ny * w + nx
-                        if label[j] < 0, differs(image[nx, ny]) {
-                            label[j] = found.count
+                        if !visited[j], differs(image[nx, ny]) {
+                            visited[j] = true
                             stack.append(j)
                         }
                     }
                 }
             }
-            guard members.count >= minimumArea else {
-                found.append(ForegroundObject(box: [], area: 0, color: nil))  // keeps labels aligned; dropped below
-                continue
-            }
+            guard members.count >= minimumArea else { continue }
             var (x0, y0, x1, y1) = (w, h, 0, 0)
             var votes: [ObjectColor: Int] = [:]
             for i in members {
@@ -92,6 +89,6 @@ public struct ForegroundObjects: Sendable {
                 box: [Double(x0) / Double(w), Double(y0) / Double(h), Double(x1) / Double(w), Double(y1) / Double(h)],
                 area: members.count, color: color))
         }
-        return found.filter { $0.area > 0 }.sorted { $0.area > $1.area }
+        return found.sorted { $0.area > $1.area }
     }
 }
