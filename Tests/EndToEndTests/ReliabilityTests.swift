@@ -40,6 +40,15 @@ struct ReliabilityTests {
         }
     }
 
+    /// The last step in the log of a run that may be writing it (a partial last line is skipped).
+    static func lastLoggedStep(_ run: URL) -> Int {
+        guard let text = try? String(contentsOf: run.appendingPathComponent("log.jsonl"), encoding: .utf8) else { return 0 }
+        return text.split(separator: "\n").compactMap { line -> Int? in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
+            return (object["step"] as? Double).map { Int($0) }
+        }.max() ?? 0
+    }
+
     /// Whether a checkpoint or the exported model is being written right now.
     static func writing(_ run: URL) -> Bool {
         let fm = FileManager.default
@@ -72,9 +81,15 @@ struct ReliabilityTests {
                     let deadline = Date().addingTimeInterval(120)
                     while !Self.writing(run), process.isRunning, Date() < deadline { usleep(200) }
                 } else {
-                    let delay = duration * (0.1 + 0.8 * rng.unit())
-                    let deadline = Date().addingTimeInterval(delay)
-                    while process.isRunning, Date() < deadline { usleep(1000) }
+                    // A random moment inside the run: once a random step of 1...10 (of 12) is
+                    // logged, then a random part of half a step. Counting steps, not seconds, the
+                    // kill lands before the end however much faster this run is than the
+                    // reference one (a busy machine made the reference slow and the kill late).
+                    let target = 1 + Int(rng.unit() * 10)
+                    let deadline = Date().addingTimeInterval(120)
+                    while process.isRunning, Date() < deadline, Self.lastLoggedStep(run) < target { usleep(1000) }
+                    let extra = Date().addingTimeInterval(duration / 24 * rng.unit())
+                    while process.isRunning, Date() < extra { usleep(1000) }
                 }
                 let duringWrite = Self.writing(run)
                 kill(process.processIdentifier, SIGKILL)
