@@ -31,6 +31,13 @@ enum TinyVideo {
         return try LearnedTextEncoder(tokenizer: tokenizer, width: 12, layers: 1, heads: 2)
     }
 
+    /// A 2-D model of `unet` (and `adapter`) with the default schedule and a learned encoder.
+    static func model(_ unet: UNet, adapter: ContextAdapter? = nil) throws -> ContextDiffModel {
+        try ContextDiffModel(
+            unet: unet, adapter: adapter, schedule: NoiseSchedule(NoiseScheduleConfig()),
+            textEncoder: TextEncoderSpec(kind: "learned", maxTokens: 32))
+    }
+
     static func condition(_ encoder: any TextEncoder, _ text: String, repeated: Int) throws -> Condition {
         let e = try encoder.encode([text])
         return try Condition(tokens: e.tokenStates, mask: e.attentionMask, pooled: e.pooled).repeated(repeated)
@@ -404,9 +411,7 @@ struct VideoTests {
             config.layoutPrior = LayoutPriorConfig(layers: 1, width: 8, heads: 2, channels: 3, maxTokens: 8)
             let unet = try UNet(config)
             try randomize(unet, seed: 41)
-            let model = try ContextDiffModel(
-                unet: unet, adapter: ContextAdapter(TinyConfigs.adapter), schedule: NoiseSchedule(NoiseScheduleConfig()),
-                textEncoder: TextEncoderSpec(kind: "learned", maxTokens: 32))
+            let model = try TinyVideo.model(unet, adapter: ContextAdapter(TinyConfigs.adapter))
             let pipeline = try VideoEditPipeline(model: VideoDiffusionModel(inflating: model), textEncoder: encoder)
             let video = try TinyVideo.movingSquare(frames: 4)
             var options = VideoEditOptions()
@@ -472,9 +477,7 @@ struct VideoTests {
             }
             // A model without a prior reads no layout.
             let plain = try VideoEditPipeline(
-                model: VideoDiffusionModel(inflating: ContextDiffModel(
-                    unet: UNet(TinyConfigs.unet), adapter: nil, schedule: NoiseSchedule(NoiseScheduleConfig()),
-                    textEncoder: TextEncoderSpec(kind: "learned", maxTokens: 32))),
+                model: VideoDiffusionModel(inflating: TinyVideo.model(UNet(TinyConfigs.unet))),
                 textEncoder: encoder)
             #expect(throws: LayoutError.modelHasNoLayoutPrior) {
                 _ = try plain.edit(
@@ -489,10 +492,8 @@ struct VideoTests {
     @Test func adapterOnlyTuningLeavesTheUNetFrozen() throws {
         try Torch.withSeed(31) {
             let encoder = try TinyVideo.textEncoder()
-            let model = try ContextDiffModel(
-                unet: UNet(TinyConfigs.unet), adapter: ContextAdapter(TinyConfigs.adapter), schedule: NoiseSchedule(NoiseScheduleConfig()),
-                textEncoder: TextEncoderSpec(kind: "learned", maxTokens: 32))
-            let video = try VideoDiffusionModel(inflating: model)
+            let video = try VideoDiffusionModel(
+                inflating: TinyVideo.model(UNet(TinyConfigs.unet), adapter: ContextAdapter(TinyConfigs.adapter)))
             let keys = video.tunableParameters(.adapter, includeAdapter: true).map(\.0)
             #expect(!keys.isEmpty && keys.allSatisfy { $0.hasPrefix("adapter.") })
             #expect(video.tunableParameters(.adapter, includeAdapter: false).isEmpty)
@@ -521,9 +522,7 @@ struct VideoTests {
     @Test func badInputGivesTypedErrors() throws {
         try Torch.withSeed(23) {
             let encoder = try TinyVideo.textEncoder()
-            let model = try ContextDiffModel(
-                unet: UNet(TinyConfigs.unet), adapter: nil, schedule: NoiseSchedule(NoiseScheduleConfig()),
-                textEncoder: TextEncoderSpec(kind: "learned", maxTokens: 32))
+            let model = try TinyVideo.model(UNet(TinyConfigs.unet))
             let pipeline = try VideoEditPipeline(model: VideoDiffusionModel(inflating: model), textEncoder: encoder)
             let video = try TinyVideo.movingSquare(frames: 2)
             var options = VideoEditOptions()

@@ -30,7 +30,7 @@ struct VideoMetricsTests {
             let byHand = pairs.reduce(0, +) / Double(pairs.count)
             let allPairs = try VideoMetrics.temporalConsistency(moving, model: model, allPairs: true)
             #expect(abs(allPairs - byHand) <= 1e-5 * max(1, abs(byHand)), "\(allPairs) vs \(byHand)")
-            #expect(byHand < 1 - 1e-4, "a moving video's frames should not all embed alike")
+            #expect(byHand < 1 - 1e-4, "a moving video's frames should not all embed alike (\(byHand))")
             // Structure: identical layouts score 1; the first frame repeated loses the motion.
             #expect(try VideoMetrics.structure(source: moving, edited: moving) == 1)
             let kept = try VideoMetrics.structure(source: moving, edited: still)

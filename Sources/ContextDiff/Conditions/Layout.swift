@@ -122,6 +122,21 @@ public struct Layout: Codable, Sendable, Equatable {
         }
     }
 
+    /// `layouts[i]` grounded in `prompts[i]`, one row each, for a ``LayoutTarget`` over `tokens`
+    /// caption positions; an object whose words lie past that limit is an error.
+    public static func groundedRows(
+        _ layouts: [Layout], in prompts: [String], tokens: Int, tokenizer: any TextTokenizer
+    ) throws -> [[GroundedObject]] {
+        precondition(layouts.count == prompts.count, "one prompt per layout")
+        return try zip(layouts, prompts).map { layout, prompt in
+            let objects = try layout.grounded(in: prompt, tokenizer: tokenizer)
+            if objects.contains(where: { $0.tokens.contains { $0 >= tokens } }) {
+                throw LayoutError.invalid("an object's words lie past the model's \(tokens)-token limit in \"\(prompt)\"")
+            }
+            return objects
+        }
+    }
+
     /// Token positions of `pieces` (one id sequence per word) in `ids`: the phrase's words
     /// next to each other, at the first such place none of whose tokens is in `avoiding`.
     static func locate(_ pieces: [[Int]], in ids: [Int], avoiding: Set<Int>) -> [Int]? {

@@ -169,6 +169,13 @@ public final class LayoutPrior: Module {
         try predictAll(condition).typical
     }
 
+    /// The typical layout of `condition` as a layout to paint (gate probabilities, every row
+    /// known): what the unconditional rows of a guided batch get.
+    public func typicalTarget(_ condition: Condition) throws -> LayoutTarget {
+        let typical = try predict(condition)
+        return LayoutTarget(boxes: typical.boxes, gates: try typical.gateLogits.sigmoid(), known: try Tensor.ones([condition.batchSize]))
+    }
+
     /// The typical layout and, with a mixture, its parameters: weight logits `[B, T, K]`, means
     /// and log-stds `[B, T, K, 4]` of the box in logit coordinates.
     func predictAll(_ condition: Condition) throws

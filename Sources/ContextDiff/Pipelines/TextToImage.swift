@@ -200,14 +200,10 @@ public final class TextToImagePipeline {
             throw LayoutError.countMismatch(layouts: layouts.count, prompts: prompts.count)
         }
         let tokens = min(conditionEncoder.maxTokens, prompts.map { textEncoder.tokenizer.encode($0).count }.max() ?? 1)
-        var rows: [[GroundedObject]?] = []
-        for (i, prompt) in prompts.enumerated() {
-            let objects = try layouts[layouts.count == 1 ? 0 : i].grounded(in: prompt, tokenizer: textEncoder.tokenizer)
-            if objects.contains(where: { $0.tokens.contains { $0 >= tokens } }) {
-                throw LayoutError.invalid("an object's words lie past the model's \(tokens)-token limit in \"\(prompt)\"")
-            }
-            rows += Array(repeating: objects, count: imagesPerPrompt)
-        }
+        let perPrompt = try Layout.groundedRows(
+            layouts.count == 1 ? Array(repeating: layouts[0], count: prompts.count) : layouts, in: prompts, tokens: tokens,
+            tokenizer: textEncoder.tokenizer)
+        let rows: [[GroundedObject]?] = perPrompt.flatMap { Array(repeating: $0, count: imagesPerPrompt) }
         return try LayoutTarget(objects: rows, tokens: tokens)
     }
 
@@ -326,9 +322,7 @@ public final class TextToImagePipeline {
             else { return nil }
             drawn = try prior.sample(conditional, generator: Generator(seed: options.seed ^ 0x1A70_75A3_5EED_0001))
         }
-        let typical = try prior.predict(unconditional)
-        let none = LayoutTarget(boxes: typical.boxes, gates: try typical.gateLogits.sigmoid(), known: try Tensor.ones([unconditional.batchSize]))
-        return (drawn, try LayoutTarget.concatenate(none, drawn))
+        return (drawn, try LayoutTarget.concatenate(prior.typicalTarget(unconditional), drawn))
     }
 }
 

@@ -257,13 +257,8 @@ public final class VideoEditPipeline {
             throw VideoEditError.invalidOption("\(layouts.count) frame layouts for a video of \(frames) frames")
         }
         let tokens = try condition.tokens.size(1)
-        let rows: [[GroundedObject]?] = try layouts.map { layout in
-            let objects = try layout.grounded(in: prompt, tokenizer: textEncoder.tokenizer)
-            if objects.contains(where: { $0.tokens.contains { $0 >= tokens } }) {
-                throw LayoutError.invalid("an object's words lie past the model's \(tokens)-token limit in \"\(prompt)\"")
-            }
-            return objects
-        }
+        let rows = try Layout.groundedRows(
+            layouts, in: Array(repeating: prompt, count: frames), tokens: tokens, tokenizer: textEncoder.tokenizer)
         return try LayoutTarget(objects: rows, tokens: tokens)
     }
 
@@ -496,10 +491,7 @@ public final class VideoEditPipeline {
         // text-to-image sampling.
         let bothBoxes = try boxes.map { given -> LayoutTarget in
             guard let prior = model.unet.layoutPrior else { throw LayoutError.modelHasNoLayoutPrior }
-            let typical = try prior.predict(unconditional)
-            let none = LayoutTarget(
-                boxes: typical.boxes, gates: try typical.gateLogits.sigmoid(), known: try Tensor.ones([unconditional.batchSize]))
-            return try LayoutTarget.concatenate(none, given)
+            return try LayoutTarget.concatenate(prior.typicalTarget(unconditional), given)
         }
         let context: (any ContextBias)? = options.method.usesAdapter
             ? model.adapter.map { VideoAdapterContext(adapter: $0, condition: condition, frames: frames) } : nil
