@@ -1,5 +1,26 @@
 // swift-tools-version: 6.0
+import Foundation
 import PackageDescription
+
+// Which libtorch the C shim compiles and links against. Unset (the default, CI): Debian's
+// libtorch 1.13 from /usr. `CONTEXTDIFF_LIBTORCH=/path/to/torch` (a folder holding `include/`
+// and `lib/`, as `scripts/setup-libtorch.sh` makes from a PyPI torch 2.x wheel, or an installed
+// `site-packages/torch`): those headers, and only libtorch_cpu and libc10 linked, so the binary
+// runs without CUDA; `--device cuda` loads libtorch_cuda from the same folder at run time.
+// Build such a tree in its own build folder: `swift build --build-path .build-torch2`.
+let libtorch = ProcessInfo.processInfo.environment["CONTEXTDIFF_LIBTORCH"].flatMap { $0.isEmpty ? nil : $0 }
+let torchCxxSettings: [CXXSetting] =
+    [.define("USE_C10D_GLOO")]
+    + (libtorch.map { root in
+        [.unsafeFlags(["-I\(root)/include", "-I\(root)/include/torch/csrc/api/include"])]
+    } ?? [])
+let torchLinkerSettings: [LinkerSetting] =
+    libtorch.map { root in
+        [
+            .unsafeFlags(["-L\(root)/lib", "-Xlinker", "-rpath", "-Xlinker", "\(root)/lib"]),
+            .linkedLibrary("torch_cpu"), .linkedLibrary("c10"), .linkedLibrary("dl"),
+        ]
+    } ?? [.linkedLibrary("torch"), .linkedLibrary("torch_cpu"), .linkedLibrary("c10")]
 
 let package = Package(
     name: "ContextDiff",
@@ -27,12 +48,8 @@ let package = Package(
         // C ABI over libtorch: every entry point catches every C++ exception.
         .target(
             name: "CTorch",
-            cxxSettings: [.define("USE_C10D_GLOO")],
-            linkerSettings: [
-                .linkedLibrary("torch"),
-                .linkedLibrary("torch_cpu"),
-                .linkedLibrary("c10"),
-            ]
+            cxxSettings: torchCxxSettings,
+            linkerSettings: torchLinkerSettings
         ),
         // The layers, bottom up (docs/ARCHITECTURE.md says what each owns and may import).
         .target(name: "Core"),  // Foundation only: the progress shape

@@ -10,10 +10,13 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <torch/csrc/api/include/torch/version.h>
 #include <c10/core/GradMode.h>
 #include <c10/core/InferenceMode.h>
 
 #include <cstring>
+#include <mutex>
 
 using namespace ctorch;
 
@@ -69,13 +72,63 @@ static at::TensorOptions opts(int dtype) {
   return at::TensorOptions().dtype(to_scalar_type(dtype)).device(g_default_device);
 }
 
+// CUDA comes from libtorch_cuda, loaded on first use from the folder libtorch_cpu was loaded
+// from (then the library path), so a build linked against libtorch_cpu alone runs on machines
+// without CUDA. Loading must precede the first look at ATen's CUDA hooks, which ATen caches.
+static std::once_flag g_cuda_once;
+static std::string g_cuda_error;
+
+static void load_cuda() {
+  std::call_once(g_cuda_once, [] {
+    std::string tried;
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void *>(&at::globalContext), &info) != 0 && info.dli_fname != nullptr) {
+      std::string path(info.dli_fname);
+      auto slash = path.rfind('/');
+      if (slash != std::string::npos) {
+        std::string candidate = path.substr(0, slash + 1) + "libtorch_cuda.so";
+        if (dlopen(candidate.c_str(), RTLD_NOW | RTLD_GLOBAL) != nullptr) return;
+        const char *e = dlerror();
+        tried = std::string(e ? e : (candidate + ": not loadable").c_str()) + "; ";
+      }
+    }
+    if (dlopen("libtorch_cuda.so", RTLD_NOW | RTLD_GLOBAL) != nullptr) return;
+    const char *e = dlerror();
+    g_cuda_error = tried + (e ? e : "libtorch_cuda.so: not loadable");
+  });
+  if (!g_cuda_error.empty())
+    throw std::runtime_error("CUDA is not available: this libtorch has no CUDA library (" + g_cuda_error +
+                             "). Debian's libtorch is CPU-only; build against a CUDA torch with "
+                             "CONTEXTDIFF_LIBTORCH (README) and run where its libraries and a GPU are");
+  if (!at::globalContext().hasCUDA())
+    throw std::runtime_error("CUDA is not available: libtorch_cuda loaded, but it finds no CUDA device "
+                             "(driver missing, or no GPU visible)");
+  // Full fp32 on the GPU, as on the CPU (PyTorch lets cuDNN use TF32 by default): results then
+  // equal the CPU's within 1e-4. ct_set_allow_tf32 trades that for speed.
+  static std::once_flag strict;
+  std::call_once(strict, [] {
+    at::globalContext().setAllowTF32CuDNN(false);
+    at::globalContext().setAllowTF32CuBLAS(false);
+  });
+}
+
+static int64_t cuda_device_count() {
+  load_cuda();
+  return (int64_t)at::detail::getCUDAHooks().getNumGPUs();
+}
+
 static c10::Device device_of(int type, int64_t index) {
   switch (type) {
     case CT_DEVICE_CPU: return c10::Device(c10::kCPU);
     case CT_DEVICE_META: return c10::Device(c10::kMeta);
-    case CT_DEVICE_CUDA:
+    case CT_DEVICE_CUDA: {
       if (index < 0 || index > 127) throw std::invalid_argument("CUDA device index out of range");
+      int64_t count = cuda_device_count();
+      if (index >= count)
+        throw std::invalid_argument("cuda:" + std::to_string(index) + " asked for, but " + std::to_string(count) +
+                                    " CUDA device(s) are visible");
       return c10::Device(c10::kCUDA, (c10::DeviceIndex)index);
+    }
     default: throw std::invalid_argument("unknown device type " + std::to_string(type));
   }
 }
@@ -91,6 +144,14 @@ static void device_out(const c10::Device &d, int *type, int64_t *index) {
 static c10::optional<at::Generator> gen_of(ct_generator g) {
   if (g == nullptr) return c10::nullopt;
   return g->gen;
+}
+
+// Random tensors for an accelerator are drawn on the CPU (with `g`, or the global CPU generator
+// that `ct_manual_seed` seeds) and moved: a seed gives the same noise and the same initial
+// weights on every device, as diffusers' `randn_tensor` does with a CPU generator.
+template <class F> at::Tensor draw(const at::TensorOptions &o, F &&f) {
+  if (o.device().is_cpu() || o.device().is_meta()) return f(o);
+  return f(o.device(c10::kCPU)).to(o.device());
 }
 
 }  // namespace ctorch
@@ -115,6 +176,32 @@ int ct_tensor_device(ct_tensor t, int *type, int64_t *index) {
 
 ct_tensor ct_to_device(ct_tensor t, int type, int64_t index) {
   return guard_tensor([&] { return T(t).to(device_of(type, index)); });
+}
+
+int64_t ct_cuda_device_count(void) {
+  try {
+    return cuda_device_count();
+  } catch (const std::exception &e) {
+    record(e);
+  } catch (...) {
+    set_error("unknown C++ exception");
+  }
+  return -1;
+}
+
+int ct_set_allow_tf32(int allow) {
+  return guard_status([&] {
+    load_cuda();
+    at::globalContext().setAllowTF32CuDNN(allow != 0);
+    at::globalContext().setAllowTF32CuBLAS(allow != 0);
+  });
+}
+
+int ct_cuda_synchronize(int64_t index) {
+  return guard_status([&] {
+    auto device = device_of(CT_DEVICE_CUDA, index);
+    at::detail::getCUDAHooks().deviceSynchronize(device.index());
+  });
 }
 
 // ---------------------------------------------------------------- lifetime and inspection
@@ -168,7 +255,9 @@ ct_tensor ct_from_data(const void *data, const int64_t *shape, int64_t ndim, int
 
 int ct_copy_out(ct_tensor t, void *out, size_t nbytes) {
   return guard_status([&] {
-    auto c = T(t).detach().contiguous();
+    auto c = T(t).detach();
+    if (!c.device().is_cpu()) c = c.to(c10::kCPU);
+    c = c.contiguous();
     size_t have = c.numel() * c.element_size();
     if (have != nbytes)
       throw std::invalid_argument("copy_out: buffer of " + std::to_string(nbytes) +
@@ -206,18 +295,26 @@ ct_tensor ct_eye(int64_t n, int dtype) {
   return guard_tensor([&] { return at::eye(n, opts(dtype)); });
 }
 ct_tensor ct_randn(const int64_t *shape, int64_t ndim, int dtype, ct_generator g) {
-  return guard_tensor([&] { return at::randn(vec(shape, ndim), gen_of(g), opts(dtype)); });
+  return guard_tensor([&] {
+    return draw(opts(dtype), [&](const at::TensorOptions &o) { return at::randn(vec(shape, ndim), gen_of(g), o); });
+  });
 }
 ct_tensor ct_rand(const int64_t *shape, int64_t ndim, int dtype, ct_generator g) {
-  return guard_tensor([&] { return at::rand(vec(shape, ndim), gen_of(g), opts(dtype)); });
+  return guard_tensor([&] {
+    return draw(opts(dtype), [&](const at::TensorOptions &o) { return at::rand(vec(shape, ndim), gen_of(g), o); });
+  });
 }
 ct_tensor ct_randint(int64_t low, int64_t high, const int64_t *shape, int64_t ndim, ct_generator g) {
   return guard_tensor([&] {
-    return at::randint(low, high, vec(shape, ndim), gen_of(g), at::TensorOptions().dtype(at::kLong));
+    return draw(opts(CT_INT64), [&](const at::TensorOptions &o) {
+      return at::randint(low, high, vec(shape, ndim), gen_of(g), o);
+    });
   });
 }
 ct_tensor ct_randperm(int64_t n, ct_generator g) {
-  return guard_tensor([&] { return at::randperm(n, gen_of(g), at::TensorOptions().dtype(at::kLong)); });
+  return guard_tensor([&] {
+    return draw(opts(CT_INT64), [&](const at::TensorOptions &o) { return at::randperm(n, gen_of(g), o); });
+  });
 }
 ct_tensor ct_zeros_like(ct_tensor t) {
   return guard_tensor([&] { return at::zeros_like(T(t)); });
@@ -226,7 +323,9 @@ ct_tensor ct_ones_like(ct_tensor t) {
   return guard_tensor([&] { return at::ones_like(T(t)); });
 }
 ct_tensor ct_randn_like(ct_tensor t, ct_generator g) {
-  return guard_tensor([&] { return at::randn(T(t).sizes(), gen_of(g), T(t).options()); });
+  return guard_tensor([&] {
+    return draw(T(t).options(), [&](const at::TensorOptions &o) { return at::randn(T(t).sizes(), gen_of(g), o); });
+  });
 }
 
 int ct_set_data(ct_tensor dst, ct_tensor src) {
@@ -811,6 +910,8 @@ int ct_keep_freed_memory(void) {
   return 0;
 #endif
 }
+
+const char *ct_libtorch_version(void) { return TORCH_VERSION; }
 
 const char *ct_parallel_info(void) {
   static thread_local std::string info;

@@ -156,12 +156,13 @@ public final class MultiHeadAttention: Module {
             guard keyMask.shape == [b, m] else {
                 throw ModuleError.invalidInput("key mask \(keyMask.shape) must be [\(b), \(m)]")
             }
-            bias = try Tensor.zeros([b, 1, 1, m]).maskedFill(keyMask.to(.bool).logicalNot().reshaped([b, 1, 1, m]), value: -.infinity)
+            // In the scores' dtype: libtorch 2.x's baddbmm does not promote.
+            bias = try Tensor.zeros([b, 1, 1, m], dtype: q.dtype).maskedFill(keyMask.to(.bool).logicalNot().reshaped([b, 1, 1, m]), value: -.infinity)
                 .expanded([b, heads, 1, m]).reshaped([b * heads, 1, m])
         }
         if causal {
             guard n == m else { throw ModuleError.invalidInput("causal attention needs as many keys as queries") }
-            let future = try Tensor.zeros([1, n, m]).maskedFill(Tensor.ones([n, m], dtype: .bool).triu(1), value: -.infinity)
+            let future = try Tensor.zeros([1, n, m], dtype: q.dtype).maskedFill(Tensor.ones([n, m], dtype: .bool).triu(1), value: -.infinity)
             bias = try bias.map { try $0 + future } ?? future
         }
         let scale = 1 / Double(headDim).squareRoot()

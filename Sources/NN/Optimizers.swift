@@ -93,8 +93,10 @@ public final class AdamW: Optimizer {
             guard mi.shape == p.shape, vi.shape == p.shape else {
                 throw ModuleError.shapeMismatch(key: "optimizer moment \(i)", expected: p.shape, found: mi.shape)
             }
-            m.append(try mi.to(p.dtype).contiguous())
-            v.append(try vi.to(p.dtype).contiguous())
+            // A checkpoint's moments are read onto the CPU; they live where their parameter does.
+            let device = try p.device
+            m.append(try mi.to(device).to(p.dtype).contiguous())
+            v.append(try vi.to(device).to(p.dtype).contiguous())
         }
         firstMoments = m
         secondMoments = v

@@ -88,6 +88,10 @@ public enum Torch {
         return n < 0 ? nil : Int(n)
     }
 
+    /// The libtorch this build was compiled against, "MAJOR.MINOR.PATCH" (Debian's 1.13.x by
+    /// default; a PyPI torch 2.x with `CONTEXTDIFF_LIBTORCH`).
+    public static var libtorchVersion: String { String(cString: ct_libtorch_version()) }
+
     /// libtorch's description of its parallel backends (OpenMP, MKL-DNN, BLAS threads).
     public static var parallelInfo: String { String(cString: ct_parallel_info()) }
 }

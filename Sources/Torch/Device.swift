@@ -2,10 +2,11 @@ import CTorch
 
 /// Where a tensor's data lives.
 ///
-/// `cpu` is the only device with kernels in the default build. `meta` holds shapes and dtypes
-/// but no data: a model built there allocates nothing, which is how a model folder's config is
-/// checked against its weights before any memory is committed. `cuda(n)` needs a libtorch with
-/// CUDA at run time; asking for it without one is a ``TorchError``.
+/// `cpu` always has kernels. `meta` holds shapes and dtypes but no data: a model built there
+/// allocates nothing, which is how a model folder's config is checked against its weights before
+/// any memory is committed. `cuda(n)` needs libtorch_cuda at run time (a build against a CUDA
+/// torch, `CONTEXTDIFF_LIBTORCH`; it is loaded on first use) and a visible GPU; asking for it
+/// without them is ``TorchError/deviceUnavailable(_:)`` saying which is missing.
 public enum Device: Hashable, Sendable, CustomStringConvertible {
     case cpu
     case meta
@@ -50,6 +51,43 @@ public enum Device: Hashable, Sendable, CustomStringConvertible {
 }
 
 extension Torch {
+    /// How many CUDA devices libtorch sees, loading libtorch_cuda on first use. Throws
+    /// ``TorchError/deviceUnavailable(_:)`` saying why when there is no usable CUDA.
+    public static func cudaDeviceCount() throws -> Int {
+        let count = ct_cuda_device_count()
+        guard count >= 0 else { throw TorchError.deviceUnavailable(String(cString: ct_last_error()).trimmingTrailingNewlines()) }
+        return Int(count)
+    }
+
+    /// Checks that tensors can live on `device` here: `cpu` and `meta` always; `cuda:N` when
+    /// libtorch_cuda loads and device N is visible. Commands call it before any work, so a
+    /// missing GPU is a clear error at the start and not a failure halfway through.
+    public static func checkAvailable(_ device: Device) throws {
+        guard case let .cuda(index) = device else { return }
+        let count = try cudaDeviceCount()
+        guard index < count else {
+            throw TorchError.deviceUnavailable("\(device) asked for, but \(count) CUDA device(s) are visible")
+        }
+    }
+
+    /// Lets CUDA's convolutions and matrix products use TF32 (10-bit mantissa inputs: faster on
+    /// recent GPUs, results about 1e-3 from fp32). Off by default here, unlike PyTorch's cuDNN
+    /// default, so a CUDA run equals the CPU's within 1e-4. Throws without CUDA.
+    public static func allowTF32(_ allow: Bool) throws {
+        guard ct_set_allow_tf32(allow ? 1 : 0) == 0 else {
+            throw TorchError.deviceUnavailable(String(cString: ct_last_error()).trimmingTrailingNewlines())
+        }
+    }
+
+    /// Waits until `device` has finished the work queued on it (CUDA runs kernels
+    /// asynchronously; timings must wait). A no-op on the CPU.
+    public static func synchronize(_ device: Device) throws {
+        guard case let .cuda(index) = device else { return }
+        guard ct_cuda_synchronize(Int64(index)) == 0 else {
+            throw TorchError.deviceUnavailable(String(cString: ct_last_error()).trimmingTrailingNewlines())
+        }
+    }
+
     /// The calling thread's device for new tensors (creation functions and weight
     /// initialisation).
     public static var defaultDevice: Device {

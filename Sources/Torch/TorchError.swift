@@ -8,12 +8,16 @@ public enum TorchError: Error, Equatable, CustomStringConvertible {
     case invalidArgument(String)
     /// A distributed collective or rendezvous failed.
     case distributed(String)
+    /// A device was asked for that this libtorch or this machine does not have (CUDA with a
+    /// CPU-only libtorch, no GPU visible, `cuda:3` on a one-GPU machine).
+    case deviceUnavailable(String)
 
     public var description: String {
         switch self {
         case let .libtorch(operation, message): "\(operation): \(message)"
         case let .invalidArgument(message): message
         case let .distributed(message): "distributed: \(message)"
+        case let .deviceUnavailable(message): message
         }
     }
 

@@ -253,6 +253,8 @@ extension TrainingSetup {
         public var resume = true
         /// Write a grid of validation samples at every checkpoint (rank 0).
         public var writeSamples = true
+        /// Where the networks train (``Trainer/device``).
+        public var device = Device.cpu
 
         public init() {}
     }
@@ -273,6 +275,7 @@ extension TrainingSetup {
 
         let (data, annotations) = try loadData(progress: report)
         let model = try makeModel(textEncoderWidth: textEncoder.width, initFrom: options.initFrom, command: options.command)
+        try model.to(options.device)
         let captions: CaptionTable
         if recipe.condition == .class {
             captions = try Self.classTable(model: model, data: data)

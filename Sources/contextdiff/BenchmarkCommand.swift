@@ -40,6 +40,7 @@ struct BenchmarkCommand: ParsableCommand {
     @Option(help: "DDIM steps of the video edit's inversion and of its editing.") var editSteps = 20
     @Option(help: "Timed video edits per side and round.") var editRepeats = 1
     @Option(help: "Maximum |Swift − twin| / max |twin| allowed on the short check edit's output.") var editTolerance = 1e-3
+    @OptionGroup var deviceOptions: DeviceOptions
 
     var settings: BenchmarkSettings {
         var s = BenchmarkSettings(threads: threads)
@@ -71,7 +72,13 @@ struct BenchmarkCommand: ParsableCommand {
     }
 
     func run() throws {
-        let settings = settings
+        var settings = settings
+        settings.device = try deviceOptions.resolved()
+        let dropped: [String]
+        (settings, dropped) = settings.forDevice()
+        if !dropped.isEmpty {
+            FileHandle.standardError.write(Data("benchmark: on \(settings.device): training and sampling only (\(dropped.joined(separator: ", ")) left out)\n".utf8))
+        }
         let peer = try BenchmarkPeer(python: python, peerDir: peerDir, needDiffusers: !settings.skipDiffusers)
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         let result = try settings.run(

@@ -11,7 +11,7 @@ struct ContextDiffCommand: ParsableCommand {
         commandName: "contextdiff",
         abstract: "Contextualized diffusion (ContextDiff) for text-to-image and text-to-video on libtorch.",
         version: "0.1.0",
-        subcommands: [GenerateCommand.self, AttentionMapsCommand.self, EditVideoCommand.self, TrainCommand.self, TrainSuperResolutionCommand.self, LaunchCommand.self, EvaluateCommand.self, EvaluateSuperResolutionCommand.self, EvaluateVideoCommand.self, EvaluatorCommand.self, ClipCommand.self, ExperimentCommand.self, DoctorCommand.self, ServeCommand.self, BenchmarkCommand.self, BenchmarkWorkerCommand.self, DatasetCommand.self, ScheduleCommand.self, FuzzCommand.self]
+        subcommands: [GenerateCommand.self, AttentionMapsCommand.self, EditVideoCommand.self, TrainCommand.self, TrainSuperResolutionCommand.self, LaunchCommand.self, EvaluateCommand.self, EvaluateSuperResolutionCommand.self, EvaluateVideoCommand.self, EvaluatorCommand.self, ClipCommand.self, ExperimentCommand.self, DoctorCommand.self, CheckDeviceCommand.self, ServeCommand.self, BenchmarkCommand.self, BenchmarkWorkerCommand.self, DatasetCommand.self, ScheduleCommand.self, FuzzCommand.self]
     )
 
     /// A file-size limit (`ulimit -f`) makes writes fail with EFBIG, reported like a full disk,

@@ -97,6 +97,7 @@ struct EditVideoCommand: ParsableCommand {
     @Flag(help: ArgumentHelp("Same as --layout predicted (kept for scripts written before --layout).", visibility: .hidden))
     var paintLayout = false
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var deviceOptions: DeviceOptions
 
     func validate() throws {
         guard !sourcePrompt.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
@@ -117,6 +118,7 @@ struct EditVideoCommand: ParsableCommand {
 
     func run() throws {
         Torch.numThreads = threads
+        let device = try deviceOptions.resolved()
         let ffmpeg = try FFmpeg()
         let stem = outputStem(output)
         try prepareOutputFolder(stem)
@@ -130,6 +132,7 @@ struct EditVideoCommand: ParsableCommand {
             note("note: the video has \(source.frames.count) frame(s); editing all of them")
         }
         let videoModel = try Torch.withSeed(seed) { try VideoDiffusionModel(inflating: base) }
+        try videoModel.to(device)
         let mode: EditLayoutMode? = paintLayout ? .predicted : layout
         var layouts: VideoEditLayouts?
         if let mode, mode != .unpainted, videoModel.unet.layoutPrior == nil {

@@ -52,7 +52,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("With --init-image: repaint this box (fractions of the side), keep the rest.", valueName: "x0,y0,x1,y1"))
     var maskBox: String?
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
-    @Option(help: "Where the networks run: cpu, or cuda[:N] with a libtorch built with CUDA.") var device: Device = .cpu
+    @OptionGroup var deviceOptions: DeviceOptions
     @OptionGroup(title: "Super-resolution (the cascade's second stage)") var superResolution: SuperResolutionFlags
 
     /// The prompts from the arguments and the prompts file.
@@ -103,6 +103,7 @@ struct GenerateCommand: ParsableCommand {
     func run() throws {
         Torch.numThreads = threads
         Torch.keepFreedTensorMemory()
+        let device = try deviceOptions.resolved()
         guard let modelURL = model.map({ URL(fileURLWithPath: $0) }) ?? defaultModelDirectory() else {
             throw ValidationError("no model given and no shipped model found at models/default; pass --model DIR")
         }
@@ -120,11 +121,7 @@ struct GenerateCommand: ParsableCommand {
         }
 
         let loaded = try ContextDiffModel.load(from: modelURL)
-        do { try loaded.to(device) } catch {
-            // libtorch's message lists every backend; its first sentence says what is missing.
-            let reason = "\(error)".split(separator: ".", maxSplits: 1).first.map(String.init) ?? "\(error)"
-            throw CLIError("--device \(device): this libtorch cannot place the model there (\(reason))")
-        }
+        try loaded.to(device)
         var options = GenerationOptions()
         sampling.apply(to: &options)
         options.negativePrompt = negativePrompt

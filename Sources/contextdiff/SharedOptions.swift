@@ -115,6 +115,28 @@ struct CLIError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// `--device`, shared by the commands that run networks. `resolved()` checks it before any
+/// work: asking for CUDA without a CUDA libtorch, or without a visible GPU, fails at once with
+/// the reason (and exit code 1), not halfway through a run.
+struct DeviceOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "Where the networks run: cpu, or cuda[:N] (a build against a CUDA torch, README).",
+        discussion: "Noise and initial weights are drawn on the CPU's generator and moved, so a seed gives the same draws on every device."))
+    var device: Device = .cpu
+
+    /// The device, checked; with `rank` of a data-parallel group, `cuda` means one GPU per rank
+    /// (`cuda:rank mod count`, as torchrun's LOCAL_RANK convention).
+    func resolved(rank: Int? = nil) throws -> Device {
+        do {
+            try Torch.checkAvailable(device)
+            if case .cuda = device, let rank { return .cuda(rank % Swift.max(1, try Torch.cudaDeviceCount())) }
+            return device
+        } catch let error as TorchError {
+            throw CLIError("--device \(device): \(error)")
+        }
+    }
+}
+
 extension Device: ExpressibleByArgument {
     public init?(argument: String) { self.init(argument) }
     public static var defaultCompletionKind: CompletionKind { .list(["cpu", "cuda", "cuda:0"]) }

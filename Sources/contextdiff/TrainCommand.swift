@@ -66,6 +66,7 @@ struct TrainCommand: ParsableCommand {
         discussion: "For fine-tuning on the noisy end of the process, where a sample's layout is decided."))
     var timestepRange: String?
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var deviceOptions: DeviceOptions
     @Flag(help: "Start from scratch even if the run folder has checkpoints.") var noResume = false
     @Option(help: ArgumentHelp(
         "Start from a model folder's weights instead of a random initialisation (fine-tuning).",
@@ -190,6 +191,7 @@ struct TrainCommand: ParsableCommand {
         options.command = CommandLine.arguments
         options.resume = resume
         options.writeSamples = !noSamples
+        options.device = try deviceOptions.resolved(rank: group?.rank)
         let display = ProgressDisplay()
         var bar: ProgressBar?
         var midBar = false

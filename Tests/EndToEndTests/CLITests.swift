@@ -339,6 +339,25 @@ struct CLITests {
         #expect(typicalOnly.status == 0, "a prior without a mixture paints its typical layout: \(typicalOnly.stderr)")
     }
 
+    @Test func cudaAskedForWithoutItFailsAtOnceSayingWhy() throws {
+        guard (try? Torch.cudaDeviceCount()) == nil else { return }  // a machine with CUDA
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("cuda-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        for arguments in [
+            ["generate", "a red circle", "--device", "cuda", "-o", out.path],
+            ["train", "-o", out.path, "--steps", "1", "--device", "cuda:1"],
+            ["check-device", "--device", "cuda"],
+        ] {
+            let r = try CLI.run(arguments)
+            #expect(r.status == 1, "\(arguments): \(r.stderr)")
+            #expect(r.stderr.contains("CUDA is not available"), "\(arguments): \(r.stderr)")
+            #expect(!r.stderr.contains("Fatal error"))
+        }
+        #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent("checkpoints").path))
+        let bad = try CLI.run(["generate", "a red circle", "--device", "tpu"])
+        #expect(bad.status == 64, "\(bad.stderr)")
+    }
+
     @Test func scheduleAndDoctorRun() throws {
         let schedule = try CLI.run(["schedule", "--steps", "10"])
         #expect(schedule.status == 0)

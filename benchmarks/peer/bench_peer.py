@@ -98,6 +98,20 @@ class Setup:
             self.adapter = None
         self.ac = self.data["alphas_cumprod"].double()
         self.T = self.ac.numel()
+        # bench.json's device (Swift's --device): the networks and the data there, every random
+        # draw on the CPU generator and moved (as the Swift side draws), full fp32 (no TF32).
+        self.device = torch.device(self.spec.get("device") or "cpu")
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            self.unet.to(self.device)
+            if self.adapter is not None:
+                self.adapter.to(self.device)
+            self.data = {k: (v if k == "alphas_cumprod" else v.to(self.device)) for k, v in self.data.items()}
+
+    def synchronize(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def k(self, t):
         """k_t = sqrt(ab)(1 - sqrt(ab)), 0 at the clean level and at T - 1."""
@@ -119,10 +133,11 @@ class Setup:
 def check(s):
     inputs = load_safetensors(os.path.join(s.dir, "check_inputs.safetensors"))
     swift = load_safetensors(os.path.join(s.dir, "swift_outputs.safetensors"))
+    inputs = {k: v.to(s.device) for k, v in inputs.items()}
     mask = inputs["mask"].bool()
     with torch.inference_mode():
-        u = s.unet.eval()(inputs["x"], inputs["timesteps"], inputs["tokens"], mask, inputs["pooled"])
-        a = s.adapter.eval()(inputs["x"], inputs["timesteps"], inputs["tokens"], mask)
+        u = s.unet.eval()(inputs["x"], inputs["timesteps"], inputs["tokens"], mask, inputs["pooled"]).cpu()
+        a = s.adapter.eval()(inputs["x"], inputs["timesteps"], inputs["tokens"], mask).cpu()
     return {"unet_max_abs_diff": (u - swift["unet"]).abs().max().item(), "unet_scale": u.abs().max().item(),
             "adapter_max_abs_diff": (a - swift["adapter"]).abs().max().item(), "adapter_scale": a.abs().max().item()}
 
@@ -157,7 +172,7 @@ def train(s):
         epoch, offset = step // per_epoch, (step % per_epoch) * B
         seed = (c["seed"] + epoch * 0x9E3779B9) % (1 << 64)
         perm = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[offset:min(count, offset + B)]
-        return perm
+        return perm.to(s.device)
 
     def rows(r):
         return table[0][r], table[1][r], table[2][r]
@@ -167,19 +182,20 @@ def train(s):
             group["lr"] = lr_at(i)
         idx = indices(i)
         x0 = pixels[idx]
-        keep = torch.rand(B, generator=g)
-        t = torch.randint(0, s.T, (B,), generator=g)
-        noise = torch.randn(x0.shape, generator=g)
+        keep = torch.rand(B, generator=g).to(s.device)
+        t_cpu = torch.randint(0, s.T, (B,), generator=g)
+        t = t_cpu.to(s.device)
+        noise = torch.randn(x0.shape, generator=g).to(s.device)
         r_true = image_rows[idx]
         r_den = torch.where(keep < c["condition_dropout"], torch.full_like(r_true, null_row), r_true)
         tok, mask, pooled = rows(r_den)
-        a = s.ac[t]
+        a = s.ac[t_cpu]
         shape = (B, 1, 1, 1)
-        xt = x0 * a.sqrt().float().reshape(shape) + noise * (1 - a).sqrt().float().reshape(shape)
+        xt = x0 * a.sqrt().float().reshape(shape).to(s.device) + noise * (1 - a).sqrt().float().reshape(shape).to(s.device)
         if s.adapter is not None:
             ttok, tmask, _ = rows(r_true)
             r = s.adapter(x0, t, ttok, tmask)
-            xt = xt + r * torch.tensor([s.k(int(v)) for v in t], dtype=torch.float64).float().reshape(shape)
+            xt = xt + r * torch.tensor([s.k(int(v)) for v in t_cpu], dtype=torch.float64).float().reshape(shape).to(s.device)
         out = s.denoise(xt, t, tok, mask, pooled)
         loss = (out - x0).square().mean(dim=(1, 2, 3)).mean()
         value = loss.item()
@@ -198,6 +214,7 @@ def train(s):
     for i in range(c["warmup"] + c["steps"]):
         t0 = time.perf_counter()
         losses.append(step(i))
+        s.synchronize()
         if i >= c["warmup"]:
             times.append(time.perf_counter() - t0)
     return {"images_per_s": B * len(times) / sum(times), "step_seconds": times, "losses": losses,
@@ -230,9 +247,9 @@ def sample(s):
 
     def run(steps):
         x = torch.randn(B, 3, s.unet_cfg["sample_size"], s.unet_cfg["sample_size"],
-                        generator=torch.Generator().manual_seed(c["seed"]))
+                        generator=torch.Generator().manual_seed(c["seed"])).to(s.device)
         for t in steps:
-            out = s.denoise(torch.cat([x, x]), torch.full((2 * B,), t, dtype=torch.long), *both)
+            out = s.denoise(torch.cat([x, x]), torch.full((2 * B,), t, dtype=torch.long, device=s.device), *both)
             u, cc = out[:B], out[B:]
             raw = u + (cc - u) * w
             if s.impl == "diffusers":
@@ -245,12 +262,13 @@ def sample(s):
             kt, ks = s.k(t), s.k(prev)
             bt = bs = None
             if kt and ks:
-                r = s.adapter(torch.cat([x0, x0]), torch.cat([torch.full((B,), t), torch.full((B,), prev)]), cond2[0], cond2[1])
+                r = s.adapter(torch.cat([x0, x0]), torch.cat([torch.full((B,), t), torch.full((B,), prev)]).to(s.device),
+                              cond2[0], cond2[1])
                 bt, bs = r[:B] * kt, r[B:] * ks
             elif kt:
-                bt = s.adapter(x0, torch.full((B,), t), cond[0], cond[1]) * kt
+                bt = s.adapter(x0, torch.full((B,), t, device=s.device), cond[0], cond[1]) * kt
             elif ks:
-                bs = s.adapter(x0, torch.full((B,), prev), cond[0], cond[1]) * ks
+                bs = s.adapter(x0, torch.full((B,), prev, device=s.device), cond[0], cond[1]) * ks
             y = x - bt if bt is not None else x
             eps = (y - raw * math.sqrt(ab_t)) / math.sqrt(1 - ab_t)
             x = x0 * math.sqrt(ab_s) + eps * math.sqrt(max(0.0, 1 - ab_s))
@@ -264,8 +282,9 @@ def sample(s):
         for _ in range(c["repeats"]):
             t0 = time.perf_counter()
             x = run(timesteps)
+            s.synchronize()
             times.append(time.perf_counter() - t0)
-    save_safetensors({"samples": x}, os.path.join(s.dir, f"{s.impl}_samples.safetensors"))
+    save_safetensors({"samples": x.cpu()}, os.path.join(s.dir, f"{s.impl}_samples.safetensors"))
     return {"images_per_s": B * len(times) / sum(times), "run_seconds": times,
             "parameters": sum(p.numel() for p in s.parameters())}
 
@@ -283,9 +302,10 @@ def profiled_flops(fn):
 def flops(s):
     B, L = 4, s.data["table_tokens"].shape[1]
     size = s.unet_cfg["sample_size"]
-    x = torch.randn(B, 3, size, size)
-    t = torch.full((B,), 500)
-    tok, mask, pooled = torch.randn(B, L, s.unet_cfg["context_dim"]), torch.ones(B, L, dtype=torch.bool), torch.randn(B, s.unet_cfg["pooled_dim"])
+    x = torch.randn(B, 3, size, size).to(s.device)
+    t = torch.full((B,), 500, device=s.device)
+    tok, mask, pooled = (torch.randn(B, L, s.unet_cfg["context_dim"]).to(s.device), torch.ones(B, L, dtype=torch.bool, device=s.device),
+                         torch.randn(B, s.unet_cfg["pooled_dim"]).to(s.device))
     with torch.inference_mode():
         out = {"unet_forward_flops_per_image": profiled_flops(lambda: s.denoise(x, t, tok, mask, pooled)) / B}
         if s.adapter is not None:

@@ -56,6 +56,12 @@ int ct_set_default_device(int type, int64_t index);
 int ct_get_default_device(int *type, int64_t *index);
 int ct_tensor_device(ct_tensor t, int *type, int64_t *index);
 ct_tensor ct_to_device(ct_tensor t, int type, int64_t index);
+/* CUDA: libtorch_cuda is loaded on first use (from libtorch_cpu's folder, then the library
+ * path), so a CPU-only libtorch runs everything else. Random tensors for CUDA are drawn on the
+ * CPU and moved: a seed gives the same numbers on every device. */
+int64_t ct_cuda_device_count(void); /* -1 with ct_last_error saying why CUDA is unavailable */
+int ct_cuda_synchronize(int64_t index); /* waits for the device's queued kernels */
+int ct_set_allow_tf32(int allow); /* TF32 in cuDNN and cuBLAS (off: full fp32, the default here) */
 
 /* errors */
 const char *ct_last_error(void);
@@ -212,6 +218,8 @@ int64_t ct_get_blas_threads(void);
 int ct_exit_with_parent(int64_t parent);
 int64_t ct_get_num_threads(void);
 const char *ct_parallel_info(void);
+/* the libtorch headers this shim was compiled against, "MAJOR.MINOR.PATCH" */
+const char *ct_libtorch_version(void);
 /* glibc malloc: keep freed buffers up to 32 MiB in the heap (no munmap/trim churn); 1 on success */
 int ct_keep_freed_memory(void);
 

@@ -70,11 +70,24 @@ public final class VideoDiffusionModel {
     }
 
     /// Adds a fresh inflated adapter (last layer zero, so r_φ ≡ 0 until it is tuned), for editing
-    /// with ContextDiff from a baseline model that has none.
+    /// with ContextDiff from a baseline model that has none; it is placed on the U-Net's device.
     public func addFreshAdapter(_ config: ContextAdapterConfig) throws {
         let a = try ContextAdapter(config)
         try a.inflate()
+        try a.to(device)
         adapter = a
+    }
+
+    /// The device holding the networks' weights.
+    public var device: Device {
+        get throws { try unet.device ?? .cpu }
+    }
+
+    /// Moves the U-Net and the adapter to `device` in place; an edit then runs there (the text
+    /// encoder stays on the CPU, its states are moved; noise is drawn on the CPU generator).
+    public func to(_ device: Device) throws {
+        try unet.to(device)
+        try adapter?.to(device)
     }
 
     public func train(_ on: Bool = true) {

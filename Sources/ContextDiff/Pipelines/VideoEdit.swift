@@ -294,6 +294,26 @@ public final class VideoEditPipeline {
         video: Tensor, sourcePrompt: String, targetPrompt: String, options: VideoEditOptions,
         layouts: VideoEditLayouts? = nil, progress: ProgressHandler? = nil
     ) throws -> VideoEditResult {
+        // On the model's device: the clip and the prompts' states are moved there, and every
+        // tensor the edit makes is made there.
+        // The result comes back on the CPU, where the caller's clip is.
+        let device = try model.device
+        var result = try Torch.withDefaultDevice(device) {
+            try edit(
+                video: video.to(device), on: device, sourcePrompt: sourcePrompt, targetPrompt: targetPrompt, options: options,
+                layouts: layouts, progress: progress)
+        }
+        if device != .cpu {
+            result.edited = try result.edited.to(.cpu)
+            result.invertedLatent = try result.invertedLatent.to(.cpu)
+        }
+        return result
+    }
+
+    private func edit(
+        video: Tensor, on device: Device, sourcePrompt: String, targetPrompt: String, options: VideoEditOptions,
+        layouts: VideoEditLayouts?, progress: ProgressHandler?
+    ) throws -> VideoEditResult {
         var notices: [String] = []
         try Self.checkPrompt(sourcePrompt, "source")
         try Self.checkPrompt(targetPrompt, "target")
@@ -313,9 +333,11 @@ public final class VideoEditPipeline {
         if options.tuning == .adapter, !options.method.usesAdapter, options.tuneSteps > 0 {
             notices.append("\(options.method.rawValue) has no adapter to tune: zero-shot under the paper's protocol (--tune adapter)")
         }
-        let (source, sourceIDs) = try encode(sourcePrompt, notices: &notices)
-        let (target, targetIDs) = try encode(targetPrompt, notices: &notices)
-        let (null, _) = try encode("", notices: &notices)
+        // The text encoder runs where its weights are (the CPU).
+        let ((sourceCPU, sourceIDs), (targetCPU, targetIDs), (nullCPU, _)) = try Torch.withDefaultDevice(.cpu) {
+            (try encode(sourcePrompt, notices: &notices), try encode(targetPrompt, notices: &notices), try encode("", notices: &notices))
+        }
+        let (source, target, null) = (try sourceCPU.to(device), try targetCPU.to(device), try nullCPU.to(device))
         let sourceLayout = try layouts.map { try layoutTarget($0.source, prompt: sourcePrompt, condition: source, frames: frames) }
         let targetLayout = try layouts.map { try layoutTarget($0.target, prompt: targetPrompt, condition: target, frames: frames) }
 

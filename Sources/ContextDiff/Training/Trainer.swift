@@ -151,6 +151,11 @@ public final class Trainer {
     public let diffusion: ContextualDiffusion
     /// Optional data-parallel group: gradients are averaged over ranks; rank 0 writes files.
     public let processGroup: ProcessGroup?
+    /// Where the steps run: the model's device when the trainer was made (move the model with
+    /// ``ContextDiffModel/to(_:)`` first). Batches and the caption table are moved there; every
+    /// random draw stays on the CPU generator, so a seed trains the same on every device up to
+    /// the kernels' rounding.
+    public let device: Device
 
     public let optimizer: AdamW
     public let ema: ExponentialMovingAverage
@@ -184,7 +189,8 @@ public final class Trainer {
         self.model = model
         self.config = config
         self.data = data
-        self.captions = captions
+        device = try model.device
+        self.captions = try captions.to(device)
         self.groundings = groundings
         self.runDirectory = runDirectory
         self.processGroup = processGroup
@@ -212,10 +218,14 @@ public final class Trainer {
 
     /// One optimisation step; returns the loss (the mean over the global batch).
     public func trainStep() throws -> Double {
+        try Torch.withDefaultDevice(device) { try step(on: device) }
+    }
+
+    private func step(on device: Device) throws -> Double {
         model.train(true)
         optimizer.learningRate = schedule.learningRate(at: step)
         let indices = try sampler.indices(step: step)
-        let x0 = try data.images(at: indices)
+        let x0 = try data.images(at: indices).to(device)
         // The global batch's random draws, identical on every rank; this rank keeps its stride.
         let global = config.batchSize
         let mine = sampler.positions
@@ -297,9 +307,13 @@ public final class Trainer {
             let frozen = prior.predictorParameters.filter { !trainable.contains(ObjectIdentifier($0)) && $0.requiresGrad }
             for p in frozen { try p.requiringGrad(false) }
             defer { for p in frozen { _ = try? p.requiringGrad(true) } }
-            return try fitLayoutPrior(prior, parameters: mixture.parameters(), groundings: groundings, progress: progress)
+            return try Torch.withDefaultDevice(device) {
+                try fitLayoutPrior(prior, parameters: mixture.parameters(), groundings: groundings, progress: progress)
+            }
         }
-        return try fitLayoutPrior(prior, parameters: prior.predictorParameters, groundings: groundings, progress: progress)
+        return try Torch.withDefaultDevice(device) {
+            try fitLayoutPrior(prior, parameters: prior.predictorParameters, groundings: groundings, progress: progress)
+        }
     }
 
     private func fitLayoutPrior(

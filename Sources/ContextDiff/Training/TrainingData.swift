@@ -76,12 +76,25 @@ public struct CaptionTable {
         classEncoder = classes
     }
 
+    private init(captions: [String], index: [String: Int], condition: Condition?, classEncoder: ClassLabelEncoder?) {
+        self.captions = captions
+        self.index = index
+        self.condition = condition
+        self.classEncoder = classEncoder
+    }
+
+    /// This table with its text rows on `device` (a class table's tokens live in its encoder,
+    /// which moves with the model).
+    public func to(_ device: Device) throws -> CaptionTable {
+        CaptionTable(captions: captions, index: index, condition: try condition?.to(device), classEncoder: classEncoder)
+    }
+
     /// The conditions of `rows` (indices into the table; `nullRow` for the empty caption or the
-    /// null class).
+    /// null class), on the table's device.
     public func rows(_ rows: [Int]) throws -> Condition {
         if let classEncoder { return try classEncoder.condition(rows) }  // nullRow == nullClass
         guard let condition else { throw TrainingError.invalidData("caption table without conditions") }
-        return try condition.selecting(Tensor(rows.map(Int64.init), shape: [rows.count]))
+        return try condition.selecting(Tensor(rows.map(Int64.init), shape: [rows.count]).to(condition.tokens.device))
     }
 }
 

@@ -99,11 +99,21 @@ public struct BenchmarkSpec: Codable, Sendable {
     public var editCheck: Edit?
     /// diffusers' depth (default: the U-Net's).
     public var diffusersLayersPerBlock: Int?
+    /// Where the timed workloads run ("cpu", "cuda:0"; nil: the CPU). Random draws stay on the
+    /// CPU generator on both sides; on CUDA both run in full fp32 (TF32 off).
+    public var device: String?
 
     enum CodingKeys: String, CodingKey {
-        case threads, train, sample, edit
+        case threads, train, sample, edit, device
         case editCheck = "edit_check"
         case diffusersLayersPerBlock = "diffusers_layers_per_block"
+    }
+
+    /// ``device`` parsed (the CPU when absent).
+    public func resolvedDevice() throws -> Device {
+        guard let device else { return .cpu }
+        guard let parsed = Device(device) else { throw BenchmarkError.incompleteFolder("bench.json names an unknown device '\(device)'") }
+        return parsed
     }
 
     public static func load(from directory: URL) throws -> BenchmarkSpec {

@@ -98,9 +98,23 @@ public struct BenchmarkSettings: Sendable, Equatable {
     public var editRepeats = 1
     /// Maximum |Swift − twin| / max |twin| allowed on the short check edit's output.
     public var editTolerance = 1e-3
+    /// Where the timed training and sampling run, on both Swift and the twin. On CUDA the video
+    /// edit, the diffusers peer and the reference kernels are left out (``forDevice()``).
+    public var device = Device.cpu
 
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
         self.threads = threads
+    }
+
+    /// These settings with what does not run on `device` left out: on CUDA, the video edit, the
+    /// diffusers peer and the reference kernels (CPU kernels); the list says what was dropped.
+    public func forDevice() -> (settings: BenchmarkSettings, dropped: [String]) {
+        guard case .cuda = device else { return (self, []) }
+        var s = self, dropped: [String] = []
+        if s.editFrames > 0 { s.editFrames = 0; dropped.append("the video edit") }
+        if !s.skipDiffusers { s.skipDiffusers = true; dropped.append("the diffusers peer") }
+        if s.referenceSide { s.referenceSide = false; dropped.append("the reference-kernel side") }
+        return (s, dropped)
     }
 
     /// Throws ``BenchmarkError/invalidSetting(option:message:)`` naming the first setting out of range.
@@ -340,6 +354,7 @@ public struct BenchmarkSettings: Sendable, Equatable {
         var json: [String: Any] = [
             "date": ISO8601DateFormatter().string(from: Date()),
             "machine": ["cpus": ProcessInfo.processInfo.activeProcessorCount, "cpu_model": cpuModel(), "load_average_before": load],
+            "device": device.description, "libtorch": Torch.libtorchVersion,
             "threads": threads, "openblas_num_threads": blasThreads ?? threads,
             "settings": [
                 "train_batch": trainBatch, "train_steps": trainSteps, "train_warmup": trainWarmup, "sample_batch": sampleBatch,
@@ -372,7 +387,8 @@ public struct BenchmarkSettings: Sendable, Equatable {
         // Report.
         var lines: [String] = []
         func print(_ line: String = "") { lines.append(line) }
-        print("ContextDiff benchmark — \(threads) thread(s), OpenBLAS \(blasThreads ?? threads), \(cpuModel()), load before: \(load)")
+        print("ContextDiff benchmark — \(threads) thread(s), OpenBLAS \(blasThreads ?? threads), \(cpuModel()), load before: \(load)"
+            + (device == .cpu ? "" : "; timed on \(device), libtorch \(Torch.libtorchVersion)"))
         let diffusersParams = training["diffusers"].map { String(format: "%.2fM parameters", $0.double("parameters") / 1e6) } ?? "skipped"
         print(String(format: "model: U-Net %.2fM + adapter %.2fM parameters (Swift and twin); diffusers U-Net: ",
                      Double(model.unet.parameterCount) / 1e6, Double(model.adapter!.parameterCount) / 1e6) + diffusersParams)
@@ -525,7 +541,7 @@ public struct BenchmarkSettings: Sendable, Equatable {
                 conditionDropout: shipped.conditionDropout, seed: shipped.seed),
             sample: .init(batch: sampleBatch, steps: ddimSteps, guidance: guidance, seed: 0, warmupSteps: 2, repeats: sampleRepeats),
             edit: editFrames > 0 ? editSettings : nil, editCheck: editFrames > 0 ? editCheckSettings : nil,
-            diffusersLayersPerBlock: diffusersLayersPerBlock)
+            diffusersLayersPerBlock: diffusersLayersPerBlock, device: device == .cpu ? nil : device.description)
         try spec.save(to: folder.url)
         if editFrames > 0 { try prepareEdit(folder, model: model) }
 

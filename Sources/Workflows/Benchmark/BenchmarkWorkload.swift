@@ -24,11 +24,14 @@ public enum BenchmarkWorkload: String, CaseIterable, Codable, Sendable {
         let spec = try BenchmarkSpec.load(from: folder.url)
         Torch.numThreads = spec.threads
         let side = referenceKernels ? "swift-reference" : "swift"
-        var result: [String: Any] = ["impl": side, "threads": Torch.numThreads]
+        let device = try spec.resolvedDevice()
+        try Torch.checkAvailable(device)
+        var result: [String: Any] = ["impl": side, "threads": Torch.numThreads, "device": device.description, "libtorch": Torch.libtorchVersion]
         switch self {
         case .sgemm:
-            result["sgemm_gflops"] = try GemmPeak.sgemm(size: 2048)
-            result["onednn_gemm_gflops"] = try GemmPeak.oneDNN(size: 2048)
+            result["sgemm_gflops"] = try GemmPeak.sgemm(size: 2048, device: device)
+            // oneDNN is the CPU's; on a GPU the product above is cuBLAS's.
+            result["onednn_gemm_gflops"] = device == .cpu ? try GemmPeak.oneDNN(size: 2048) : Double.nan
             return BenchmarkMeasurement(object: result)
         case .edit:
             return try Self.edit(folder: folder, spec: spec, side: side, check: check)
@@ -36,6 +39,7 @@ public enum BenchmarkWorkload: String, CaseIterable, Codable, Sendable {
             break
         }
         let model = try folder.loadModel()
+        try model.to(device)
         let data = try loadSafeTensors(folder.data)
         guard let tokens = data["table_tokens"], let mask = data["table_mask"], let pooled = data["table_pooled"],
             let pixels = data["pixels"], let imageRows = data["image_rows"], let sampleRows = data["sample_rows"]
@@ -96,6 +100,7 @@ public enum BenchmarkWorkload: String, CaseIterable, Codable, Sendable {
                 let d = try clock.measure {
                     images = try TextToImagePipeline.sample(
                         model: model, conditional: conditional, unconditional: unconditional, options: options)
+                    try Torch.synchronize(device)
                 }
                 times.append(d.seconds)
             }
@@ -210,9 +215,17 @@ public enum GemmPeak {
         return 2 * pow(Double(size), 3) / best / 1e9
     }
 
-    /// The matmul through libtorch (OpenBLAS sgemm on this build), in GFLOP/s.
-    public static func sgemm(size: Int, repeats: Int = 5) throws -> Double {
-        try measure(size: size, repeats: repeats) { try $0.matmul($1) }
+    /// The matmul through libtorch (OpenBLAS sgemm with Debian's libtorch, MKL with PyPI's,
+    /// cuBLAS on `device` cuda, in full fp32), in GFLOP/s.
+    public static func sgemm(size: Int, repeats: Int = 5, device: Device = .cpu) throws -> Double {
+        guard device != .cpu else { return try measure(size: size, repeats: repeats) { try $0.matmul($1) } }
+        var onDevice: (Tensor, Tensor)?
+        return try measure(size: size, repeats: repeats) { a, b in
+            if onDevice == nil { onDevice = (try a.to(device), try b.to(device)) }
+            let out = try onDevice!.0.matmul(onDevice!.1)
+            try Torch.synchronize(device)
+            return out
+        }
     }
 
     /// The same product as a oneDNN 1×1 convolution (the kernel Swift's linear layers use,
