@@ -86,6 +86,7 @@ struct CheckDeviceCommand: ParsableCommand {
         if let jsonOutput {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
             try encoder.encode(report).write(to: URL(fileURLWithPath: jsonOutput), options: .atomic)
             print("wrote \(jsonOutput)")
         }
