@@ -14,9 +14,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:?usage: gpu-check.sh OUTDIR}"
 mkdir -p "$out"
-bin="$PWD/.gpu/contextdiff"
-[ -x "$bin" ] || { echo "gpu-check: $bin missing: run scripts/gpu-bundle.sh where Swift is, and carry .gpu" >&2; exit 1; }
 python="${CONTEXTDIFF_PYTHON:-python3}"
+bin="$PWD/.gpu/contextdiff"
+if [ ! -x "$bin" ] && [ -f "$bin.xz" ]; then
+  "$python" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$bin.xz" "$bin.partial" &&
+    chmod +x "$bin.partial" && mv "$bin.partial" "$bin"
+fi
+[ -x "$bin" ] || { echo "gpu-check: $bin missing: run scripts/gpu-bundle.sh where Swift is, and carry .gpu" >&2; exit 1; }
 torchlib="$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')" || {
   echo "gpu-check: $python has no torch" >&2; exit 1; }
 export LD_LIBRARY_PATH="$torchlib:$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
