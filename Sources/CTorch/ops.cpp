@@ -72,6 +72,14 @@ static at::TensorOptions opts(int dtype) {
   return at::TensorOptions().dtype(to_scalar_type(dtype)).device(g_default_device);
 }
 
+// An index tensor (index_select, gather, embedding, a class target) follows the tensor it
+// indexes: indices are small, and a Swift array made into a tensor lands on the thread's
+// default device, which need not be where the indexed data lives (a dataset kept on the CPU,
+// a batch's rows picked on the GPU).
+static at::Tensor on_device_of(const at::Tensor &index, const at::Tensor &data) {
+  return index.device() == data.device() ? index : index.to(data.device());
+}
+
 // CUDA comes from libtorch_cuda, loaded on first use from the folder libtorch_cpu was loaded
 // from (then the library path), so a build linked against libtorch_cpu alone runs on machines
 // without CUDA. Loading must precede the first look at ATen's CUDA hooks, which ATen caches.
@@ -716,7 +724,7 @@ ct_tensor ct_log_softmax(ct_tensor t, int64_t dim) {
   return guard_tensor([&] { return at::log_softmax(T(t), dim); });
 }
 ct_tensor ct_embedding(ct_tensor weight, ct_tensor indices) {
-  return guard_tensor([&] { return at::embedding(T(weight), T(indices)); });
+  return guard_tensor([&] { return at::embedding(T(weight), on_device_of(T(indices), T(weight))); });
 }
 ct_tensor ct_upsample_nearest2d(ct_tensor x, int64_t out_h, int64_t out_w) {
   return guard_tensor([&] {
@@ -743,7 +751,7 @@ ct_tensor ct_adaptive_avg_pool2d(ct_tensor x, int64_t out_h, int64_t out_w) {
 }
 ct_tensor ct_cross_entropy(ct_tensor logits, ct_tensor target, double label_smoothing) {
   return guard_tensor([&] {
-    return at::cross_entropy_loss(T(logits), T(target), c10::nullopt, at::Reduction::Mean, -100,
+    return at::cross_entropy_loss(T(logits), on_device_of(T(target), T(logits)), c10::nullopt, at::Reduction::Mean, -100,
                                   label_smoothing);
   });
 }
@@ -787,10 +795,10 @@ ct_tensor ct_select(ct_tensor t, int64_t dim, int64_t index) {
   return guard_tensor([&] { return at::select(T(t), dim, index); });
 }
 ct_tensor ct_index_select(ct_tensor t, int64_t dim, ct_tensor index) {
-  return guard_tensor([&] { return at::index_select(T(t), dim, T(index)); });
+  return guard_tensor([&] { return at::index_select(T(t), dim, on_device_of(T(index), T(t))); });
 }
 ct_tensor ct_gather(ct_tensor t, int64_t dim, ct_tensor index) {
-  return guard_tensor([&] { return at::gather(T(t), dim, T(index)); });
+  return guard_tensor([&] { return at::gather(T(t), dim, on_device_of(T(index), T(t))); });
 }
 ct_tensor ct_flip(ct_tensor t, const int64_t *dims, int64_t ndim) {
   return guard_tensor([&] { return at::flip(T(t), vec(dims, ndim)); });

@@ -126,6 +126,9 @@ struct NetworkTests {
             // The comparison is not vacuous: both outputs are far from zero.
             #expect(try #require(result["unet_scale"]) > 0.1)
             #expect(try #require(result["adapter_scale"]) > 0.01)
+            // The twin's forward passes keep every tensor on their inputs' device (the benchmark
+            // runs them on CUDA): checked on PyTorch's meta device.
+            #expect(result["meta_device_ok"] == 1)
         }
     }
 

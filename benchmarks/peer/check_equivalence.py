@@ -4,7 +4,9 @@ Usage: python3 check_equivalence.py DIR
 DIR holds unet/ and adapter/ model folders (config.json + model.safetensors), inputs.safetensors
 (x, timesteps, tokens, mask, pooled) and swift_outputs.safetensors (unet, adapter). Prints JSON
 with the maximum absolute difference per network (and the largest output magnitude, `*_scale`).
-Exit status 2 when a load fails.
+The same forward passes then run on PyTorch's meta device, where a tensor the twin makes on the
+CPU inside a forward pass fails as it would on a GPU (`meta_device_ok`: 1). Exit status 2 when a
+load or a pass fails.
 
 Video: when inputs.safetensors also holds `frames` (a one-element int64 tensor F), x is
 [B*F, C, H, W] (the F frames of each video adjacent), both networks are inflated before loading
@@ -32,32 +34,41 @@ def load(cls, folder, inflate):
     return model.eval()
 
 
+def outputs(d, inputs, frames, device):
+    """Each network's outputs on `device` (the per-frame U-Net too, for a video with Swift's
+    `unet_per_frame`), networks and inputs moved there."""
+    video = frames is not None
+    x = {k: v.to(device) for k, v in inputs.items()}
+    mask = x["mask"].bool()
+    out = {}
+    with torch.no_grad():
+        if os.path.isdir(os.path.join(d, "unet")):
+            unet = load(UNet, os.path.join(d, "unet"), video).to(device)
+            out["unet"] = unet(x["x"], x["timesteps"], x["tokens"], mask, x["pooled"], frames=frames)
+            if video:
+                out["unet_per_frame"] = unet(x["x"], x["timesteps"], x["tokens"], mask, x["pooled"],
+                                             frames=frames, frame_attention="per-frame")
+        if os.path.isdir(os.path.join(d, "adapter")):
+            adapter = load(ContextAdapter, os.path.join(d, "adapter"), video).to(device)
+            out["adapter"] = adapter(x["x"], x["timesteps"], x["tokens"], mask, frames=frames)
+    return out
+
+
 def main(d):
     torch.set_num_threads(1)
     inputs = load_safetensors(os.path.join(d, "inputs.safetensors"))
     swift = load_safetensors(os.path.join(d, "swift_outputs.safetensors"))
-    mask = inputs["mask"].bool()
-    frames = int(inputs["frames"].item()) if "frames" in inputs else None
-    video = frames is not None
+    frames = int(inputs.pop("frames").item()) if "frames" in inputs else None
     result = {}
-    with torch.no_grad():
-        if os.path.isdir(os.path.join(d, "unet")):
-            unet = load(UNet, os.path.join(d, "unet"), video)
-            out = unet(inputs["x"], inputs["timesteps"], inputs["tokens"], mask, inputs["pooled"], frames=frames)
-            result["unet"] = (out - swift["unet"]).abs().max().item()
-            result["unet_scale"] = out.abs().max().item()
-            if video and "unet_per_frame" in swift:
-                out = unet(inputs["x"], inputs["timesteps"], inputs["tokens"], mask, inputs["pooled"],
-                           frames=frames, frame_attention="per-frame")
-                result["unet_per_frame"] = (out - swift["unet_per_frame"]).abs().max().item()
-                result["unet_per_frame_scale"] = out.abs().max().item()
-        if os.path.isdir(os.path.join(d, "adapter")):
-            adapter = load(ContextAdapter, os.path.join(d, "adapter"), video)
-            out = adapter(inputs["x"], inputs["timesteps"], inputs["tokens"], mask, frames=frames)
-            result["adapter"] = (out - swift["adapter"]).abs().max().item()
-            result["adapter_scale"] = out.abs().max().item()
+    for name, out in outputs(d, inputs, frames, "cpu").items():
+        if name in swift:
+            result[name] = (out - swift[name]).abs().max().item()
+            result[f"{name}_scale"] = out.abs().max().item()
+    # The same forward passes on PyTorch's meta device (shapes only, no arithmetic): a tensor
+    # the twin makes on the CPU inside a forward pass fails here as it would on a GPU.
+    outputs(d, inputs, frames, "meta")
+    result["meta_device_ok"] = 1.0
     print(json.dumps(result))
-
 
 if __name__ == "__main__":
     try:

@@ -61,7 +61,7 @@ def save_safetensors(tensors, path):
 # ----------------------------------------------------------------------------- building blocks
 def timestep_features(t, dim):
     half = dim // 2
-    exponent = torch.arange(0, half, dtype=torch.float32) * (-math.log(10000.0) / half)
+    exponent = torch.arange(0, half, dtype=torch.float32, device=t.device) * (-math.log(10000.0) / half)
     args = t.float().unsqueeze(1) * exponent.exp().unsqueeze(0)
     return torch.cat([args.cos(), args.sin()], dim=1)
 
@@ -103,7 +103,7 @@ class Attention(nn.Module):
             scores = scores.masked_fill(hidden, float("-inf"))
         if causal:
             assert n == m, "causal attention needs as many keys as queries"
-            scores = scores.masked_fill(torch.ones(n, m, dtype=torch.bool).triu(1), float("-inf"))
+            scores = scores.masked_fill(torch.ones(n, m, dtype=torch.bool, device=scores.device).triu(1), float("-inf"))
         weights = scores.softmax(dim=-1)
         if edit_weights is not None:
             edited = edit_weights(weights)
