@@ -4,7 +4,7 @@
 #   bash scripts/gpu-check.sh OUTDIR          # with `.gpu/` from scripts/gpu-bundle.sh beside it
 #
 # 1. `contextdiff check-device --device cuda`: the networks, the three samplers and 10 training
-#    steps on CUDA against the CPU on the same weights (relative difference ≤ 1e-4, losses ≤ 1e-3);
+#    steps on CUDA against the CPU on the same weights (relative difference ≤ 1e-4 per forward pass, ≤ 1e-3 after 10 sampler steps and for the losses);
 # 2. `contextdiff benchmark --device cuda`: training and sampling images/s, Swift against its
 #    PyTorch twin on the same GPU, both in full fp32 (TF32 off);
 # 3. the shipped recipe's training time on the GPU, when the MiniLM files are there

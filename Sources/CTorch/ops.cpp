@@ -547,6 +547,40 @@ int ct_foreach_lerp_(ct_tensor *a, ct_tensor *b, int64_t n, double w) {
     at::_foreach_add_(va, vb, w);
   });
 }
+// One AdamW update of every parameter with a gradient, as multi-tensor (foreach) calls: a
+// handful of launches for the whole model instead of eight per parameter (what made a CUDA
+// training step launch-bound). The arithmetic is torch.optim.AdamW's, op for op:
+//   p *= 1 - lr·wd;  m.lerp_(g, 1 - β1);  v = β2·v + (1 - β2)·g²;  p -= step_size · m / (√v / c2 + eps)
+// On the CPU each foreach call runs the same per-tensor kernels, so results equal a loop's.
+int ct_adamw_step_(ct_tensor *params, ct_tensor *grads, ct_tensor *exp_avg, ct_tensor *exp_avg_sq, int64_t n,
+                   double lr, double beta1, double beta2, double eps, double weight_decay, double step_size,
+                   double correction2_root) {
+  return guard_status([&] {
+    auto p = list(params, n), g = list(grads, n), m = list(exp_avg, n), v = list(exp_avg_sq, n);
+    if (n == 0) return;
+    at::NoGradGuard no_grad;
+    if (weight_decay != 0) at::_foreach_mul_(p, 1.0 - lr * weight_decay);
+#if TORCH_VERSION_MAJOR >= 2
+    at::_foreach_lerp_(m, g, 1.0 - beta1);
+#else
+    for (int64_t i = 0; i < n; ++i) m[i].lerp_(g[i], 1.0 - beta1);  // 1.13 has no _foreach_lerp_
+#endif
+    at::_foreach_mul_(v, beta2);
+    at::_foreach_addcmul_(v, g, g, 1.0 - beta2);
+    auto denom = at::_foreach_sqrt(v);
+    at::_foreach_div_(denom, correction2_root);
+    at::_foreach_add_(denom, eps);
+    at::_foreach_addcdiv_(p, m, denom, -step_size);
+  });
+}
+// The 2-norm of each tensor, one multi-tensor call (gradient clipping).
+ct_tensor ct_foreach_norm_stacked(ct_tensor *a, int64_t n) {
+  return guard_tensor([&] {
+    auto va = list(a, n);
+    if (n == 0) throw std::invalid_argument("foreach norm of no tensors");
+    return at::stack(at::_foreach_norm(va, 2));
+  });
+}
 int ct_foreach_mul_scalar_(ct_tensor *a, int64_t n, double s) {
   return guard_status([&] {
     auto va = list(a, n);

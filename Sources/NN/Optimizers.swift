@@ -54,18 +54,22 @@ public final class AdamW: Optimizer {
         let correction2 = 1 - Foundation.pow(b2, Double(stepCount))
         let stepSize = learningRate / correction1
         let correction2Root = correction2.squareRoot()
+        var params: [Tensor] = [], grads: [Tensor] = [], ms: [Tensor] = [], vs: [Tensor] = []
+        for (i, p) in parameters.enumerated() {
+            guard let g = p.grad else { continue }
+            params.append(try p.detached())
+            grads.append(g)
+            ms.append(firstMoments[i])
+            vs.append(secondMoments[i])
+        }
+        guard !params.isEmpty else { return }
+        // A few multi-tensor calls for the whole model (on CUDA, eight launches per parameter
+        // made the step launch-bound); the same per-tensor arithmetic on the CPU.
         try Torch.withNoGrad {
-            for (i, p) in parameters.enumerated() {
-                guard let g = p.grad else { continue }
-                let param = try p.detached()
-                if weightDecay != 0 { try param.mulInPlace(1 - learningRate * weightDecay) }
-                let m = firstMoments[i], v = secondMoments[i]
-                try m.lerpInPlace(g, weight: 1 - b1)
-                try v.mulInPlace(b2)
-                try v.addcmulInPlace(g, g, value: 1 - b2)
-                let denom = try v.sqrt() / correction2Root + eps
-                try param.addcdivInPlace(m, denom, value: -stepSize)
-            }
+            try Tensor.adamWUpdate(
+                parameters: params, gradients: grads, firstMoments: ms, secondMoments: vs,
+                learningRate: learningRate, betas: betas, eps: eps, weightDecay: weightDecay,
+                stepSize: stepSize, correction2Root: correction2Root)
         }
     }
 
@@ -111,8 +115,7 @@ public func clipGradNorm(_ parameters: [Tensor], maxNorm: Double) throws -> Doub
     let grads = parameters.compactMap(\.grad)
     guard !grads.isEmpty else { return 0 }
     let total = try Torch.withNoGrad { () -> Double in
-        let norms = try Tensor.stack(grads.map { try $0.norm() })
-        return try norms.norm().item()
+        try Tensor.norms(grads).norm().item()
     }
     let scale = maxNorm / (total + 1e-6)
     if scale < 1 {

@@ -172,6 +172,40 @@ extension Tensor {
         }
     }
 
+    /// The 2-norm of every tensor, `[a.count]`, in one multi-tensor libtorch call.
+    public static func norms(_ a: [Tensor]) throws -> Tensor {
+        guard !a.isEmpty else { throw TorchError.invalidArgument("norms of no tensors") }
+        return try withHandles(a) { ha, n in try check(ct_foreach_norm_stacked(ha, n), "foreach norm") }
+    }
+
+    /// One AdamW update (`torch.optim.AdamW`'s arithmetic, op for op) of every parameter, as a
+    /// few multi-tensor libtorch calls: `p *= 1 − lr·wd`, `m ← lerp(m, g, 1 − β1)`,
+    /// `v ← β2·v + (1 − β2)·g²`, `p −= stepSize · m / (√v / correction2Root + eps)`.
+    /// The four lists are aligned; call without gradient tracking.
+    public static func adamWUpdate(
+        parameters: [Tensor], gradients: [Tensor], firstMoments: [Tensor], secondMoments: [Tensor],
+        learningRate: Double, betas: (Double, Double), eps: Double, weightDecay: Double,
+        stepSize: Double, correction2Root: Double
+    ) throws {
+        let n = parameters.count
+        guard gradients.count == n, firstMoments.count == n, secondMoments.count == n else {
+            throw TorchError.invalidArgument("AdamW lists differ in length")
+        }
+        try withHandles(parameters) { hp, count in
+            try withHandles(gradients) { hg, _ in
+                try withHandles(firstMoments) { hm, _ in
+                    try withHandles(secondMoments) { hv, _ in
+                        try check(
+                            status: ct_adamw_step_(
+                                hp, hg, hm, hv, count, learningRate, betas.0, betas.1, eps, weightDecay, stepSize,
+                                correction2Root),
+                            "AdamW step")
+                    }
+                }
+            }
+        }
+    }
+
     /// `a[i] *= s` for every tensor, in one fused libtorch call.
     public static func mulInPlace(_ a: [Tensor], _ s: Double) throws {
         try withHandles(a) { ha, n in

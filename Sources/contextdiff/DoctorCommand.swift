@@ -51,7 +51,9 @@ struct CheckDeviceCommand: ParsableCommand {
     )
 
     @OptionGroup var deviceOptions: DeviceOptions
-    @Option(help: "Largest relative difference of the networks' and samplers' outputs that passes.") var tolerance = 1e-4
+    @Option(help: "Largest relative difference of the networks' outputs that passes.") var tolerance = 1e-4
+    @Option(help: "Largest relative difference of a sampler's result that passes (its steps amplify rounding).")
+    var samplerTolerance = 1e-3
     @Option(help: "Largest relative difference of a training loss that passes.") var trainingTolerance = 1e-3
     @Option(help: "Steps of each sampler.") var samplerSteps = 10
     @Option(help: "Training steps on each side.") var trainingSteps = 10
@@ -60,7 +62,7 @@ struct CheckDeviceCommand: ParsableCommand {
     @Option(help: "Write the report as JSON to this file.") var jsonOutput: String?
 
     func validate() throws {
-        guard tolerance >= 0, trainingTolerance >= 0 else { throw ValidationError("tolerances must be ≥ 0") }
+        guard tolerance >= 0, samplerTolerance >= 0, trainingTolerance >= 0 else { throw ValidationError("tolerances must be ≥ 0") }
         guard (1...200).contains(samplerSteps), (1...200).contains(trainingSteps) else {
             throw ValidationError("--sampler-steps and --training-steps must be in 1...200")
         }
@@ -71,6 +73,7 @@ struct CheckDeviceCommand: ParsableCommand {
         Torch.numThreads = threads
         var check = DeviceCheck(device: try deviceOptions.resolved())
         check.tolerance = tolerance
+        check.samplerTolerance = samplerTolerance
         check.trainingTolerance = trainingTolerance
         check.samplerSteps = samplerSteps
         check.trainingSteps = trainingSteps

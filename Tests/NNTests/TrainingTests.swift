@@ -91,6 +91,42 @@ struct TrainingTests {
         #expect(try Swift.abs(p.item() - value) < 1e-5)
     }
 
+    /// The multi-tensor update of a whole model equals the per-parameter formula, parameter by
+    /// parameter: the lists stay aligned when a parameter has no gradient (it is left alone).
+    @Test func adamWUpdatesEveryParameterLikeTheFormula() throws {
+        let g = Generator(seed: 3)
+        let shapes = [[4, 3], [5], [2, 2, 3], [7]]
+        let params = try shapes.map { try Tensor.randn($0, generator: g).requiringGrad() }
+        let start = try params.map { try $0.scalars(as: Float.self).map(Double.init) }
+        let opt = try AdamW(parameters: params, learningRate: 0.05, betas: (0.9, 0.99), eps: 1e-8, weightDecay: 0.2)
+        var values = start
+        var m = start.map { [Double](repeating: 0, count: $0.count) }, v = m
+        for t in 1...3 {
+            try opt.zeroGrad()
+            // Parameter 2 takes no part in the loss: no gradient, no update (not even decay).
+            var loss = try Tensor(scalar: Float(0))
+            for i in [0, 1, 3] { loss = try loss + (params[i] * params[i] * Double(i + 1)).sum() }
+            try loss.backward()
+            try opt.step()
+            for i in [0, 1, 3] {
+                for j in values[i].indices {
+                    let grad = 2 * Double(i + 1) * values[i][j]
+                    values[i][j] *= 1 - 0.05 * 0.2
+                    m[i][j] = 0.9 * m[i][j] + 0.1 * grad
+                    v[i][j] = 0.99 * v[i][j] + 0.01 * grad * grad
+                    let mHat = m[i][j] / (1 - pow(0.9, Double(t))), vHat = v[i][j] / (1 - pow(0.99, Double(t)))
+                    values[i][j] -= 0.05 * mHat / (vHat.squareRoot() + 1e-8)
+                }
+            }
+        }
+        for (i, p) in params.enumerated() {
+            let got = try p.scalars(as: Float.self).map(Double.init)
+            let scale = values[i].map(Swift.abs).max() ?? 1
+            for (a, b) in zip(got, values[i]) { #expect(Swift.abs(a - b) <= 1e-5 * Swift.max(scale, 1), "parameter \(i)") }
+        }
+        #expect(try params[2].scalars(as: Float.self).map(Double.init) == start[2])
+    }
+
     @Test func clipGradNormScalesToMaxNorm() throws {
         let a = try Tensor([Float(3), 0], shape: [2]).requiringGrad()
         let b = try Tensor([Float(0), 4], shape: [2]).requiringGrad()

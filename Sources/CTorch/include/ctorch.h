@@ -132,6 +132,12 @@ int ct_fill_(ct_tensor a, double v);
 int ct_zero_(ct_tensor a);
 int ct_foreach_lerp_(ct_tensor *a, ct_tensor *b, int64_t n, double w);
 int ct_foreach_mul_scalar_(ct_tensor *a, int64_t n, double s);
+/* One AdamW update (torch.optim.AdamW's arithmetic) of n parameters, as multi-tensor calls. */
+int ct_adamw_step_(ct_tensor *params, ct_tensor *grads, ct_tensor *exp_avg, ct_tensor *exp_avg_sq, int64_t n,
+                   double lr, double beta1, double beta2, double eps, double weight_decay, double step_size,
+                   double correction2_root);
+/* [n]: the 2-norm of each of n tensors (one multi-tensor call). */
+ct_tensor ct_foreach_norm_stacked(ct_tensor *a, int64_t n);
 
 /* reductions */
 ct_tensor ct_reduce(int op, ct_tensor t, const int64_t *dims, int64_t ndims, bool keepdim);

@@ -367,7 +367,9 @@ public struct BenchmarkSettings: Sendable, Equatable {
             ],
             "sgemm": [
                 "size": 2048, "gflops": sgemm, "onednn_gemm_gflops": onednnGemm, "threads": threads, "openblas_threads": threads,
-                "note": "2048³ float32 products at every thread: torch.matmul (OpenBLAS sgemm) and the same product as a oneDNN 1×1 convolution",
+                "note": device == .cpu
+                    ? "2048³ float32 products at every thread: torch.matmul (OpenBLAS sgemm) and the same product as a oneDNN 1×1 convolution"
+                    : "2048³ float32 product on \(device) through libtorch (cuBLAS), TF32 off; no oneDNN figure",
             ],
             "flops": flopsJSON,
             "training": trainingJSON,
@@ -394,8 +396,12 @@ public struct BenchmarkSettings: Sendable, Equatable {
                      Double(model.unet.parameterCount) / 1e6, Double(model.adapter!.parameterCount) / 1e6) + diffusersParams)
         print(String(format: "equivalence (same weights): U-Net %.1e, adapter %.1e ≤ %.0e; first training loss |Δ| %.1e; final samples max |Δ| %.1e",
                      unetDiff, adapterDiff, tolerance, lossDiff, sampleDiff))
-        print(String(format: "sgemm 2048×2048 through libtorch, %d threads: %.1f GFLOP/s (OpenBLAS), %.1f GFLOP/s (oneDNN 1×1 convolution)",
-                     threads, sgemm, onednnGemm))
+        if device == .cpu {
+            print(String(format: "sgemm 2048×2048 through libtorch, %d threads: %.1f GFLOP/s (OpenBLAS), %.1f GFLOP/s (oneDNN 1×1 convolution)",
+                         threads, sgemm, onednnGemm))
+        } else {
+            print(String(format: "sgemm 2048×2048 through libtorch on %@, full fp32 (TF32 off): %.1f GFLOP/s", device.description, sgemm))
+        }
         print(String(format: "FLOPs per image (analytic): training step %.2f GFLOP, sampling run %.2f GFLOP; diffusers %.2f / %.2f GFLOP",
                      trainPerImage / 1e9, samplePerImage / 1e9, diffusersTrainFlops / Double(trainBatch) / 1e9,
                      diffusersSampleFlops / Double(sampleBatch) / 1e9))
@@ -414,9 +420,14 @@ public struct BenchmarkSettings: Sendable, Equatable {
         for key in ratios.keys.sorted() {
             print("  " + key.padding(toLength: 32, withPad: " ", startingAt: 0) + String(format: " %.3f", ratios[key]!))
         }
-        print(String(format: "  Swift training step achieves %.1f GFLOP/s = %.0f%% of OpenBLAS sgemm, %.0f%% of the oneDNN GEMM",
-                     (training["swift"]?.double("images_per_s") ?? .nan) * trainPerImage / 1e9,
-                     100 * ratios["train_swift_gflops_over_sgemm"]!, 100 * ratios["train_swift_gflops_over_onednn_gemm"]!))
+        let trainGFLOPs = (training["swift"]?.double("images_per_s") ?? .nan) * trainPerImage / 1e9
+        if device == .cpu {
+            print(String(format: "  Swift training step achieves %.1f GFLOP/s = %.0f%% of OpenBLAS sgemm, %.0f%% of the oneDNN GEMM",
+                         trainGFLOPs, 100 * ratios["train_swift_gflops_over_sgemm"]!, 100 * ratios["train_swift_gflops_over_onednn_gemm"]!))
+        } else {
+            print(String(format: "  Swift training step achieves %.1f GFLOP/s = %.1f%% of the sgemm on %@",
+                         trainGFLOPs, 100 * ratios["train_swift_gflops_over_sgemm"]!, device.description))
+        }
         print("targets: " + targets.keys.sorted().map { "\($0): \(targets[$0]!)" }.joined(separator: "; "))
         if editFrames > 0 {
             print(String(format: "\n(c) video edit, %d frames %d×%d: %d tuning steps, DDIM inversion %d steps with attention recording, %d guided steps with fusion and the adapter",
