@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The text-to-image ablation's table (issue 18): mean ± sample standard deviation over seeds of
 the `contextdiff evaluate --json` reports that scripts/t2i_ablation.sh writes as
-ROOT/METHOD-sSEED.json (METHOD: contextdiff, baseline).
+ROOT/METHOD-sSEED.json (METHOD: contextdiff, baseline, contextdiff-bf16).
 
     python3 scripts/t2i_ablation.py ROOT
 """
@@ -42,14 +42,14 @@ def main():
     root = sys.argv[1]
     reports = {}
     for path in sorted(glob.glob(os.path.join(root, "*-s*.json"))):
-        match = re.fullmatch(r"(contextdiff|baseline)-s(\d+)\.json", os.path.basename(path))
+        match = re.fullmatch(r"(contextdiff-bf16|contextdiff|baseline)-s(\d+)\.json", os.path.basename(path))
         if match:
             reports.setdefault(match.group(1), {})[int(match.group(2))] = json.load(open(path))
     if not reports:
         sys.exit(f"no METHOD-sSEED.json reports in {root}")
     print("| method | split | seeds | " + " | ".join(name for name, _ in FIELDS) + " |")
     print("| --- | --- | --- |" + " ---: |" * len(FIELDS))
-    for method in ("baseline", "contextdiff"):
+    for method in ("baseline", "contextdiff", "contextdiff-bf16"):
         runs = reports.get(method, {})
         if not runs:
             continue

@@ -10,6 +10,8 @@
 # skipped, so the script can be killed and started again at any point, in any later session.
 # JOBS=2 runs two chains at a time (each on THREADS threads, default 1); a chain another
 # invocation is running is skipped (a lock file per chain). Logs: ROOT/logs/.
+# METHODS (default "contextdiff baseline") may add contextdiff-bf16: the ContextDiff chain
+# trained in bf16 mixed precision (`--precision bf16`, issue 20's quality comparison).
 # Afterwards: python3 scripts/t2i_ablation.py ROOT
 set -euo pipefail
 root=${1:?usage: t2i_ablation.sh ROOT [BINARY]}
@@ -35,6 +37,7 @@ stage() {  # RUN LOG ARGS...: trains (or resumes) unless RUN/finished exists
 chain() {  # METHOD SEED
     local method=$1 s=$2 dir="$root/$1-s$2" log="$root/logs/$1-s$2.log" flag=()
     [ "$method" = baseline ] && flag=(--baseline)
+    [ "$method" = contextdiff-bf16 ] && flag=(--precision bf16)
     # One process per chain, even across several invocations of this script.
     exec {lock}>"$root/$method-s$s.lock"
     flock -n "$lock" || { echo "$method-s$s is running elsewhere; skipped" >&2; return 0; }
@@ -55,7 +58,7 @@ chain() {  # METHOD SEED
 
 running=0
 for s in $seeds; do
-    for method in contextdiff baseline; do
+    for method in ${METHODS:-contextdiff baseline}; do
         chain "$method" "$s" &
         running=$((running + 1))
         if [ "$running" -ge "$jobs" ]; then wait -n || true; running=$((running - 1)); fi

@@ -13,6 +13,7 @@
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/csrc/api/include/torch/version.h>
 #include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <c10/core/InferenceMode.h>
 
 #include <cstring>
@@ -78,6 +79,64 @@ static at::TensorOptions opts(int dtype) {
 // a batch's rows picked on the GPU).
 static at::Tensor on_device_of(const at::Tensor &index, const at::Tensor &data) {
   return index.device() == data.device() ? index : index.to(data.device());
+}
+
+// ---------------------------------------------------------------- mixed precision
+
+// A mixed-precision scope (thread-local; scopes nest): matrix products and convolutions of
+// float32 tensors read bfloat16 copies of their operands, compute in bfloat16 (oneDNN's native
+// kernels on AVX-512 BF16 / AMX) and hand back float32. Everything between them — norms,
+// activations, softmax, residual sums, losses, optimizer — stays float32. Unlike libtorch's
+// autocast, which leaves the products' outputs in bfloat16, this keeps libtorch 1.13's slow
+// bfloat16 GroupNorm and SiLU kernels out of the way (docs/PERFORMANCE.md "bf16").
+static thread_local c10::optional<at::ScalarType> g_mixed;
+
+// float32 → bfloat16 with round-to-nearest-even, as c10::BFloat16 rounds, in a loop the
+// compiler vectorises: libtorch 1.13's own conversion runs element by element (about 1.4 ns per
+// element on this CPU, as long as a small convolution takes), which ate most of what the
+// bfloat16 kernels save. Dense tensors only (any memory format); others take libtorch's path.
+static at::Tensor to_bf16_fast(const at::Tensor &x) {
+  if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || !x.is_non_overlapping_and_dense())
+    return x.to(at::kBFloat16);
+  auto out = at::empty_like(x, x.options().dtype(at::kBFloat16));
+  const float *src = x.data_ptr<float>();
+  auto *dst = reinterpret_cast<uint16_t *>(out.data_ptr());
+  at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      uint32_t u;
+      std::memcpy(&u, src + i, sizeof u);
+      const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+      const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+      dst[i] = nan ? static_cast<uint16_t>((u >> 16) | 0x40u) : static_cast<uint16_t>(rounded);
+    }
+  });
+  return out;
+}
+
+// The conversion as an autograd function (the gradient goes back to float32 unchanged).
+struct ToBFloat16 : public torch::autograd::Function<ToBFloat16> {
+  static at::Tensor forward(torch::autograd::AutogradContext *, const at::Tensor &x) { return to_bf16_fast(x); }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext *, torch::autograd::variable_list grads) {
+    return {grads[0].to(at::kFloat)};
+  }
+};
+
+// An operand in the scope's dtype (a float32 one; others as they are).
+static at::Tensor lo(const at::Tensor &t) {
+  if (!g_mixed.has_value() || t.scalar_type() != at::kFloat) return t;
+  if (*g_mixed != at::kBFloat16 || !t.device().is_cpu()) return t.to(*g_mixed);
+  if (t.requires_grad() && c10::GradMode::is_enabled()) return ToBFloat16::apply(t);
+  return to_bf16_fast(t);
+}
+static c10::optional<at::Tensor> lo(const c10::optional<at::Tensor> &t) {
+  if (!t.has_value()) return t;
+  return lo(*t);
+}
+// A product's result back in float32 when its first operand was.
+static at::Tensor hi(const at::Tensor &result, const at::Tensor &operand) {
+  return g_mixed.has_value() && operand.scalar_type() == at::kFloat && result.scalar_type() != at::kFloat
+             ? result.to(at::kFloat)
+             : result;
 }
 
 // CUDA comes from libtorch_cuda, loaded on first use from the folder libtorch_cpu was loaded
@@ -667,16 +726,16 @@ ct_tensor ct_quantile(ct_tensor t, double q, int64_t dim, bool has_dim, bool kee
 // ---------------------------------------------------------------- linear algebra
 
 ct_tensor ct_matmul(ct_tensor a, ct_tensor b) {
-  return guard_tensor([&] { return at::matmul(T(a), T(b)); });
+  return guard_tensor([&] { return hi(at::matmul(lo(T(a)), lo(T(b))), T(a)); });
 }
 ct_tensor ct_bmm(ct_tensor a, ct_tensor b) {
-  return guard_tensor([&] { return at::bmm(T(a), T(b)); });
+  return guard_tensor([&] { return hi(at::bmm(lo(T(a)), lo(T(b))), T(a)); });
 }
 ct_tensor ct_baddbmm(ct_tensor input, ct_tensor a, ct_tensor b, double beta, double alpha) {
-  return guard_tensor([&] { return at::baddbmm(T(input), T(a), T(b), beta, alpha); });
+  return guard_tensor([&] { return hi(at::baddbmm(lo(T(input)), lo(T(a)), lo(T(b)), beta, alpha), T(a)); });
 }
 ct_tensor ct_linear(ct_tensor x, ct_tensor w, ct_tensor b) {
-  return guard_tensor([&] { return at::linear(T(x), T(w), opt(b)); });
+  return guard_tensor([&] { return hi(at::linear(lo(T(x)), lo(T(w)), lo(opt(b))), T(x)); });
 }
 
 // oneDNN's direct convolution kernels reach several times OpenBLAS's speed on the skinny
@@ -710,7 +769,11 @@ static at::Tensor linear_as_conv(const at::Tensor &x, const at::Tensor &w, const
 }
 
 ct_tensor ct_linear_conv(ct_tensor x, ct_tensor w, ct_tensor b) {
-  return guard_tensor([&] { return linear_as_conv(T(x), T(w), opt(b)); });
+  return guard_tensor([&] {
+    // In a mixed scope oneDNN's bfloat16 matrix product is as fast as the 1×1-convolution view.
+    if (g_mixed.has_value()) return hi(at::linear(lo(T(x)), lo(T(w)), lo(opt(b))), T(x));
+    return linear_as_conv(T(x), T(w), opt(b));
+  });
 }
 int ct_eigh(ct_tensor t, ct_tensor *eigenvalues, ct_tensor *eigenvectors) {
   return guard_status([&] {
@@ -727,7 +790,7 @@ static std::vector<int64_t> arr(const int64_t *p, int n) { return vec(p, n); }
 ct_tensor ct_conv2d(ct_tensor x, ct_tensor w, ct_tensor b, const int64_t *stride,
                     const int64_t *padding, const int64_t *dilation, int64_t groups) {
   return guard_tensor([&] {
-    return at::conv2d(T(x), T(w), opt(b), arr(stride, 2), arr(padding, 2), arr(dilation, 2), groups);
+    return hi(at::conv2d(lo(T(x)), lo(T(w)), lo(opt(b)), arr(stride, 2), arr(padding, 2), arr(dilation, 2), groups), T(x));
   });
 }
 ct_tensor ct_conv_transpose2d(ct_tensor x, ct_tensor w, ct_tensor b, const int64_t *stride,
@@ -744,12 +807,18 @@ ct_tensor ct_conv3d(ct_tensor x, ct_tensor w, ct_tensor b, const int64_t *stride
     return at::conv3d(T(x), T(w), opt(b), arr(stride, 3), arr(padding, 3), arr(dilation, 3), groups);
   });
 }
+// A norm's affine weight in its input's dtype: under autocast a convolution hands GroupNorm a
+// bfloat16 input, and libtorch 1.13's CPU kernels take no float32 weight with it.
+static c10::optional<at::Tensor> like(const c10::optional<at::Tensor> &w, const at::Tensor &x) {
+  if (!w.has_value() || w->scalar_type() == x.scalar_type()) return w;
+  return w->to(x.scalar_type());
+}
 ct_tensor ct_group_norm(ct_tensor x, int64_t groups, ct_tensor w, ct_tensor b, double eps) {
-  return guard_tensor([&] { return at::group_norm(T(x), groups, opt(w), opt(b), eps); });
+  return guard_tensor([&] { return at::group_norm(T(x), groups, like(opt(w), T(x)), like(opt(b), T(x)), eps); });
 }
 ct_tensor ct_layer_norm(ct_tensor x, const int64_t *normalized_shape, int64_t n, ct_tensor w,
                         ct_tensor b, double eps) {
-  return guard_tensor([&] { return at::layer_norm(T(x), vec(normalized_shape, n), opt(w), opt(b), eps); });
+  return guard_tensor([&] { return at::layer_norm(T(x), vec(normalized_shape, n), like(opt(w), T(x)), like(opt(b), T(x)), eps); });
 }
 ct_tensor ct_softmax(ct_tensor t, int64_t dim) {
   return guard_tensor([&] { return at::softmax(T(t), dim); });
@@ -899,6 +968,31 @@ ct_guard ct_inference_mode_enter(void) {
   }
 }
 void ct_inference_mode_exit(ct_guard g) { delete g; }
+
+struct ct_autocast_s {
+  c10::optional<at::ScalarType> previous;
+};
+
+ct_autocast ct_autocast_enter(int device_type, int dtype) {
+  try {
+    auto type = device_of(device_type, 0).type();
+    if (type != c10::kCPU && type != c10::kCUDA) throw std::invalid_argument("mixed precision runs on the CPU or CUDA");
+    auto st = to_scalar_type(dtype);
+    if (st != at::kBFloat16 && st != at::kHalf) throw std::invalid_argument("mixed precision computes in bfloat16 or float16");
+    auto *g = new ct_autocast_s{g_mixed};
+    g_mixed = st;
+    return g;
+  } catch (const std::exception &e) {
+    set_error(e.what());
+    return nullptr;
+  }
+}
+void ct_autocast_exit(ct_autocast g) {
+  if (g == nullptr) return;
+  g_mixed = g->previous;
+  delete g;
+}
+
 
 // ---------------------------------------------------------------- threads
 

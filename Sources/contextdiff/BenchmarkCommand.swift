@@ -35,6 +35,10 @@ struct BenchmarkCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Also time Swift with its reference kernels (the 'before' of docs/NOTES.md \"Performance\").")
     var referenceSide = true
     @Flag(help: "Keep the work folder (weights, data, samples) instead of deleting it.") var keepFiles = false
+    @Flag(inversion: .prefixedNo, help: ArgumentHelp(
+        "Also time training and sampling in bf16 mixed precision (Swift --precision bf16; the PyTorch peers with torch.autocast).",
+        discussion: "Default: on where the CPU computes bfloat16 natively (avx512_bf16 or amx_bf16), off elsewhere."))
+    var bf16: Bool?
     @Option(help: "Frames of the timed video edit (0 leaves the edit out).") var editFrames = 8
     @Option(help: "One-shot tuning steps of the timed video edit.") var editTuneSteps = 50
     @Option(help: "DDIM steps of the video edit's inversion and of its editing.") var editSteps = 20
@@ -62,6 +66,7 @@ struct BenchmarkCommand: ParsableCommand {
         s.editSteps = editSteps
         s.editRepeats = editRepeats
         s.editTolerance = editTolerance
+        if let bf16 { s.bf16 = bf16 }
         return s
     }
 

@@ -19,6 +19,7 @@ struct BenchmarkWorkerCommand: ParsableCommand {
     var referenceKernels = false
     @Flag(help: "edit: run the short equivalence edit (bench.json's edit_check) instead of the timed one.")
     var check = false
+    @Option(help: "train and sample: fp32 or bf16 (mixed precision).") var precision: Precision = .fp32
 
     func run() throws {
         if referenceKernels {
@@ -27,9 +28,11 @@ struct BenchmarkWorkerCommand: ParsableCommand {
             Torch.keepFreedTensorMemory()
         }
         let measurement = try workload.measure(
-            folder: BenchmarkFolder(url: URL(fileURLWithPath: directory)), referenceKernels: referenceKernels, check: check)
+            folder: BenchmarkFolder(url: URL(fileURLWithPath: directory)), referenceKernels: referenceKernels, check: check,
+            precision: precision)
         print(try measurement.jsonLine())
     }
 }
 
 extension BenchmarkWorkload: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}

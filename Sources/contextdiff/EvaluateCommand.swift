@@ -61,6 +61,7 @@ struct EvaluateCommand: ParsableCommand {
     var numSamples = 64
     @Option(help: "Images generated per prompt.") var imagesPerPrompt = 1
     @OptionGroup var sampling: SamplingOptions
+    @OptionGroup var precisionOptions: PrecisionOptions
     @Option(help: "Seed of the sampling noise (training used others).") var seed: UInt64 = 1234
     @Option(help: "Prompts generated per batch.") var batch = 16
     @Flag(help: "Sample without the context adapter (as if r_φ ≡ 0).") var noContext = false
@@ -115,12 +116,15 @@ struct EvaluateCommand: ParsableCommand {
         options.useContext = !noContext
         options.imagesPerPrompt = imagesPerPrompt
         options.layout = layout
+        // Checked in run(), before any work.
+        options.precision = (try? precisionOptions.resolved(for: .cpu).0) ?? .fp32
         return options
     }
 
     func run() throws {
         Torch.numThreads = threads
         Torch.keepFreedTensorMemory()
+        if let note = try precisionOptions.resolved(for: .cpu).note { FileHandle.standardError.write(Data("\(note)\n".utf8)) }
         guard let modelURL = model.map({ URL(fileURLWithPath: $0) }) ?? defaultModelDirectory() else {
             throw ValidationError("no model given and no shipped model found; pass --model DIR")
         }

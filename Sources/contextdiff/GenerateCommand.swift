@@ -53,6 +53,7 @@ struct GenerateCommand: ParsableCommand {
     var maskBox: String?
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @OptionGroup var deviceOptions: DeviceOptions
+    @OptionGroup var precisionOptions: PrecisionOptions
     @OptionGroup(title: "Super-resolution (the cascade's second stage)") var superResolution: SuperResolutionFlags
 
     /// The prompts from the arguments and the prompts file.
@@ -128,6 +129,9 @@ struct GenerateCommand: ParsableCommand {
         options.seed = seed
         options.imagesPerPrompt = numImages
         options.useContext = !noContext
+        let (precision, precisionNote) = try precisionOptions.resolved(for: device)
+        options.precision = precision
+        if let precisionNote { note(precisionNote) }
         let given = try givenLayout()
         if given == nil { options.layout = LayoutMode(rawValue: layout) ?? .sampled }
         try options.validate(trainTimesteps: loaded.schedule.config.trainTimesteps)

@@ -137,6 +137,29 @@ struct DeviceOptions: ParsableArguments {
     }
 }
 
+/// `--precision fp32|bf16|auto`: the networks' matrix products and convolutions in float32 or in
+/// bfloat16 mixed precision (weights, optimizer state, losses and the samplers stay float32).
+struct PrecisionOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "fp32, bf16 (mixed precision: products and convolutions in bfloat16) or auto.",
+        discussion: "auto picks bf16 on a CPU with native bfloat16 (avx512_bf16 or amx_bf16 in /proc/cpuinfo) and fp32 elsewhere, and says which."))
+    var precision: String?
+
+    /// The precision for `device`, and for `auto` a note saying what was picked and why.
+    /// `fallback` is used when the flag is absent (a recipe's own precision, say).
+    func resolved(for device: Device, fallback: Precision = .fp32) throws -> (Precision, note: String?) {
+        guard let precision else { return (fallback, nil) }
+        if precision == "auto" {
+            let (picked, reason) = Precision.automatic(for: device)
+            return (picked, "precision: auto → \(picked) (\(reason))")
+        }
+        guard let p = Precision(rawValue: precision) else {
+            throw ValidationError("--precision must be fp32, bf16 or auto, not '\(precision)'")
+        }
+        return (p, nil)
+    }
+}
+
 extension Device: ExpressibleByArgument {
     public init?(argument: String) { self.init(argument) }
     public static var defaultCompletionKind: CompletionKind { .list(["cpu", "cuda", "cuda:0"]) }

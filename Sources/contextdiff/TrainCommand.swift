@@ -67,6 +67,7 @@ struct TrainCommand: ParsableCommand {
     var timestepRange: String?
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @OptionGroup var deviceOptions: DeviceOptions
+    @OptionGroup var precisionOptions: PrecisionOptions
     @Flag(help: "Start from scratch even if the run folder has checkpoints.") var noResume = false
     @Option(help: ArgumentHelp(
         "Start from a model folder's weights instead of a random initialisation (fine-tuning).",
@@ -97,6 +98,9 @@ struct TrainCommand: ParsableCommand {
         if let weighting { r.training.weighting = try LossWeighting(parsing: weighting) }
         if let seed { r.training.seed = seed; r.benchmark.seed = seed }
         if let checkpointEvery { r.training.checkpointEvery = checkpointEvery }
+        let (precision, precisionNote) = try precisionOptions.resolved(for: deviceOptions.device, fallback: r.training.precision)
+        r.training.precision = precision
+        if let precisionNote { note(precisionNote) }
         if let keepCheckpoints { r.training.keepCheckpoints = keepCheckpoints }
         if let datasetSize { r.datasetSize = datasetSize }
         if let imageFolder { r.imageFolder = imageFolder }

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import ContextDiff
+import Torch
 
 @Suite("Training configuration")
 struct TrainingConfigTests {
@@ -14,5 +15,12 @@ struct TrainingConfigTests {
         try config.validate()
         let decoded = try JSONDecoder().decode(TrainingConfig.self, from: JSONEncoder().encode(config))
         #expect(decoded.timestepRange == [300, 600])
+    }
+
+    /// A recipe names its precision (fp32 when it does not); an unknown one is refused.
+    @Test func precisionIsARecipeKey() throws {
+        #expect(try JSONDecoder().decode(TrainingConfig.self, from: Data("{}".utf8)).precision == .fp32)
+        #expect(try JSONDecoder().decode(TrainingConfig.self, from: Data(#"{"precision": "bf16"}"#.utf8)).precision == .bf16)
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(TrainingConfig.self, from: Data(#"{"precision": "fp8"}"#.utf8)) }
     }
 }

@@ -143,6 +143,18 @@ struct CLITests {
         let record = try #require(text.last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.value.utf8)) as? [String: Any] })
         #expect(record["prompts"] as? [String] == ["a red circle"] && record["model"] as? String == "model", "\(record)")
         #expect((record["options"] as? [String: Any])?["steps"] as? Int == 3, "\(record)")
+        #expect((record["options"] as? [String: Any])?["precision"] as? String == "fp32", "\(record)")
+
+        // --precision auto says what it picked, and the record says it too.
+        let auto = root.appendingPathComponent("out/auto.png")
+        let picked = try CLI.run(["generate", "a red circle", "--model", straight.appendingPathComponent("model").path,
+                                  "--steps", "3", "--num-images", "1", "-o", auto.path, "--threads", "1", "--precision", "auto"])
+        #expect(picked.status == 0, "\(picked.stderr)")
+        let expected = Precision.automatic(for: .cpu).precision
+        #expect(picked.stderr.contains("precision: auto → \(expected)"), "\(picked.stderr)")
+        let autoRecord = try #require(try PNGText.read(from: Data(contentsOf: auto)).last.flatMap {
+            try? JSONSerialization.jsonObject(with: Data($0.value.utf8)) as? [String: Any] })
+        #expect((autoRecord["options"] as? [String: Any])?["precision"] as? String == expected.rawValue, "\(autoRecord)")
 
         // Bad input: clear messages and non-zero exits, never a crash.
         let model = straight.appendingPathComponent("model").path
@@ -155,6 +167,7 @@ struct CLITests {
         try failure(["generate", "a red circle", "--model", model, "--sampler", "euler"], mentions: "sampler")
         try failure(["generate", "a red circle", "--model", model, "--steps", "0"], mentions: "steps")
         try failure(["generate", "a red circle", "--model", model, "--guidance=-1"], mentions: "guidance")
+        try failure(["generate", "a red circle", "--model", model, "--precision", "half"], mentions: "--precision must be fp32, bf16 or auto")
         try failure(["generate", "   ", "--model", model], mentions: "prompt is empty")
         try failure(["generate", "a red circle", "--model", model, "--steps", "5000"], mentions: "exceeds")
         try failure(["generate", "a red circle", "--model", model, "-o", "/proc/forbidden/out"], mentions: "output folder")

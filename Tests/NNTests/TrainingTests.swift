@@ -44,7 +44,10 @@ struct TrainingTests {
         return (try Tensor(pixels, shape: [count, 1, 8, 8]), try Tensor(labels, shape: [count]))
     }
 
-    @Test func convNetFitsQuadrantTask() throws {
+    /// The same task trains as well in bf16 mixed precision (products and convolutions in
+    /// bfloat16, weights and AdamW in float32).
+    @Test(arguments: [Precision.fp32, .bf16])
+    func convNetFitsQuadrantTask(precision: Precision) throws {
         try Torch.withSeed(7) {
             let generator = Generator(seed: 11)
             let (x, y) = try Self.quadrantData(count: 128, generator: generator)
@@ -57,7 +60,9 @@ struct TrainingTests {
             for step in 0..<150 {
                 optimizer.learningRate = schedule.learningRate(at: step)
                 let batch = try Tensor.randint(0, 128, shape: [32], generator: generator)
-                let loss = try model(x.indexSelect(dim: 0, batch)).crossEntropy(targets: y.indexSelect(dim: 0, batch))
+                let loss = try Torch.withPrecision(precision, on: .cpu) {
+                    try model(x.indexSelect(dim: 0, batch)).crossEntropy(targets: y.indexSelect(dim: 0, batch))
+                }
                 try optimizer.zeroGrad()
                 try loss.backward()
                 try clipGradNorm(optimizer.parameters, maxNorm: 1.0)
@@ -65,7 +70,7 @@ struct TrainingTests {
                 if step == 0 { firstLoss = try loss.item() }
                 lastLoss = try loss.item()
             }
-            let predictions = try Torch.withNoGrad { try model(testX).argmax(dim: 1) }
+            let predictions = try Torch.withNoGrad { try Torch.withPrecision(precision, on: .cpu) { try model(testX).argmax(dim: 1) } }
             let accuracy = try predictions.eq(testY).to(.float32).mean().item()
             #expect(lastLoss < firstLoss * 0.2, "loss \(firstLoss) -> \(lastLoss)")
             #expect(accuracy >= 0.95, "held-out accuracy \(accuracy)")

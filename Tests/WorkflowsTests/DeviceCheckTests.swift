@@ -38,7 +38,10 @@ struct DeviceCheckTests {
     }
 
     /// The CPU against itself: every comparison runs (networks, three samplers, training) and
-    /// every figure is exactly 0: the two sides really are the same weights, inputs and draws.
+    /// every figure is at rounding level: the two sides really are the same weights, inputs and
+    /// draws. (Alone it reads exactly 0; tests running beside it in this process may change
+    /// libtorch's thread count between the two sides, which reorders a reduction's float sums:
+    /// 3e-5 was seen. Different weights or draws differ by order 1.)
     @Test func theCPUAgainstItselfAgreesExactly() throws {
         var check = DeviceCheck(device: .cpu)
         check.samplerSteps = 3
@@ -48,7 +51,7 @@ struct DeviceCheckTests {
         #expect(report.figures.map(\.name) == [
             "unet_forward", "adapter_forward", "sampler_ddim", "sampler_ddpm", "sampler_dpmpp", "training_losses",
         ])
-        for f in report.figures { #expect(f.relativeDifference == 0, "\(f.name)") }
+        for f in report.figures { #expect(f.relativeDifference <= 1e-4, "\(f.name): \(f.relativeDifference)") }
         #expect(report.passed)
         #expect(report.losses["cpu"]?.count == 3 && report.losses["cpu"]!.allSatisfy { $0.isFinite && $0 > 0 })
         let decoded = try JSONDecoder().decode(DeviceCheck.Report.self, from: JSONEncoder().encode(report))

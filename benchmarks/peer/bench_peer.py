@@ -81,12 +81,30 @@ def diffusers_unet(unet_cfg, layers_per_block=None):
         class_embed_type="projection", projection_class_embeddings_input_dim=unet_cfg["pooled_dim"])
 
 
+def _norm_weights_like_input():
+    """libtorch 1.13's CPU GroupNorm/LayerNorm take no float32 weight with a bfloat16 input,
+    which autocast hands them; cast the (small) weights to the input's dtype, as Swift does."""
+    group_norm, layer_norm = F.group_norm, F.layer_norm
+
+    def gn(x, groups, weight=None, bias=None, eps=1e-5):
+        cast = (lambda t: t if t is None or t.dtype == x.dtype else t.to(x.dtype))
+        return group_norm(x, groups, cast(weight), cast(bias), eps)
+
+    def ln(x, shape, weight=None, bias=None, eps=1e-5):
+        cast = (lambda t: t if t is None or t.dtype == x.dtype else t.to(x.dtype))
+        return layer_norm(x, shape, cast(weight), cast(bias), eps)
+
+    F.group_norm, F.layer_norm = gn, ln
+
+
 class Setup:
-    def __init__(self, d, impl):
+    def __init__(self, d, impl, precision="fp32"):
         with open(os.path.join(d, "bench.json")) as f:
             self.spec = json.load(f)
         torch.set_num_threads(self.spec["threads"])
-        self.dir, self.impl = d, impl
+        self.dir, self.impl, self.precision = d, impl, precision
+        if precision == "bf16":
+            _norm_weights_like_input()
         self.data = load_safetensors(os.path.join(d, "data.safetensors"))
         with open(os.path.join(d, "unet", "config.json")) as f:
             self.unet_cfg = json.load(f)
@@ -120,10 +138,21 @@ class Setup:
         s = math.sqrt(float(self.data["alphas_cumprod"][t]))
         return s * (1 - s)
 
+    def autocast(self):
+        """bf16: PyTorch's automatic mixed precision (what a PyTorch user would turn on)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
     def denoise(self, x, t, tokens, mask, pooled):
-        if self.impl == "twin":
-            return self.unet(x, t, tokens, mask, pooled)
-        return self.unet(x, t, encoder_hidden_states=tokens, encoder_attention_mask=mask, class_labels=pooled).sample
+        with self.autocast():
+            if self.impl == "twin":
+                out = self.unet(x, t, tokens, mask, pooled)
+            else:
+                out = self.unet(x, t, encoder_hidden_states=tokens, encoder_attention_mask=mask, class_labels=pooled).sample
+        return out.float()
+
+    def adapt(self, x0, t, tokens, mask):
+        with self.autocast():
+            return self.adapter(x0, t, tokens, mask).float()
 
     def parameters(self):
         return list(self.unet.parameters()) + (list(self.adapter.parameters()) if self.adapter is not None else [])
@@ -194,7 +223,7 @@ def train(s):
         xt = x0 * a.sqrt().float().reshape(shape).to(s.device) + noise * (1 - a).sqrt().float().reshape(shape).to(s.device)
         if s.adapter is not None:
             ttok, tmask, _ = rows(r_true)
-            r = s.adapter(x0, t, ttok, tmask)
+            r = s.adapt(x0, t, ttok, tmask)
             xt = xt + r * torch.tensor([s.k(int(v)) for v in t_cpu], dtype=torch.float64).float().reshape(shape).to(s.device)
         out = s.denoise(xt, t, tok, mask, pooled)
         loss = (out - x0).square().mean(dim=(1, 2, 3)).mean()
@@ -262,13 +291,13 @@ def sample(s):
             kt, ks = s.k(t), s.k(prev)
             bt = bs = None
             if kt and ks:
-                r = s.adapter(torch.cat([x0, x0]), torch.cat([torch.full((B,), t), torch.full((B,), prev)]).to(s.device),
+                r = s.adapt(torch.cat([x0, x0]), torch.cat([torch.full((B,), t), torch.full((B,), prev)]).to(s.device),
                               cond2[0], cond2[1])
                 bt, bs = r[:B] * kt, r[B:] * ks
             elif kt:
-                bt = s.adapter(x0, torch.full((B,), t, device=s.device), cond[0], cond[1]) * kt
+                bt = s.adapt(x0, torch.full((B,), t, device=s.device), cond[0], cond[1]) * kt
             elif ks:
-                bs = s.adapter(x0, torch.full((B,), prev, device=s.device), cond[0], cond[1]) * ks
+                bs = s.adapt(x0, torch.full((B,), prev, device=s.device), cond[0], cond[1]) * ks
             y = x - bt if bt is not None else x
             eps = (y - raw * math.sqrt(ab_t)) / math.sqrt(1 - ab_t)
             x = x0 * math.sqrt(ab_s) + eps * math.sqrt(max(0.0, 1 - ab_s))
@@ -284,7 +313,8 @@ def sample(s):
             x = run(timesteps)
             s.synchronize()
             times.append(time.perf_counter() - t0)
-    save_safetensors({"samples": x.cpu()}, os.path.join(s.dir, f"{s.impl}_samples.safetensors"))
+    side = s.impl if s.precision == "fp32" else f"{s.impl}-{s.precision}"
+    save_safetensors({"samples": x.cpu()}, os.path.join(s.dir, f"{side}_samples.safetensors"))
     return {"images_per_s": B * len(times) / sum(times), "run_seconds": times,
             "parameters": sum(p.numel() for p in s.parameters())}
 
@@ -917,6 +947,8 @@ def main():
     parser.add_argument("--impl", choices=["twin", "diffusers"], default="twin")
     parser.add_argument("--swift-kernels", action="store_true", help="profile: linear layers as Swift runs them")
     parser.add_argument("--check", action="store_true", help="edit: the short equivalence edit (bench.json's edit_check)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="train and sample: bf16 runs the networks under torch.autocast(bfloat16)")
     args = parser.parse_args()
     if args.command == "edit":
         if args.impl != "twin":
@@ -927,13 +959,13 @@ def main():
                        "torch": torch.__version__})
         print(json.dumps(result))
         return
-    s = Setup(args.dir, args.impl)
+    s = Setup(args.dir, args.impl, args.precision)
     if args.command == "profile":
         result = profile(s, args.swift_kernels)
     else:
         result = {"check": check, "train": train, "sample": sample, "flops": flops}[args.command](s)
     result.update({"impl": args.impl, "threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb(),
-                   "torch": torch.__version__})
+                   "torch": torch.__version__, "precision": args.precision})
     print(json.dumps(result))
 
 

@@ -20,6 +20,7 @@ extern "C" {
 typedef struct ct_tensor_s *ct_tensor;
 typedef struct ct_generator_s *ct_generator;
 typedef struct ct_guard_s *ct_guard;
+typedef struct ct_autocast_s *ct_autocast;
 typedef struct ct_store_s *ct_store;
 typedef struct ct_pg_s *ct_pg;
 
@@ -214,6 +215,10 @@ bool ct_grad_enabled(void);
 void ct_set_grad_enabled(bool flag);
 ct_guard ct_inference_mode_enter(void);
 void ct_inference_mode_exit(ct_guard g);
+/* Mixed precision: matrix products and convolutions on device_type (CT_DEVICE_*) in dtype
+ * (bfloat16 or float16) until the matching exit; NULL and the last error when refused. */
+ct_autocast ct_autocast_enter(int device_type, int dtype);
+void ct_autocast_exit(ct_autocast g);
 
 /* threads */
 void ct_set_num_threads(int64_t n);

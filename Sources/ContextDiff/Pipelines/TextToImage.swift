@@ -37,6 +37,9 @@ public struct GenerationOptions: Codable, Sendable, Equatable {
     public var solverOrder = 2
     /// Karras et al.'s σ spacing (DPM-Solver++ only).
     public var karrasSigmas = false
+    /// The U-Net's and r_φ's matrix products and convolutions in float32 or bfloat16 mixed
+    /// precision (``Precision``); the sampler's arithmetic and the layout prior stay float32.
+    public var precision = Precision.fp32
 
     public init() {}
 
@@ -45,6 +48,7 @@ public struct GenerationOptions: Codable, Sendable, Equatable {
         case imagesPerPrompt = "images_per_prompt", negativePrompt = "negative_prompt"
         case dynamicThresholding = "dynamic_thresholding", useContext = "use_context"
         case solverOrder = "solver_order", karrasSigmas = "karras_sigmas"
+        case precision
     }
 
     /// Every key is optional: a missing one keeps its default.
@@ -63,6 +67,7 @@ public struct GenerationOptions: Codable, Sendable, Equatable {
         layout = try c.decodeIfPresent(LayoutMode.self, forKey: .layout) ?? d.layout
         solverOrder = try c.decodeIfPresent(Int.self, forKey: .solverOrder) ?? d.solverOrder
         karrasSigmas = try c.decodeIfPresent(Bool.self, forKey: .karrasSigmas) ?? d.karrasSigmas
+        precision = try c.decodeIfPresent(Precision.self, forKey: .precision) ?? d.precision
     }
 
     /// The sampler options these generation options select for a model predicting `prediction`.
@@ -288,13 +293,15 @@ public final class TextToImagePipeline {
             let context: (any ContextBias)? = try (options.useContext ? model.adapter : nil).map { adapter in
                 try AdapterContext(adapter: adapter, condition: conditional)
             }
-            guard let picture else {
-                return try sampler.run(from: noise, context: context, generator: generator, progress: progress, denoiser: denoiser)
+            return try Torch.withPrecision(options.precision, on: device) {
+                guard let picture else {
+                    return try sampler.run(from: noise, context: context, generator: generator, progress: progress, denoiser: denoiser)
+                }
+                let begin = try picture.begin(sampler: sampler, noise: noise, context: context)
+                return try sampler.run(
+                    from: begin.sample, context: context, generator: generator, firstStep: begin.firstStep,
+                    constraint: begin.constraint, progress: progress, denoiser: denoiser)
             }
-            let begin = try picture.begin(sampler: sampler, noise: noise, context: context)
-            return try sampler.run(
-                from: begin.sample, context: context, generator: generator, firstStep: begin.firstStep,
-                constraint: begin.constraint, progress: progress, denoiser: denoiser)
         } }
     }
 

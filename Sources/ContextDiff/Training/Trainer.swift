@@ -58,6 +58,10 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     /// Fit only the prior's mixture head (``LayoutPrior/mixture``) on the frozen predictor: the
     /// typical boxes and gates stay exactly as they were.
     public var layoutFitMixtureOnly = false
+    /// The networks' matrix products and convolutions in float32 or in bfloat16 mixed precision
+    /// (``Precision``); weights, AdamW's moments, the EMA, the losses and backward's
+    /// accumulation stay float32 either way.
+    public var precision = Precision.fp32
 
     public init() {}
 
@@ -71,6 +75,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         case layoutWeight = "layout_weight"
         case layoutFitSteps = "layout_fit_steps", layoutFitLearningRate = "layout_fit_learning_rate"
         case layoutFitMixtureOnly = "layout_fit_mixture_only"
+        case precision
     }
 
     /// Missing keys take the defaults, so a recipe may name only what it changes.
@@ -96,6 +101,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         layoutFitSteps = try c.decodeIfPresent(Int.self, forKey: .layoutFitSteps) ?? d.layoutFitSteps
         layoutFitLearningRate = try c.decodeIfPresent(Double.self, forKey: .layoutFitLearningRate) ?? d.layoutFitLearningRate
         layoutFitMixtureOnly = try c.decodeIfPresent(Bool.self, forKey: .layoutFitMixtureOnly) ?? d.layoutFitMixtureOnly
+        precision = try c.decodeIfPresent(Precision.self, forKey: .precision) ?? d.precision
     }
 
     public func validate() throws {
@@ -255,21 +261,28 @@ public final class Trainer {
             }
             target = try LayoutTarget(objects: objects, tokens: denoiserCondition.tokens.shape[1])
         }
-        var loss = try diffusion.trainingLoss(
-            x0: x0, timesteps: t, noise: noise, weighting: config.weighting, prediction: model.unet.config.prediction,
-            denoiser: { xt, t in try self.model.unet(xt, timesteps: t, condition: denoiserCondition, video: layout, layout: target) },
-            context: adapter.map { a in { x, t in try a(x, timesteps: t, condition: trueCondition) } })
+        // The networks' forward passes in the configured precision (their outputs are float32,
+        // so is the loss); backward outside the scope.
+        var loss = try Torch.withPrecision(config.precision, on: device) { () throws -> Tensor in
+            var loss = try diffusion.trainingLoss(
+                x0: x0, timesteps: t, noise: noise, weighting: config.weighting, prediction: model.unet.config.prediction,
+                denoiser: { xt, t in try self.model.unet(xt, timesteps: t, condition: denoiserCondition, video: layout, layout: target) },
+                context: adapter.map { a in { x, t in try a(x, timesteps: t, condition: trueCondition) } })
+            if let recorder, let groundings {
+                // Rows whose caption was dropped have no words to ground.
+                let objects = zip(indices, rows).map { index, row in row == captions.nullRow ? [] : groundings[index] }
+                let grounding = try TokenGrounding.loss(maps: recorder.maps, objects: objects)
+                lastGroundingLoss = try grounding.item()
+                loss = try loss + grounding * config.groundingWeight
+            }
+            return loss
+        }
+        // The layout prior's likelihood in float32 (a small network; its mixture's densities
+        // need the mantissa).
         if let prior = model.unet.layoutPrior, let target {
             let layoutLoss = try prior.loss(denoiserCondition, target: target)
             lastLayoutLoss = try layoutLoss.item()
             loss = try loss + layoutLoss * config.layoutWeight
-        }
-        if let recorder, let groundings {
-            // Rows whose caption was dropped have no words to ground.
-            let objects = zip(indices, rows).map { index, row in row == captions.nullRow ? [] : groundings[index] }
-            let grounding = try TokenGrounding.loss(maps: recorder.maps, objects: objects)
-            lastGroundingLoss = try grounding.item()
-            loss = try loss + grounding * config.groundingWeight
         }
         var value = try loss.item()
         try optimizer.zeroGrad()

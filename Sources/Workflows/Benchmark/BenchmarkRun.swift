@@ -101,6 +101,10 @@ public struct BenchmarkSettings: Sendable, Equatable {
     /// Where the timed training and sampling run, on both Swift and the twin. On CUDA the video
     /// edit, the diffusers peer and the reference kernels are left out (``forDevice()``).
     public var device = Device.cpu
+    /// Also time training and sampling in bf16 mixed precision (Swift's ``Precision/bf16``; the
+    /// PyTorch peers with `torch.autocast`), beside float32. By default where the CPU computes
+    /// bfloat16 natively.
+    public var bf16 = Precision.automatic(for: .cpu).precision == .bf16
 
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
         self.threads = threads
@@ -114,6 +118,7 @@ public struct BenchmarkSettings: Sendable, Equatable {
         if s.editFrames > 0 { s.editFrames = 0; dropped.append("the video edit") }
         if !s.skipDiffusers { s.skipDiffusers = true; dropped.append("the diffusers peer") }
         if s.referenceSide { s.referenceSide = false; dropped.append("the reference-kernel side") }
+        if s.bf16 { s.bf16 = false; dropped.append("the bf16 sides") }
         return (s, dropped)
     }
 
@@ -175,10 +180,11 @@ public struct BenchmarkSettings: Sendable, Equatable {
                 unetDiff, adapterDiff, tolerance))
         }
 
-        func swiftSide(_ workload: String, reference: Bool = false, check: Bool = false) throws -> Report {
+        func swiftSide(_ workload: String, reference: Bool = false, check: Bool = false, bf16: Bool = false) throws -> Report {
             try runJSON(
                 executable: worker.executable,
-                arguments: worker.arguments + [workload, work.path] + (reference ? ["--reference-kernels"] : []) + (check ? ["--check"] : []),
+                arguments: worker.arguments + [workload, work.path] + (reference ? ["--reference-kernels"] : []) + (check ? ["--check"] : [])
+                    + (bf16 ? ["--precision", "bf16"] : []),
                 what: "Swift \(workload)", environment: childEnvironment)
         }
         // The video edit: a short edit first, on whose output both sides must agree.
@@ -214,20 +220,25 @@ public struct BenchmarkSettings: Sendable, Equatable {
         var training: [String: Report] = [:], sampling: [String: Report] = [:], editing: [String: Report] = [:]
         // Each round runs every side once per workload (odd rounds in reverse order, so a drift
         // of the background load does not favour one side); each side keeps its best round.
-        var sides = ["swift"] + (referenceSide ? ["swift-reference"] : []) + ["twin"] + (skipDiffusers ? [] : ["diffusers"])
+        let fp32Sides = ["swift"] + (referenceSide ? ["swift-reference"] : []) + ["twin"] + (skipDiffusers ? [] : ["diffusers"])
+        let bf16Sides = bf16 ? ["swift-bf16", "twin-bf16"] + (skipDiffusers ? [] : ["diffusers-bf16"]) : []
+        var sides = fp32Sides + bf16Sides
         func measure(_ workload: String, _ name: String) throws -> Report {
             switch name {
             case "swift": return try swiftSide(workload)
             case "swift-reference": return try swiftSide(workload, reference: true)
+            case "swift-bf16": return try swiftSide(workload, bf16: true)
             case "twin": return try peer.run([workload, work.path])
+            case "twin-bf16": return try peer.run([workload, work.path, "--precision", "bf16"])
+            case "diffusers-bf16": return try peer.run([workload, work.path, "--impl", "diffusers", "--precision", "bf16"])
             default: return try peer.run([workload, work.path, "--impl", "diffusers"])
             }
         }
         let titles = ["train": "training step", "sample": "sampling", "edit": "video edit"]
         for workload in ["train", "sample"] + (editFrames > 0 ? ["edit"] : []) {
             for round in 0..<rounds {
-                // diffusers' U-Net has no video edit.
-                for name in sides where !(workload == "edit" && name == "diffusers") {
+                // diffusers' U-Net has no video edit; the edit is timed in float32.
+                for name in sides where !(workload == "edit" && (name == "diffusers" || bf16Sides.contains(name))) {
                     notes("\(titles[workload]!): \(name) (round \(round + 1)/\(rounds))…")
                     let r = try measure(workload, name)
                     let best = workload == "train" ? training[name] : workload == "sample" ? sampling[name] : editing[name]
@@ -253,6 +264,11 @@ public struct BenchmarkSettings: Sendable, Equatable {
             try (loadSafeTensors(folder.samples("swift"))["samples"]! - loadSafeTensors(folder.samples("twin"))["samples"]!)
                 .abs().max().item()
         }
+        // What bf16 changes in the timed samples (same seed, same weights).
+        let bf16SampleDiff: Double = bf16 ? try Torch.withNoGrad {
+            try (loadSafeTensors(folder.samples("swift-bf16"))["samples"]! - loadSafeTensors(folder.samples("swift"))["samples"]!)
+                .abs().max().item()
+        } : .nan
 
         // 3. Machine peak and FLOPs.
         // In a child, so that it runs with the same OPENBLAS_NUM_THREADS as the sides.
@@ -262,6 +278,7 @@ public struct BenchmarkSettings: Sendable, Equatable {
         let peak = try runJSON(
             executable: worker.executable, arguments: worker.arguments + ["sgemm", work.path], what: "Swift sgemm", environment: peakEnvironment)
         let sgemm = peak.double("sgemm_gflops"), onednnGemm = peak.double("onednn_gemm_gflops")
+        let bf16Gemm = peak.double("bf16_gemm_gflops")
         let unetMACs = Double(model.unet.forwardMACs(batch: 1, textTokens: textTokens))
         let adapterMACs = Double(model.adapter!.forwardMACs(batch: 1, textTokens: textTokens))
         let twinFlops = try peer.run(["flops", work.path])
@@ -300,6 +317,11 @@ public struct BenchmarkSettings: Sendable, Equatable {
             trainingJSON["diffusers"] = side(training["diffusers"], flopsPerImage: diffusersTrainFlops / Double(trainBatch))
             samplingJSON["diffusers"] = side(sampling["diffusers"], flopsPerImage: diffusersSampleFlops / Double(sampleBatch))
         }
+        for name in bf16Sides {
+            let diffusers = name.hasPrefix("diffusers")
+            trainingJSON[name] = side(training[name], flopsPerImage: diffusers ? diffusersTrainFlops / Double(trainBatch) : trainPerImage)
+            samplingJSON[name] = side(sampling[name], flopsPerImage: diffusers ? diffusersSampleFlops / Double(sampleBatch) : samplePerImage)
+        }
         var editingJSON: [String: Any] = [:]
         for (name, r) in editing {
             editingJSON[name] = [
@@ -309,7 +331,11 @@ public struct BenchmarkSettings: Sendable, Equatable {
         func ratio(_ d: [String: Report], _ a: String, _ b: String, _ key: String) -> Double {
             (d[a]?.double(key) ?? .nan) / (d[b]?.double(key) ?? .nan)
         }
-        let ratios: [String: Double] = [
+        // Achieved GFLOP/s of a side over the measured GEMM peak at its precision.
+        func ofPeak(_ d: [String: Report], _ name: String, perImage: Double, peak: Double) -> Double {
+            (d[name]?.double("images_per_s") ?? .nan) * perImage / 1e9 / peak
+        }
+        var ratios: [String: Double] = [
             "train_swift_over_twin": ratio(training, "swift", "twin", "images_per_s"),
             "train_swift_over_diffusers": ratio(training, "swift", "diffusers", "images_per_s"),
             "sample_swift_over_twin": ratio(sampling, "swift", "twin", "images_per_s"),
@@ -325,7 +351,20 @@ public struct BenchmarkSettings: Sendable, Equatable {
             "edit_swift_over_twin": ratio(editing, "swift", "twin", "images_per_s"),
             "edit_swift_reference_over_twin": ratio(editing, "swift-reference", "twin", "images_per_s"),
             "edit_rss_swift_over_twin": ratio(editing, "swift", "twin", "peak_rss_mb"),
+            "sample_swift_gflops_over_onednn_gemm": ofPeak(sampling, "swift", perImage: samplePerImage, peak: onednnGemm),
         ]
+        if bf16 {
+            ratios["train_swift_bf16_over_swift"] = ratio(training, "swift-bf16", "swift", "images_per_s")
+            ratios["sample_swift_bf16_over_swift"] = ratio(sampling, "swift-bf16", "swift", "images_per_s")
+            ratios["train_swift_bf16_over_twin_bf16"] = ratio(training, "swift-bf16", "twin-bf16", "images_per_s")
+            ratios["sample_swift_bf16_over_twin_bf16"] = ratio(sampling, "swift-bf16", "twin-bf16", "images_per_s")
+            ratios["train_swift_bf16_over_diffusers_bf16"] = ratio(training, "swift-bf16", "diffusers-bf16", "images_per_s")
+            ratios["sample_swift_bf16_over_diffusers_bf16"] = ratio(sampling, "swift-bf16", "diffusers-bf16", "images_per_s")
+            ratios["train_twin_bf16_over_twin"] = ratio(training, "twin-bf16", "twin", "images_per_s")
+            ratios["train_rss_swift_bf16_over_twin_bf16"] = ratio(training, "swift-bf16", "twin-bf16", "peak_rss_mb")
+            ratios["train_swift_bf16_gflops_over_bf16_gemm"] = ofPeak(training, "swift-bf16", perImage: trainPerImage, peak: bf16Gemm)
+            ratios["sample_swift_bf16_gflops_over_bf16_gemm"] = ofPeak(sampling, "swift-bf16", perImage: samplePerImage, peak: bf16Gemm)
+        }
         func target(_ key: String, _ threshold: Double, atLeast: Bool = true) -> String {
             let v = ratios[key]!
             guard v.isFinite else { return "not measured" }
@@ -364,9 +403,11 @@ public struct BenchmarkSettings: Sendable, Equatable {
             "equivalence": [
                 "unet_max_abs_diff": unetDiff, "adapter_max_abs_diff": adapterDiff, "tolerance": tolerance,
                 "first_training_loss_abs_diff": lossDiff, "final_samples_max_abs_diff": sampleDiff,
+                "bf16_samples_max_abs_diff_from_fp32": bf16SampleDiff,
             ],
             "sgemm": [
-                "size": 2048, "gflops": sgemm, "onednn_gemm_gflops": onednnGemm, "threads": threads, "openblas_threads": threads,
+                "size": 2048, "gflops": sgemm, "onednn_gemm_gflops": onednnGemm, "bf16_gemm_gflops": bf16Gemm,
+                "threads": threads, "openblas_threads": threads,
                 "note": device == .cpu
                     ? "2048³ float32 products at every thread: torch.matmul (OpenBLAS sgemm) and the same product as a oneDNN 1×1 convolution"
                     : "2048³ float32 product on \(device) through libtorch (cuBLAS), TF32 off; no oneDNN figure",
@@ -398,7 +439,7 @@ public struct BenchmarkSettings: Sendable, Equatable {
                      unetDiff, adapterDiff, tolerance, lossDiff, sampleDiff))
         if device == .cpu {
             print(String(format: "sgemm 2048×2048 through libtorch, %d threads: %.1f GFLOP/s (OpenBLAS), %.1f GFLOP/s (oneDNN 1×1 convolution)",
-                         threads, sgemm, onednnGemm))
+                         threads, sgemm, onednnGemm) + (bf16Gemm.isFinite ? String(format: "; bf16: %.1f GFLOP/s (oneDNN)", bf16Gemm) : ""))
         } else {
             print(String(format: "sgemm 2048×2048 through libtorch on %@, full fp32 (TF32 off): %.1f GFLOP/s", device.description, sgemm))
         }
@@ -408,7 +449,7 @@ public struct BenchmarkSettings: Sendable, Equatable {
         func table(_ title: String, _ d: [String: Any]) {
             print("\n\(title)")
             print("  side              images/s   peak RSS MiB   GFLOP/s")
-            for name in ["swift", "swift-reference", "twin", "diffusers"] {
+            for name in ["swift", "swift-reference", "twin", "diffusers", "swift-bf16", "twin-bf16", "diffusers-bf16"] {
                 guard let s = d[name] as? [String: Any], let ips = s["images_per_s"] as? Double else { continue }
                 let label = name.padding(toLength: 16, withPad: " ", startingAt: 0)
                 print("  \(label)" + String(format: " %9.3f   %12.0f   %7.1f", ips, s["peak_rss_mb"] as? Double ?? .nan, s["gflops"] as? Double ?? .nan))
@@ -427,6 +468,12 @@ public struct BenchmarkSettings: Sendable, Equatable {
         } else {
             print(String(format: "  Swift training step achieves %.1f GFLOP/s = %.1f%% of the sgemm on %@",
                          trainGFLOPs, 100 * ratios["train_swift_gflops_over_sgemm"]!, device.description))
+        }
+        if bf16 {
+            print(String(format: "  bf16: training %.2fx and sampling %.2fx Swift's fp32; Swift bf16 training at %.1f GFLOP/s = %.0f%% of the bf16 GEMM; bf16 samples differ from fp32's by max |Δ| %.1e",
+                         ratios["train_swift_bf16_over_swift"]!, ratios["sample_swift_bf16_over_swift"]!,
+                         (training["swift-bf16"]?.double("images_per_s") ?? .nan) * trainPerImage / 1e9,
+                         100 * ratios["train_swift_bf16_gflops_over_bf16_gemm"]!, bf16SampleDiff))
         }
         print("targets: " + targets.keys.sorted().map { "\($0): \(targets[$0]!)" }.joined(separator: "; "))
         if editFrames > 0 {

@@ -13,25 +13,34 @@ public enum BenchmarkWorkload: String, CaseIterable, Codable, Sendable {
     case sample
     /// The one-shot video edit (tuning, inversion, fused guided sampling).
     case edit
-    /// The machine's peak: a 2048² float32 product through OpenBLAS and through oneDNN.
+    /// The machine's peak: a 2048² float32 product through OpenBLAS and through oneDNN, and a
+    /// bfloat16 one through oneDNN where the CPU computes bfloat16 natively.
     case sgemm
 
     /// Runs this workload on `folder` (written by ``BenchmarkRun``) and returns its measurement.
     /// The process-wide kernel switches are the caller's: a worker sets
     /// ``Kernels/useReferenceKernels()`` (and says so with `referenceKernels`) before calling.
     /// - Parameter check: for ``edit``, run the short equivalence edit (`edit_check`) instead of the timed one.
-    public func measure(folder: BenchmarkFolder, referenceKernels: Bool = false, check: Bool = false) throws -> BenchmarkMeasurement {
+    /// - Parameter precision: for ``train`` and ``sample``, the networks' ``Precision``.
+    public func measure(
+        folder: BenchmarkFolder, referenceKernels: Bool = false, check: Bool = false, precision: Precision = .fp32
+    ) throws -> BenchmarkMeasurement {
         let spec = try BenchmarkSpec.load(from: folder.url)
         Torch.numThreads = spec.threads
-        let side = referenceKernels ? "swift-reference" : "swift"
+        let side = referenceKernels ? "swift-reference" : precision == .bf16 ? "swift-bf16" : "swift"
         let device = try spec.resolvedDevice()
         try Torch.checkAvailable(device)
-        var result: [String: Any] = ["impl": side, "threads": Torch.numThreads, "device": device.description, "libtorch": Torch.libtorchVersion]
+        var result: [String: Any] = [
+            "impl": side, "threads": Torch.numThreads, "device": device.description, "libtorch": Torch.libtorchVersion,
+            "precision": precision.rawValue,
+        ]
         switch self {
         case .sgemm:
             result["sgemm_gflops"] = try GemmPeak.sgemm(size: 2048, device: device)
             // oneDNN is the CPU's; on a GPU the product above is cuBLAS's.
             result["onednn_gemm_gflops"] = device == .cpu ? try GemmPeak.oneDNN(size: 2048) : Double.nan
+            let native = Precision.automatic(for: device).precision == .bf16
+            result["bf16_gemm_gflops"] = native ? try GemmPeak.bf16(size: 2048) : Double.nan
             return BenchmarkMeasurement(object: result)
         case .edit:
             return try Self.edit(folder: folder, spec: spec, side: side, check: check)
@@ -66,6 +75,7 @@ public enum BenchmarkWorkload: String, CaseIterable, Codable, Sendable {
             config.emaDecay = t.emaDecay
             config.conditionDropout = t.conditionDropout
             config.seed = t.seed
+            config.precision = precision
             let trainer = try Trainer(
                 model: model, config: config, data: source, captions: captions,
                 runDirectory: folder.url.appendingPathComponent("swift-run"))
@@ -89,6 +99,7 @@ public enum BenchmarkWorkload: String, CaseIterable, Codable, Sendable {
             options.guidance = s.guidance
             options.seed = s.seed
             options.eta = 0
+            options.precision = precision
             options.steps = s.warmupSteps
             _ = try TextToImagePipeline.sample(
                 model: model, conditional: conditional, unconditional: unconditional, options: options)
@@ -225,6 +236,16 @@ public enum GemmPeak {
             let out = try onDevice!.0.matmul(onDevice!.1)
             try Torch.synchronize(device)
             return out
+        }
+    }
+
+    /// The same product in bfloat16 (oneDNN's native kernels; float32 operands converted
+    /// before timing), in GFLOP/s: the peak a ``Precision/bf16`` workload is measured against.
+    public static func bf16(size: Int, repeats: Int = 5) throws -> Double {
+        var converted: (Tensor, Tensor)?
+        return try measure(size: size, repeats: repeats) { a, b in
+            if converted == nil { converted = (try a.to(.bfloat16), try b.to(.bfloat16)) }
+            return try converted!.0.matmul(converted!.1)
         }
     }
 
