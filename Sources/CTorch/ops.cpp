@@ -13,7 +13,6 @@
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/csrc/api/include/torch/version.h>
 #include <c10/core/GradMode.h>
-#include <torch/csrc/autograd/custom_function.h>
 #include <c10/core/InferenceMode.h>
 
 #include <cstring>
@@ -91,42 +90,9 @@ static at::Tensor on_device_of(const at::Tensor &index, const at::Tensor &data) 
 // bfloat16 GroupNorm and SiLU kernels out of the way (docs/PERFORMANCE.md "bf16").
 static thread_local c10::optional<at::ScalarType> g_mixed;
 
-// float32 → bfloat16 with round-to-nearest-even, as c10::BFloat16 rounds, in a loop the
-// compiler vectorises: libtorch 1.13's own conversion runs element by element (about 1.4 ns per
-// element on this CPU, as long as a small convolution takes), which ate most of what the
-// bfloat16 kernels save. Dense tensors only (any memory format); others take libtorch's path.
-static at::Tensor to_bf16_fast(const at::Tensor &x) {
-  if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || !x.is_non_overlapping_and_dense())
-    return x.to(at::kBFloat16);
-  auto out = at::empty_like(x, x.options().dtype(at::kBFloat16));
-  const float *src = x.data_ptr<float>();
-  auto *dst = reinterpret_cast<uint16_t *>(out.data_ptr());
-  at::parallel_for(0, x.numel(), 32768, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      uint32_t u;
-      std::memcpy(&u, src + i, sizeof u);
-      const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-      const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-      dst[i] = nan ? static_cast<uint16_t>((u >> 16) | 0x40u) : static_cast<uint16_t>(rounded);
-    }
-  });
-  return out;
-}
-
-// The conversion as an autograd function (the gradient goes back to float32 unchanged).
-struct ToBFloat16 : public torch::autograd::Function<ToBFloat16> {
-  static at::Tensor forward(torch::autograd::AutogradContext *, const at::Tensor &x) { return to_bf16_fast(x); }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext *, torch::autograd::variable_list grads) {
-    return {grads[0].to(at::kFloat)};
-  }
-};
-
 // An operand in the scope's dtype (a float32 one; others as they are).
 static at::Tensor lo(const at::Tensor &t) {
-  if (!g_mixed.has_value() || t.scalar_type() != at::kFloat) return t;
-  if (*g_mixed != at::kBFloat16 || !t.device().is_cpu()) return t.to(*g_mixed);
-  if (t.requires_grad() && c10::GradMode::is_enabled()) return ToBFloat16::apply(t);
-  return to_bf16_fast(t);
+  return g_mixed.has_value() && t.scalar_type() == at::kFloat ? t.to(*g_mixed) : t;
 }
 static c10::optional<at::Tensor> lo(const c10::optional<at::Tensor> &t) {
   if (!t.has_value()) return t;
