@@ -13,6 +13,9 @@
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/csrc/api/include/torch/version.h>
 #include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <atomic>
 #include <c10/core/InferenceMode.h>
 
 #include <cstring>
@@ -691,14 +694,138 @@ ct_tensor ct_quantile(ct_tensor t, double q, int64_t dim, bool has_dim, bool kee
 
 // ---------------------------------------------------------------- linear algebra
 
+// ---------------------------------------------------------------- batched products
+
+// libtorch 1.13's CPU bmm/baddbmm multiplies small float32 matrices (attention's, 64×16 and
+// the like) one batch entry at a time through the dispatcher (select, addmm_, resolve_conj per
+// entry) on one thread: in a training step of the shipped model that bookkeeping took more
+// time than the arithmetic (docs/NOTES.md). Here each entry is one direct cblas_sgemm call on
+// the tensors' own memory (transposes as flags, no copies), the entries spread over libtorch's
+// threads. Forward and backward (as a custom autograd function); float32 on the CPU with a
+// BLAS that exports cblas_sgemm (OpenBLAS, as Debian's libtorch uses), else libtorch's path.
+using cblas_sgemm_fn = void (*)(int, int, int, int, int, int, float, const float *, int, const float *, int, float,
+                                float *, int);
+static cblas_sgemm_fn blas_sgemm() {
+  static cblas_sgemm_fn f = (cblas_sgemm_fn)dlsym(RTLD_DEFAULT, "cblas_sgemm");
+  return f;
+}
+static std::atomic<bool> g_direct_bmm{true};
+void ct_set_direct_batched_products(bool on) { g_direct_bmm = on; }
+
+// The [B, R, C] operand as BLAS sees each entry: row-major (stride(2) == 1) or transposed.
+static bool gemm_view(const at::Tensor &t, bool &transposed, int64_t &ld) {
+  if (t.stride(2) == 1 && t.stride(1) >= std::max<int64_t>(1, t.size(2))) {
+    transposed = false, ld = t.stride(1);
+    return true;
+  }
+  if (t.stride(1) == 1 && t.stride(2) >= std::max<int64_t>(1, t.size(1))) {
+    transposed = true, ld = t.stride(2);
+    return true;
+  }
+  return false;
+}
+
+static bool direct_bmm_applies(const at::Tensor &a, const at::Tensor &b) {
+  return g_direct_bmm && blas_sgemm() != nullptr && !g_mixed.has_value() && a.device().is_cpu() &&
+         b.device().is_cpu() && a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat && a.dim() == 3 &&
+         b.dim() == 3 && a.size(0) == b.size(0) && a.size(2) == b.size(1) && a.numel() > 0 && b.numel() > 0 &&
+         a.size(0) <= INT32_MAX && a.size(1) <= INT32_MAX && a.size(2) <= INT32_MAX && b.size(2) <= INT32_MAX;
+}
+
+// alpha · a @ b (+ beta · bias, broadcast to [B, n, m]), entry by entry.
+static at::Tensor bmm_direct(at::Tensor a, at::Tensor b, const at::Tensor *bias, double beta, double alpha) {
+  bool ta = false, tb = false;
+  int64_t lda = 0, ldb = 0;
+  if (!gemm_view(a, ta, lda)) a = a.contiguous(), gemm_view(a, ta, lda);
+  if (!gemm_view(b, tb, ldb)) b = b.contiguous(), gemm_view(b, tb, ldb);
+  const int64_t batch = a.size(0), n = a.size(1), k = a.size(2), m = b.size(2);
+  at::Tensor out;
+  if (bias != nullptr && beta != 0) {
+    out = at::empty({batch, n, m}, a.options());
+    out.copy_(bias->expand({batch, n, m}));
+  } else {
+    out = at::empty({batch, n, m}, a.options());
+  }
+  const float *pa = a.data_ptr<float>(), *pb = b.data_ptr<float>();
+  float *pc = out.data_ptr<float>();
+  const int64_t sa = a.stride(0), sb = b.stride(0);
+  const float fb = (bias != nullptr && beta != 0) ? (float)beta : 0.f, fa = (float)alpha;
+  auto sgemm = blas_sgemm();
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n * m * k / 64));
+  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      sgemm(101, ta ? 112 : 111, tb ? 112 : 111, (int)n, (int)m, (int)k, fa, pa + i * sa, (int)lda, pb + i * sb, (int)ldb,
+            fb, pc + i * n * m, (int)m);
+  });
+  return out;
+}
+
+struct DirectBaddbmm : public torch::autograd::Function<DirectBaddbmm> {
+  static at::Tensor forward(torch::autograd::AutogradContext *ctx, const at::Tensor &bias, const at::Tensor &a,
+                            const at::Tensor &b, double beta, double alpha) {
+    ctx->save_for_backward({a, b});
+    ctx->saved_data["beta"] = beta;
+    ctx->saved_data["alpha"] = alpha;
+    ctx->saved_data["bias_sizes"] = bias.sizes().vec();
+    return bmm_direct(a, b, &bias, beta, alpha);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &a = saved[0], &b = saved[1];
+    const double beta = ctx->saved_data["beta"].toDouble(), alpha = ctx->saved_data["alpha"].toDouble();
+    auto g = grads[0].contiguous();
+    at::Tensor gbias, ga, gb;
+    if (ctx->needs_input_grad(0)) gbias = g.sum_to_size(ctx->saved_data["bias_sizes"].toIntVector()) * beta;
+    if (ctx->needs_input_grad(1)) ga = bmm_direct(g, b.transpose(1, 2), nullptr, 0, alpha);
+    if (ctx->needs_input_grad(2)) gb = bmm_direct(a.transpose(1, 2), g, nullptr, 0, alpha);
+    return {gbias, ga, gb, at::Tensor(), at::Tensor()};
+  }
+};
+
+struct DirectBmm : public torch::autograd::Function<DirectBmm> {
+  static at::Tensor forward(torch::autograd::AutogradContext *ctx, const at::Tensor &a, const at::Tensor &b) {
+    ctx->save_for_backward({a, b});
+    return bmm_direct(a, b, nullptr, 0, 1);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto g = grads[0].contiguous();
+    at::Tensor ga, gb;
+    if (ctx->needs_input_grad(0)) ga = bmm_direct(g, saved[1].transpose(1, 2), nullptr, 0, 1);
+    if (ctx->needs_input_grad(1)) gb = bmm_direct(saved[0].transpose(1, 2), g, nullptr, 0, 1);
+    return {ga, gb};
+  }
+};
+
+// bias undefined: a plain bmm.
+static at::Tensor baddbmm_direct(const at::Tensor &bias, const at::Tensor &a, const at::Tensor &b, double beta,
+                                 double alpha) {
+  const bool grad = c10::GradMode::is_enabled() &&
+                    (a.requires_grad() || b.requires_grad() || (bias.defined() && bias.requires_grad()));
+  if (!grad) return bmm_direct(a, b, bias.defined() ? &bias : nullptr, beta, alpha);
+  if (!bias.defined()) return DirectBmm::apply(a, b);
+  return DirectBaddbmm::apply(bias, a, b, beta, alpha);
+}
+
 ct_tensor ct_matmul(ct_tensor a, ct_tensor b) {
   return guard_tensor([&] { return hi(at::matmul(lo(T(a)), lo(T(b))), T(a)); });
 }
 ct_tensor ct_bmm(ct_tensor a, ct_tensor b) {
-  return guard_tensor([&] { return hi(at::bmm(lo(T(a)), lo(T(b))), T(a)); });
+  return guard_tensor([&] {
+    if (direct_bmm_applies(T(a), T(b))) return baddbmm_direct(at::Tensor(), T(a), T(b), 0, 1);
+    return hi(at::bmm(lo(T(a)), lo(T(b))), T(a));
+  });
 }
 ct_tensor ct_baddbmm(ct_tensor input, ct_tensor a, ct_tensor b, double beta, double alpha) {
-  return guard_tensor([&] { return hi(at::baddbmm(lo(T(input)), lo(T(a)), lo(T(b)), beta, alpha), T(a)); });
+  return guard_tensor([&] {
+    const auto &bias = T(input);
+    if (direct_bmm_applies(T(a), T(b)) && bias.device().is_cpu() && bias.scalar_type() == at::kFloat &&
+        bias.dim() <= 3 && at::is_expandable_to(bias.sizes(), {T(a).size(0), T(a).size(1), T(b).size(2)}))
+      return baddbmm_direct(bias, T(a), T(b), beta, alpha);
+    return hi(at::baddbmm(lo(T(input)), lo(T(a)), lo(T(b)), beta, alpha), T(a));
+  });
 }
 ct_tensor ct_linear(ct_tensor x, ct_tensor w, ct_tensor b) {
   return guard_tensor([&] { return hi(at::linear(lo(T(x)), lo(T(w)), lo(opt(b))), T(x)); });
@@ -934,6 +1061,33 @@ ct_guard ct_inference_mode_enter(void) {
   }
 }
 void ct_inference_mode_exit(ct_guard g) { delete g; }
+
+// ---------------------------------------------------------------- profiling
+
+// libtorch's (legacy) autograd profiler: every operator called between start and stop, with its
+// time, written as a Chrome trace (chrome://tracing, Perfetto) when the profile stops.
+struct ct_profile_s {
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> record;
+};
+ct_profile ct_profile_start(const char *path) {
+  try {
+    if (path == nullptr) throw std::invalid_argument("null profile path");
+    return new ct_profile_s{std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(path))};
+  } catch (const std::exception &e) {
+    set_error(std::string("could not start the profiler: ") + e.what());
+    return nullptr;
+  } catch (...) {
+    set_error("could not start the profiler");
+    return nullptr;
+  }
+}
+int ct_profile_stop(ct_profile p) {
+  return guard_status([&] {
+    if (p == nullptr) throw std::invalid_argument("null profile");
+    std::unique_ptr<ct_profile_s> owned(p);
+    owned->record.reset();  // writes the trace
+  });
+}
 
 struct ct_autocast_s {
   c10::optional<at::ScalarType> previous;

@@ -1,3 +1,5 @@
+import Torch
+
 /// Process-wide choices between equivalent kernels (same results up to float rounding).
 ///
 /// The defaults are the fastest measured on the target CPUs (docs/NOTES.md "Performance");
@@ -12,10 +14,16 @@ public enum Kernels {
     /// product (`baddbmm` with an additive mask), and reuses the projected keys and values of a
     /// fixed context across calls when given a ``AttentionContextCache``.
     nonisolated(unsafe) public static var fusedAttention = true
+    /// Batched float32 products (attention's scores and weighted sums, and their gradients) as
+    /// direct BLAS calls per batch entry over libtorch's threads (``Torch/setDirectBatchedProducts(_:)``).
+    nonisolated(unsafe) public static var directBatchedProducts = true {
+        didSet { Torch.setDirectBatchedProducts(directBatchedProducts) }
+    }
 
     /// Every switch off: the straightforward kernels, as the PyTorch twin uses them.
     public static func useReferenceKernels() {
         linearAsConvolution = false
         fusedAttention = false
+        directBatchedProducts = false
     }
 }

@@ -80,3 +80,10 @@ extension Tensor {
         return (Tensor(owning: values!), Tensor(owning: vectors!))
     }
 }
+
+extension Torch {
+    /// Batched float32 products on the CPU (`bmm`, `baddbmm`: attention's) as one direct BLAS
+    /// call per batch entry spread over libtorch's threads, forward and backward, instead of
+    /// libtorch 1.13's per-entry dispatcher loop on one thread (same arithmetic; on by default).
+    public static func setDirectBatchedProducts(_ on: Bool) { ct_set_direct_batched_products(on) }
+}

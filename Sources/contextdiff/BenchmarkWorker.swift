@@ -20,6 +20,10 @@ struct BenchmarkWorkerCommand: ParsableCommand {
     @Flag(help: "edit: run the short equivalence edit (bench.json's edit_check) instead of the timed one.")
     var check = false
     @Option(help: "train and sample: fp32 or bf16 (mixed precision).") var precision: Precision = .fp32
+    @Option(help: ArgumentHelp(
+        "Write libtorch's operator profile of the measurement to this file (a Chrome trace).",
+        discussion: "scripts/profile_summary.py FILE totals it per operator. The profiler's own overhead slows the run: time without it."))
+    var profile: String?
 
     func run() throws {
         if referenceKernels {
@@ -27,9 +31,9 @@ struct BenchmarkWorkerCommand: ParsableCommand {
         } else {
             Torch.keepFreedTensorMemory()
         }
-        let measurement = try workload.measure(
-            folder: BenchmarkFolder(url: URL(fileURLWithPath: directory)), referenceKernels: referenceKernels, check: check,
-            precision: precision)
+        let folder = BenchmarkFolder(url: URL(fileURLWithPath: directory))
+        let measure = { try workload.measure(folder: folder, referenceKernels: referenceKernels, check: check, precision: precision) }
+        let measurement = try profile.map { try Torch.profile(to: $0, measure) } ?? measure()
         print(try measurement.jsonLine())
     }
 }

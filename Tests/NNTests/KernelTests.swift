@@ -16,6 +16,38 @@ struct KernelTests {
         #expect(try TestSupport.relativeDiff(x.linearViaConvolution(weight: w, bias: nil), x.linear(weight: w, bias: nil)) < 1e-4)
     }
 
+    /// bmm and baddbmm (direct BLAS calls per batch entry, ``Kernels/directBatchedProducts``)
+    /// equal a product per entry through `matmul`, values and gradients, for row-major and
+    /// transposed operands, a broadcast bias, beta and alpha.
+    @Test(arguments: [false, true])
+    func batchedProductsEqualPerEntryProducts(transposedKeys: Bool) throws {
+        let g = Generator(seed: 8)
+        let q = try Tensor.randn([6, 33, 16], generator: g).requiringGrad()
+        let kStored = try Tensor.randn(transposedKeys ? [6, 21, 16] : [6, 16, 21], generator: g).requiringGrad()
+        let bias = try Tensor.randn([6, 1, 21], generator: g).requiringGrad()
+        func keys() throws -> Tensor { transposedKeys ? try kStored.transposed(1, 2) : kStored }
+        func reference(_ withBias: Bool) throws -> Tensor {
+            let k = try keys()
+            let rows = try (0..<6).map { i in try q.select(dim: 0, i).matmul(k.select(dim: 0, i)) }
+            let product = try Tensor.stack(rows)
+            return withBias ? try bias * 0.5 + product * 0.25 : product
+        }
+        for withBias in [false, true] {
+            let fast = withBias ? try bias.baddbmm(q, keys(), beta: 0.5, alpha: 0.25) : try q.bmm(keys())
+            let slow = try reference(withBias)
+            #expect(fast.shape == [6, 33, 21])
+            #expect(try TestSupport.relativeDiff(fast, slow) < 1e-5)
+            let weights = try Tensor.randn([6, 33, 21], generator: g)
+            var grads: [[Tensor]] = []
+            for out in [fast, slow] {
+                for p in [q, kStored, bias] { try p.zeroGrad() }
+                try (out * weights).sum().backward()
+                grads.append(try [q, kStored].map { try #require($0.grad) } + (withBias ? [try #require(bias.grad)] : []))
+            }
+            for (a, b) in zip(grads[0], grads[1]) { #expect(try TestSupport.relativeDiff(a, b) < 1e-5) }
+        }
+    }
+
     @Test func linearViaConvolutionGradientsEqualLinear() throws {
         let g = Generator(seed: 4)
         let x0 = try Tensor.randn([4, 128, 32], generator: g)
