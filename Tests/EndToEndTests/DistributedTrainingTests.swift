@@ -214,7 +214,16 @@ struct DistributedTrainingTests {
                   let close = stat.lastIndex(of: ")") else { return false }
             return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
         }
-        #expect(waitUntil(20) { !ranks.contains(where: running) }, "orphaned ranks still running: \(ranks)")
+        // On a failure, what each surviving rank's kernel state says (a pending but blocked or
+        // ignored SIGTERM, a process stuck in uninterruptible IO): seen once, in a from-scratch CI run.
+        func signals(_ pid: Int32) -> String {
+            let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+            let keys = ["State", "PPid", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"]
+            return "\(pid): " + status.split(separator: "\n").filter { line in keys.contains { line.hasPrefix($0 + ":") } }
+                .map { $0.replacingOccurrences(of: "\t", with: " ") }.joined(separator: ", ")
+        }
+        #expect(waitUntil(20) { !ranks.contains(where: running) },
+                "orphaned ranks still running: \(ranks.filter(running).map(signals).joined(separator: "; "))")
     }
 
     /// Bad settings fail fast with a message that says what is wrong.
