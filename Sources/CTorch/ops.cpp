@@ -739,17 +739,13 @@ static at::Tensor bmm_direct(at::Tensor a, at::Tensor b, const at::Tensor *bias,
   if (!gemm_view(a, ta, lda)) a = a.contiguous(), gemm_view(a, ta, lda);
   if (!gemm_view(b, tb, ldb)) b = b.contiguous(), gemm_view(b, tb, ldb);
   const int64_t batch = a.size(0), n = a.size(1), k = a.size(2), m = b.size(2);
-  at::Tensor out;
-  if (bias != nullptr && beta != 0) {
-    out = at::empty({batch, n, m}, a.options());
-    out.copy_(bias->expand({batch, n, m}));
-  } else {
-    out = at::empty({batch, n, m}, a.options());
-  }
+  const bool with_bias = bias != nullptr && beta != 0;
+  auto out = at::empty({batch, n, m}, a.options());
+  if (with_bias) out.copy_(bias->expand({batch, n, m}));
   const float *pa = a.data_ptr<float>(), *pb = b.data_ptr<float>();
   float *pc = out.data_ptr<float>();
   const int64_t sa = a.stride(0), sb = b.stride(0);
-  const float fb = (bias != nullptr && beta != 0) ? (float)beta : 0.f, fa = (float)alpha;
+  const float fb = with_bias ? (float)beta : 0.f, fa = (float)alpha;
   auto sgemm = blas_sgemm();
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n * m * k / 64));
   at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
@@ -758,6 +754,13 @@ static at::Tensor bmm_direct(at::Tensor a, at::Tensor b, const at::Tensor *bias,
             fb, pc + i * n * m, (int)m);
   });
   return out;
+}
+
+// The gradients of alpha · a @ b with respect to a and b, where the graph needs them.
+static void product_grads(torch::autograd::AutogradContext *ctx, const at::Tensor &g, const at::Tensor &a,
+                          const at::Tensor &b, double alpha, size_t first, at::Tensor &ga, at::Tensor &gb) {
+  if (ctx->needs_input_grad(first)) ga = bmm_direct(g, b.transpose(1, 2), nullptr, 0, alpha);
+  if (ctx->needs_input_grad(first + 1)) gb = bmm_direct(a.transpose(1, 2), g, nullptr, 0, alpha);
 }
 
 struct DirectBaddbmm : public torch::autograd::Function<DirectBaddbmm> {
@@ -777,8 +780,7 @@ struct DirectBaddbmm : public torch::autograd::Function<DirectBaddbmm> {
     auto g = grads[0].contiguous();
     at::Tensor gbias, ga, gb;
     if (ctx->needs_input_grad(0)) gbias = g.sum_to_size(ctx->saved_data["bias_sizes"].toIntVector()) * beta;
-    if (ctx->needs_input_grad(1)) ga = bmm_direct(g, b.transpose(1, 2), nullptr, 0, alpha);
-    if (ctx->needs_input_grad(2)) gb = bmm_direct(a.transpose(1, 2), g, nullptr, 0, alpha);
+    product_grads(ctx, g, a, b, alpha, 1, ga, gb);
     return {gbias, ga, gb, at::Tensor(), at::Tensor()};
   }
 };
@@ -793,8 +795,7 @@ struct DirectBmm : public torch::autograd::Function<DirectBmm> {
     auto saved = ctx->get_saved_variables();
     auto g = grads[0].contiguous();
     at::Tensor ga, gb;
-    if (ctx->needs_input_grad(0)) ga = bmm_direct(g, saved[1].transpose(1, 2), nullptr, 0, 1);
-    if (ctx->needs_input_grad(1)) gb = bmm_direct(saved[0].transpose(1, 2), g, nullptr, 0, 1);
+    product_grads(ctx, g, saved[0], saved[1], 1, 0, ga, gb);
     return {ga, gb};
   }
 };
@@ -900,18 +901,12 @@ ct_tensor ct_conv3d(ct_tensor x, ct_tensor w, ct_tensor b, const int64_t *stride
     return at::conv3d(T(x), T(w), opt(b), arr(stride, 3), arr(padding, 3), arr(dilation, 3), groups);
   });
 }
-// A norm's affine weight in its input's dtype: under autocast a convolution hands GroupNorm a
-// bfloat16 input, and libtorch 1.13's CPU kernels take no float32 weight with it.
-static c10::optional<at::Tensor> like(const c10::optional<at::Tensor> &w, const at::Tensor &x) {
-  if (!w.has_value() || w->scalar_type() == x.scalar_type()) return w;
-  return w->to(x.scalar_type());
-}
 ct_tensor ct_group_norm(ct_tensor x, int64_t groups, ct_tensor w, ct_tensor b, double eps) {
-  return guard_tensor([&] { return at::group_norm(T(x), groups, like(opt(w), T(x)), like(opt(b), T(x)), eps); });
+  return guard_tensor([&] { return at::group_norm(T(x), groups, opt(w), opt(b), eps); });
 }
 ct_tensor ct_layer_norm(ct_tensor x, const int64_t *normalized_shape, int64_t n, ct_tensor w,
                         ct_tensor b, double eps) {
-  return guard_tensor([&] { return at::layer_norm(T(x), vec(normalized_shape, n), like(opt(w), T(x)), like(opt(b), T(x)), eps); });
+  return guard_tensor([&] { return at::layer_norm(T(x), vec(normalized_shape, n), opt(w), opt(b), eps); });
 }
 ct_tensor ct_softmax(ct_tensor t, int64_t dim) {
   return guard_tensor([&] { return at::softmax(T(t), dim); });
@@ -1089,17 +1084,17 @@ int ct_profile_stop(ct_profile p) {
   });
 }
 
-struct ct_autocast_s {
+struct ct_mixed_precision_s {
   c10::optional<at::ScalarType> previous;
 };
 
-ct_autocast ct_autocast_enter(int device_type, int dtype) {
+ct_mixed_precision ct_mixed_precision_enter(int device_type, int dtype) {
   try {
     auto type = device_of(device_type, 0).type();
     if (type != c10::kCPU && type != c10::kCUDA) throw std::invalid_argument("mixed precision runs on the CPU or CUDA");
     auto st = to_scalar_type(dtype);
     if (st != at::kBFloat16 && st != at::kHalf) throw std::invalid_argument("mixed precision computes in bfloat16 or float16");
-    auto *g = new ct_autocast_s{g_mixed};
+    auto *g = new ct_mixed_precision_s{g_mixed};
     g_mixed = st;
     return g;
   } catch (const std::exception &e) {
@@ -1107,12 +1102,11 @@ ct_autocast ct_autocast_enter(int device_type, int dtype) {
     return nullptr;
   }
 }
-void ct_autocast_exit(ct_autocast g) {
+void ct_mixed_precision_exit(ct_mixed_precision g) {
   if (g == nullptr) return;
   g_mixed = g->previous;
   delete g;
 }
-
 
 // ---------------------------------------------------------------- threads
 

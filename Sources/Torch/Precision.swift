@@ -51,10 +51,10 @@ extension Torch {
     public static func withPrecision<R>(_ precision: Precision, on device: Device, _ body: () throws -> R) throws -> R {
         guard precision == .bf16 else { return try body() }
         let (type, _) = device.abi
-        guard let scope = ct_autocast_enter(type, Int32(DType.bfloat16.rawValue)) else {
+        guard let scope = ct_mixed_precision_enter(type, Int32(DType.bfloat16.rawValue)) else {
             throw TorchError.lastError("bf16 on \(device)")
         }
-        defer { ct_autocast_exit(scope) }
+        defer { ct_mixed_precision_exit(scope) }
         return try body()
     }
 }

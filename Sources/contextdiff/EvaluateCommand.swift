@@ -116,15 +116,14 @@ struct EvaluateCommand: ParsableCommand {
         options.useContext = !noContext
         options.imagesPerPrompt = imagesPerPrompt
         options.layout = layout
-        // Checked in run(), before any work.
-        options.precision = (try? precisionOptions.resolved(for: .cpu).0) ?? .fp32
+        options.precision = precisionOptions.resolved(for: .cpu).0
         return options
     }
 
     func run() throws {
         Torch.numThreads = threads
         Torch.keepFreedTensorMemory()
-        if let note = try precisionOptions.resolved(for: .cpu).note { FileHandle.standardError.write(Data("\(note)\n".utf8)) }
+        if let note = precisionOptions.resolved(for: .cpu).note { FileHandle.standardError.write(Data("\(note)\n".utf8)) }
         guard let modelURL = model.map({ URL(fileURLWithPath: $0) }) ?? defaultModelDirectory() else {
             throw ValidationError("no model given and no shipped model found; pass --model DIR")
         }

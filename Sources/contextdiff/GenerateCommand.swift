@@ -129,7 +129,7 @@ struct GenerateCommand: ParsableCommand {
         options.seed = seed
         options.imagesPerPrompt = numImages
         options.useContext = !noContext
-        let (precision, precisionNote) = try precisionOptions.resolved(for: device)
+        let (precision, precisionNote) = precisionOptions.resolved(for: device)
         options.precision = precision
         if let precisionNote { note(precisionNote) }
         let given = try givenLayout()

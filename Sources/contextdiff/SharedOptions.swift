@@ -145,16 +145,19 @@ struct PrecisionOptions: ParsableArguments {
         discussion: "auto picks bf16 on a CPU with native bfloat16 (avx512_bf16 or amx_bf16 in /proc/cpuinfo) and fp32 elsewhere, and says which."))
     var precision: String?
 
+    func validate() throws {
+        if let precision, precision != "auto", Precision(rawValue: precision) == nil {
+            throw ValidationError("--precision must be fp32, bf16 or auto, not '\(precision)'")
+        }
+    }
+
     /// The precision for `device`, and for `auto` a note saying what was picked and why.
     /// `fallback` is used when the flag is absent (a recipe's own precision, say).
-    func resolved(for device: Device, fallback: Precision = .fp32) throws -> (Precision, note: String?) {
+    func resolved(for device: Device, fallback: Precision = .fp32) -> (Precision, note: String?) {
         guard let precision else { return (fallback, nil) }
-        if precision == "auto" {
+        guard let p = Precision(rawValue: precision) else {  // "auto" (validate() let nothing else through)
             let (picked, reason) = Precision.automatic(for: device)
             return (picked, "precision: auto → \(picked) (\(reason))")
-        }
-        guard let p = Precision(rawValue: precision) else {
-            throw ValidationError("--precision must be fp32, bf16 or auto, not '\(precision)'")
         }
         return (p, nil)
     }

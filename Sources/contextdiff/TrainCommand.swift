@@ -98,7 +98,7 @@ struct TrainCommand: ParsableCommand {
         if let weighting { r.training.weighting = try LossWeighting(parsing: weighting) }
         if let seed { r.training.seed = seed; r.benchmark.seed = seed }
         if let checkpointEvery { r.training.checkpointEvery = checkpointEvery }
-        let (precision, precisionNote) = try precisionOptions.resolved(for: deviceOptions.device, fallback: r.training.precision)
+        let (precision, precisionNote) = precisionOptions.resolved(for: deviceOptions.device, fallback: r.training.precision)
         r.training.precision = precision
         if let precisionNote { note(precisionNote) }
         if let keepCheckpoints { r.training.keepCheckpoints = keepCheckpoints }

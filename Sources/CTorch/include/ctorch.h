@@ -20,7 +20,7 @@ extern "C" {
 typedef struct ct_tensor_s *ct_tensor;
 typedef struct ct_generator_s *ct_generator;
 typedef struct ct_guard_s *ct_guard;
-typedef struct ct_autocast_s *ct_autocast;
+typedef struct ct_mixed_precision_s *ct_mixed_precision;
 typedef struct ct_profile_s *ct_profile;
 typedef struct ct_store_s *ct_store;
 typedef struct ct_pg_s *ct_pg;
@@ -218,8 +218,8 @@ ct_guard ct_inference_mode_enter(void);
 void ct_inference_mode_exit(ct_guard g);
 /* Mixed precision: matrix products and convolutions on device_type (CT_DEVICE_*) in dtype
  * (bfloat16 or float16) until the matching exit; NULL and the last error when refused. */
-ct_autocast ct_autocast_enter(int device_type, int dtype);
-void ct_autocast_exit(ct_autocast g);
+ct_mixed_precision ct_mixed_precision_enter(int device_type, int dtype);
+void ct_mixed_precision_exit(ct_mixed_precision g);
 /* libtorch's operator profiler until ct_profile_stop, which writes a Chrome trace to path. */
 ct_profile ct_profile_start(const char *path);
 /* Batched float32 products on the CPU as direct BLAS calls per entry (default on). */
