@@ -9,8 +9,12 @@ import PackageDescription
 // runs without CUDA; `--device cuda` loads libtorch_cuda from the same folder at run time.
 // Build such a tree in its own build folder: `swift build --build-path .build-torch2`.
 let libtorch = ProcessInfo.processInfo.environment["CONTEXTDIFF_LIBTORCH"].flatMap { $0.isEmpty ? nil : $0 }
+// oneDNN's own headers (Debian's libdnnl-dev, installed by scripts/setup.sh): the shim then calls
+// the libdnnl that Debian's libtorch links for Winograd convolutions (Sources/CTorch/winograd.cpp).
+// Not with another libtorch: PyPI's torch carries its own oneDNN inside libtorch_cpu.
+let onednn = libtorch == nil && FileManager.default.fileExists(atPath: "/usr/include/oneapi/dnnl/dnnl.hpp")
 let torchCxxSettings: [CXXSetting] =
-    [.define("USE_C10D_GLOO")]
+    [.define("USE_C10D_GLOO")] + (onednn ? [.define("CONTEXTDIFF_ONEDNN")] : [])
     + (libtorch.map { root in
         [.unsafeFlags(["-I\(root)/include", "-I\(root)/include/torch/csrc/api/include"])]
     } ?? [])
@@ -20,7 +24,8 @@ let torchLinkerSettings: [LinkerSetting] =
             .unsafeFlags(["-L\(root)/lib", "-Xlinker", "-rpath", "-Xlinker", "\(root)/lib"]),
             .linkedLibrary("torch_cpu"), .linkedLibrary("c10"), .linkedLibrary("dl"),
         ]
-    } ?? [.linkedLibrary("torch"), .linkedLibrary("torch_cpu"), .linkedLibrary("c10")]
+    } ?? ([.linkedLibrary("torch"), .linkedLibrary("torch_cpu"), .linkedLibrary("c10")]
+        + (onednn ? [.linkedLibrary("dnnl")] : []))
 
 let package = Package(
     name: "ContextDiff",

@@ -5,7 +5,7 @@
 # and the MiniLM text-encoder files. Fast when everything is already present.
 set -euo pipefail
 
-PKGS=(libtorch-dev libopenblas0-pthread libgloo-dev python3-torch python3-numpy ffmpeg unzip libpng-dev libjpeg62-turbo-dev pkg-config libsqlite3-dev chromium chromium-driver)
+PKGS=(libtorch-dev libdnnl-dev libopenblas0-pthread libgloo-dev python3-torch python3-numpy ffmpeg unzip libpng-dev libjpeg62-turbo-dev pkg-config libsqlite3-dev chromium chromium-driver)
 MINILM_DIR="${CONTEXTDIFF_MINILM_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/contextdiff/all-MiniLM-L6-v2}"
 
 missing=()

@@ -68,4 +68,10 @@ template <class F> int guard_status(F &&f) {
   return 1;
 }
 
+// A 3×3 float32 convolution by oneDNN's Winograd algorithm (winograd.cpp): true with `out` set,
+// or false (nothing done) where it does not apply and libtorch's convolution should run.
+bool winograd_conv2d(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b,
+                     const std::vector<int64_t> &stride, const std::vector<int64_t> &padding,
+                     const std::vector<int64_t> &dilation, int64_t groups, at::Tensor &out);
+
 }  // namespace ctorch

@@ -580,6 +580,59 @@ int ct_foreach_lerp_(ct_tensor *a, ct_tensor *b, int64_t n, double w) {
 // training step launch-bound). The arithmetic is torch.optim.AdamW's, op for op:
 //   p *= 1 - lr·wd;  m.lerp_(g, 1 - β1);  v = β2·v + (1 - β2)·g²;  p -= step_size · m / (√v / c2 + eps)
 // On the CPU each foreach call runs the same per-tensor kernels, so results equal a loop's.
+// AdamW on float32 CPU tensors in one pass over the memory: libtorch 1.13's multi-tensor ops are
+// loops of per-tensor ops on the CPU (nine passes over every parameter's state, ~3000 small
+// operator calls per step of the shipped model, most too small to be split over threads). Here
+// every element is updated once, in chunks spread over libtorch's threads, with the arithmetic of
+// the multi-tensor path below in the same order (float32 scalars, lerp's two branches).
+static bool fused_adamw_applies(const std::vector<at::Tensor> &p, const std::vector<at::Tensor> &g,
+                                const std::vector<at::Tensor> &m, const std::vector<at::Tensor> &v) {
+  for (size_t i = 0; i < p.size(); ++i) {
+    for (const at::Tensor *t : {&p[i], &g[i], &m[i], &v[i]}) {
+      if (!t->defined() || !t->device().is_cpu() || t->scalar_type() != at::kFloat || !t->is_contiguous() ||
+          t->numel() != p[i].numel())
+        return false;
+    }
+  }
+  return true;
+}
+
+static void fused_adamw(const std::vector<at::Tensor> &p, const std::vector<at::Tensor> &g,
+                        const std::vector<at::Tensor> &m, const std::vector<at::Tensor> &v, double lr, double beta1,
+                        double beta2, double eps, double weight_decay, double step_size, double correction2_root) {
+  struct Chunk {
+    float *p, *m, *v;
+    const float *g;
+    int64_t n;
+  };
+  constexpr int64_t kChunk = 16384;
+  std::vector<Chunk> chunks;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const int64_t count = p[i].numel();
+    float *pp = p[i].data_ptr<float>(), *pm = m[i].data_ptr<float>(), *pv = v[i].data_ptr<float>();
+    const float *pg = g[i].data_ptr<float>();
+    for (int64_t off = 0; off < count; off += kChunk)
+      chunks.push_back({pp + off, pm + off, pv + off, pg + off, std::min(kChunk, count - off)});
+  }
+  const bool decay = weight_decay != 0;
+  const float keep = (float)(1.0 - lr * weight_decay), w1 = (float)(1.0 - beta1), b2 = (float)beta2,
+              w2 = (float)(1.0 - beta2), root = (float)correction2_root, fe = (float)eps, step = (float)-step_size;
+  at::parallel_for(0, (int64_t)chunks.size(), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const Chunk ch = chunks[c];
+      for (int64_t k = 0; k < ch.n; ++k) {
+        const float gk = ch.g[k];
+        float mk = ch.m[k];
+        mk = w1 < 0.5f ? mk + w1 * (gk - mk) : gk - (gk - mk) * (1.0f - w1);
+        const float vk = ch.v[k] * b2 + w2 * gk * gk;
+        const float denom = std::sqrt(vk) / root + fe;
+        const float pk = decay ? ch.p[k] * keep : ch.p[k];
+        ch.m[k] = mk, ch.v[k] = vk, ch.p[k] = pk + step * (mk / denom);
+      }
+    }
+  });
+}
+
 int ct_adamw_step_(ct_tensor *params, ct_tensor *grads, ct_tensor *exp_avg, ct_tensor *exp_avg_sq, int64_t n,
                    double lr, double beta1, double beta2, double eps, double weight_decay, double step_size,
                    double correction2_root) {
@@ -587,6 +640,10 @@ int ct_adamw_step_(ct_tensor *params, ct_tensor *grads, ct_tensor *exp_avg, ct_t
     auto p = list(params, n), g = list(grads, n), m = list(exp_avg, n), v = list(exp_avg_sq, n);
     if (n == 0) return;
     at::NoGradGuard no_grad;
+    if (fused_adamw_applies(p, g, m, v)) {
+      fused_adamw(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step_size, correction2_root);
+      return;
+    }
     if (weight_decay != 0) at::_foreach_mul_(p, 1.0 - lr * weight_decay);
 #if TORCH_VERSION_MAJOR >= 2
     at::_foreach_lerp_(m, g, 1.0 - beta1);
@@ -884,6 +941,10 @@ static std::vector<int64_t> arr(const int64_t *p, int n) { return vec(p, n); }
 ct_tensor ct_conv2d(ct_tensor x, ct_tensor w, ct_tensor b, const int64_t *stride,
                     const int64_t *padding, const int64_t *dilation, int64_t groups) {
   return guard_tensor([&] {
+    at::Tensor out;
+    if (!g_mixed.has_value() &&
+        winograd_conv2d(T(x), T(w), opt(b), arr(stride, 2), arr(padding, 2), arr(dilation, 2), groups, out))
+      return out;
     return hi(at::conv2d(lo(T(x)), lo(T(w)), lo(opt(b)), arr(stride, 2), arr(padding, 2), arr(dilation, 2), groups), T(x));
   });
 }

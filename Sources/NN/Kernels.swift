@@ -20,10 +20,18 @@ public enum Kernels {
         didSet { Torch.setDirectBatchedProducts(directBatchedProducts) }
     }
 
+    /// 3×3 float32 convolutions by oneDNN's Winograd algorithm where it has a kernel
+    /// (``Torch/setWinogradConvolutions(_:)``); results differ from the direct algorithm's by
+    /// float rounding (relative 1e-6 to 1e-5).
+    nonisolated(unsafe) public static var winogradConvolutions = true {
+        didSet { Torch.setWinogradConvolutions(winogradConvolutions) }
+    }
+
     /// Every switch off: the straightforward kernels, as the PyTorch twin uses them.
     public static func useReferenceKernels() {
         linearAsConvolution = false
         fusedAttention = false
         directBatchedProducts = false
+        winogradConvolutions = false
     }
 }

@@ -34,14 +34,23 @@ public enum Precision: String, Codable, Sendable, CaseIterable, CustomStringConv
 
 /// What the CPU says about itself (Linux's /proc/cpuinfo).
 public enum CPUFeatures {
-    /// The native-bfloat16 flags of the first CPU (`avx512_bf16`, `amx_bf16`), nil when
-    /// /proc/cpuinfo cannot be read.
-    public static let bf16Flags: [String]? = {
+    /// The flags of the first CPU, nil when /proc/cpuinfo cannot be read.
+    public static let flags: Set<String>? = {
         guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return nil }
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return [] }
-        let flags = Set(line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }).map(String.init))
-        return ["avx512_bf16", "amx_bf16"].filter(flags.contains)
+        return Set(line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }).map(String.init))
     }()
+
+    /// The native-bfloat16 flags of the first CPU (`avx512_bf16`, `amx_bf16`), nil when
+    /// /proc/cpuinfo cannot be read.
+    public static var bf16Flags: [String]? { flags.map { f in ["avx512_bf16", "amx_bf16"].filter(f.contains) } }
+
+    /// AVX-512 with the byte/word, double/quad and vector-length extensions (oneDNN's
+    /// `avx512_core`, where its Winograd convolutions run).
+    public static var avx512Core: Bool {
+        guard let f = flags else { return false }
+        return ["avx512f", "avx512bw", "avx512dq", "avx512vl"].allSatisfy(f.contains)
+    }
 }
 
 extension Torch {

@@ -86,4 +86,16 @@ extension Torch {
     /// call per batch entry spread over libtorch's threads, forward and backward, instead of
     /// libtorch 1.13's per-entry dispatcher loop on one thread (same arithmetic; on by default).
     public static func setDirectBatchedProducts(_ on: Bool) { ct_set_direct_batched_products(on) }
+
+    /// 3×3 float32 convolutions (stride 1, padding 1, channel counts multiples of 16) by oneDNN's
+    /// Winograd algorithm, forward and backward, instead of libtorch's direct algorithm; on by
+    /// default. Where the build has no oneDNN headers or the CPU no Winograd kernel (oneDNN has
+    /// one for AVX-512), libtorch's convolution runs as before.
+    public static func setWinogradConvolutions(_ on: Bool) { ct_set_winograd_convolutions(on) }
+
+    /// How many convolutions ran by the Winograd algorithm in this process so far.
+    public static var winogradConvolutionCalls: Int { Int(ct_winograd_convolution_calls()) }
+
+    /// Whether this build can run Winograd convolutions at all (compiled against oneDNN's headers).
+    public static var winogradConvolutionsCompiled: Bool { ct_winograd_convolutions_compiled() }
 }

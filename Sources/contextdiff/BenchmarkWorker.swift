@@ -24,12 +24,17 @@ struct BenchmarkWorkerCommand: ParsableCommand {
         "Write libtorch's operator profile of the measurement to this file (a Chrome trace).",
         discussion: "scripts/profile_summary.py FILE totals it per operator. The profiler's own overhead slows the run: time without it."))
     var profile: String?
+    @Flag(inversion: .prefixedNo, help: ArgumentHelp(
+        "3×3 convolutions by oneDNN's Winograd algorithm where it has a kernel (Kernels.winogradConvolutions).",
+        discussion: "--no-winograd measures the same side with libtorch's direct convolutions (an A/B of that one kernel)."))
+    var winograd = true
 
     func run() throws {
         if referenceKernels {
             Kernels.useReferenceKernels()
         } else {
             Torch.keepFreedTensorMemory()
+            Kernels.winogradConvolutions = winograd
         }
         let folder = BenchmarkFolder(url: URL(fileURLWithPath: directory))
         let measure = { try workload.measure(folder: folder, referenceKernels: referenceKernels, check: check, precision: precision) }

@@ -389,12 +389,13 @@ struct VideoTests {
                 probe.mode = .idle
                 let plain = try unet(other, timesteps: tt, condition: cond, video: layout)
                 #expect(try TestSupport.relativeDiff(injected, plain) > 1e-4)
-                // With classifier-free guidance (a doubled batch) injection also applies.
+                // With classifier-free guidance (a doubled batch) injection also applies (up to
+                // float rounding: Winograd convolutions tile a batch of 8 differently from one of 4).
                 probe.mode = .inject(timestep: t)
                 let doubled = try unet(
                     Tensor.cat([x, x]), timesteps: Tensor.cat([tt, tt]), condition: Condition.concatenate(cond, cond),
                     video: layout)
-                #expect(try TestSupport.relativeDiff(doubled.slice(dim: 0, 4, 8), recorded) < 1e-6)
+                #expect(try TestSupport.relativeDiff(doubled.slice(dim: 0, 4, 8), recorded) < 1e-5)
             }
             #expect(probe.injections > 0)
         }

@@ -104,4 +104,34 @@ struct KernelTests {
             for (a, b) in zip(try grads(true), try grads(false)) { #expect(try TestSupport.relativeDiff(a, b) < 1e-4) }
         }
     }
+
+    /// 3×3 convolutions (Winograd where oneDNN has the kernel: float32, stride 1, padding 1,
+    /// channels multiples of 16; libtorch's direct algorithm otherwise) equal the same
+    /// convolution in float64, which never takes the Winograd path: values and the gradients of
+    /// input, weight and bias, with and without bias, with and without gradient tracking.
+    @Test(arguments: [([2, 32, 9, 7], 48, true), ([3, 16, 8, 8], 16, false), ([2, 3, 8, 8], 16, true), ([1, 64, 4, 4], 32, true)])
+    func threeByThreeConvolutionsEqualFloat64(input: [Int], outChannels: Int, withBias: Bool) throws {
+        let g = Generator(seed: 11)
+        let x0 = try Tensor.randn(input, generator: g)
+        let w0 = try Tensor.randn([outChannels, input[1], 3, 3], generator: g) * 0.2
+        let b0 = try Tensor.randn([outChannels], generator: g)
+        let upstream = try Tensor.randn([input[0], outChannels, input[2], input[3]], generator: g)
+        let before = Torch.winogradConvolutionCalls
+        func run(_ dtype: DType) throws -> [Tensor] {
+            let x = try x0.to(dtype).detached().requiringGrad(), w = try w0.to(dtype).detached().requiringGrad()
+            let b = withBias ? try b0.to(dtype).detached().requiringGrad() : nil
+            let y = try x.conv2d(weight: w, bias: b, padding: 1)
+            let inference = try Torch.withNoGrad { try x.conv2d(weight: w, bias: b, padding: 1) }
+            try (y * upstream.to(dtype)).sum().backward()
+            return try [y, inference, try #require(x.grad), try #require(w.grad)] + (withBias ? [try #require(b?.grad)] : [])
+        }
+        let fast = try run(.float32), exact = try run(.float64)
+        for (name, (a, b)) in zip(["output", "output without grad", "input grad", "weight grad", "bias grad"], zip(fast, exact)) {
+            #expect(a.shape == b.shape, "\(name)")
+            #expect(try TestSupport.relativeDiff(a.to(.float64), b) < 1e-5, "\(name)")
+        }
+        if Torch.winogradConvolutionsCompiled && CPUFeatures.avx512Core && input[1] % 16 == 0 && outChannels % 16 == 0 {
+            #expect(Torch.winogradConvolutionCalls >= before + 2, "the Winograd path ran")
+        }
+    }
 }
