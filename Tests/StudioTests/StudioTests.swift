@@ -219,7 +219,7 @@ struct StudioTests {
             let image = try RGBImage(contentsOf: try #require(try history.imageFile(run: runID, index: k)))
             #expect(image.pixels == lone.pixels[k], "image \(k) differs from a lone call")
             let record = try #require(GenerationRecord(pngText: try PNGText.read(from: png)))
-            #expect(record.index == k && record.options == options && record.prompt == "a red circle")
+            #expect(record.index == k && record.options == options && record.prompt == "a red circle", "\(record)")
         }
         #expect(try history.imageFile(run: runID, index: 2) == nil)
     }
