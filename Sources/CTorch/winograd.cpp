@@ -105,13 +105,18 @@ const memory::dims kStrides = {1, 1}, kPadding = {1, 1};
 
 memory::desc any(const memory::dims &d) { return memory::desc(d, dt::f32, tag::any); }
 
-// nullptr where oneDNN has no Winograd kernel for this shape on this CPU (remembered).
+// nullptr where oneDNN has no Winograd kernel for this shape on this CPU (remembered), or the cache is full.
 Plan *plan_for(const Key &k) {
   static std::mutex mutex;
   static std::map<Key, std::unique_ptr<Plan>> plans;
   std::lock_guard<std::mutex> lock(mutex);
   auto found = plans.find(k);
   if (found != plans.end()) return found->second.get();
+  // Plans are kept for the life of the process (running calls hold them); a long-lived process
+  // that meets ever new shapes (the studio, across sizes and batches) stops adding plans here
+  // and runs libtorch's convolution for the new ones.
+  constexpr size_t kMaxPlans = 256;
+  if (plans.size() >= kMaxPlans) return nullptr;
   std::unique_ptr<Plan> p;
   try {
     auto plan = std::make_unique<Plan>();
