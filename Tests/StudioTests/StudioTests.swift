@@ -364,6 +364,65 @@ struct StudioTests {
         }
     }
 
+    /// The published API description and the router agree: every operation in openapi.yaml is
+    /// answered by a route (a typed JSON answer, not the router's bare 404 for an unknown path),
+    /// and every /api route the server declares (read from its source) is described there.
+    static func errorMessage(_ r: TestResponse) -> String? {
+        ((try? JSONSerialization.jsonObject(with: Data(buffer: r.body)) as? [String: Any])?["error"] as? [String: Any])?["message"] as? String
+    }
+
+    @Test func openAPIDescribesEveryRouteAndOnlyRoutes() async throws {
+        let data = temporaryFolder("studio-openapi")
+        defer { try? FileManager.default.removeItem(at: data) }
+        let backend = GatedBackend()
+        backend.allow(10_000)
+        let queue = JobQueue(backend: backend, history: try RunHistory(folder: data), limits: StudioLimits())
+        let app = Application(router: StudioServer(queue: queue).router())
+        let source = try String(
+            contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+                .appendingPathComponent("../../Sources/Studio/StudioServer.swift").standardizedFileURL, encoding: .utf8)
+        let route = try Regex(#"router\.(get|post|put|delete|patch)\("(/api/[^"]*)""#)
+        let routed = Set(source.matches(of: route).map { m in
+            let method = String(m.output[1].substring ?? "").uppercased()
+            let p = (m.output[2].substring ?? "").split(separator: "/").map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0) }
+            return "\(method) /" + p.joined(separator: "/")
+        })
+        #expect(routed.count >= 12, "\(routed.sorted())")
+        try await app.test(.router) { client in
+            let spec = try await client.execute(uri: "/api/openapi.yaml", method: .get) { String(buffer: $0.body) }
+            var documented: Set<String> = []  // "GET /api/jobs/{id}"
+            var path: String?
+            for line in spec.split(separator: "\n", omittingEmptySubsequences: false) {
+                if line.hasPrefix("  /"), line.hasSuffix(":") {
+                    path = String(line.dropFirst(2).dropLast())
+                } else if let p = path, line.hasPrefix("    "), !line.hasPrefix("     "), line.hasSuffix(":") {
+                    let method = line.trimmingCharacters(in: .whitespaces).dropLast().uppercased()
+                    if ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(method) { documented.insert("\(method) \(p)") }
+                } else if !line.hasPrefix(" ") && !line.isEmpty {
+                    path = nil
+                }
+            }
+            #expect(routed == documented, "routed, not documented: \(routed.subtracting(documented).sorted()); documented, not routed: \(documented.subtracting(routed).sorted())")
+            for operation in documented.sorted() {
+                let parts = operation.split(separator: " ")
+                let uri = String(parts[1]).replacingOccurrences(of: "{id}", with: "00000000-0000-0000-0000-000000000000")
+                    .replacingOccurrences(of: "{index}", with: "0").replacingOccurrences(of: "{file}", with: "edited.mp4")
+                let method: HTTPRequest.Method = parts[0] == "POST" ? .post : .get
+                try await client.execute(uri: uri, method: method, headers: jsonHeaders, body: method == .post ? ByteBuffer(string: "{}") : nil) { r in
+                    let body = String(buffer: r.body)
+                    // A route answers with content or its own error; only the router itself says a
+                    // bare "Not Found" / "Method Not Allowed" (its reason phrase).
+                    #expect(!["Not Found", "Method Not Allowed"].contains(Self.errorMessage(r)), "\(operation): \(r.status) \(body.prefix(200))")
+                    #expect(r.status.code < 500, "\(operation): \(r.status) \(body.prefix(200))")
+                }
+            }
+            // The discriminator itself: an undescribed path gets the router's bare answer.
+            try await client.execute(uri: "/api/undescribed", method: .get) { r in
+                #expect(r.status == .notFound && Self.errorMessage(r) == "Not Found", "\(String(buffer: r.body))")
+            }
+        }
+    }
+
     /// The history outlives the server: a reopened store lists the same runs, newest first and
     /// by pages; image folders a kill left without a committed run are removed.
     @Test func historySurvivesARestartAndDropsHalfWrittenRuns() throws {
