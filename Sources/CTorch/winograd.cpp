@@ -276,14 +276,15 @@ bool winograd_conv2d(const at::Tensor &x, const at::Tensor &w, const c10::option
     return false;
   auto xc = x.contiguous(), wc = w.contiguous();
   auto bc = has_bias ? b->contiguous() : at::Tensor();
-  if (plan_for(key_of(xc, wc, has_bias)) == nullptr) return false;
+  Plan *plan = plan_for(key_of(xc, wc, has_bias));
+  if (plan == nullptr) return false;
   g_winograd_calls++;
   const bool grad = c10::GradMode::is_enabled() &&
                     (xc.requires_grad() || wc.requires_grad() || (has_bias && bc.requires_grad()));
   if (grad) {
     out = WinogradConv2d::apply(xc, wc, has_bias ? bc : at::empty({0}, xc.options()));
   } else {
-    out = conv_forward(*plan_for(key_of(xc, wc, has_bias)), xc, wc, bc);
+    out = conv_forward(*plan, xc, wc, bc);
   }
   return true;
 #else

@@ -348,8 +348,7 @@ struct StudioTests {
             for (uri, method, headers, body, status) in cases {
                 try await client.execute(uri: uri, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) }) { r in
                     #expect(r.status == status, "\(method) \(uri) \(body?.prefix(80) ?? ""): \(r.status) \(String(buffer: r.body).prefix(200))")
-                    let error = (try? JSONSerialization.jsonObject(with: Data(buffer: r.body)) as? [String: Any])?["error"] as? [String: Any]
-                    #expect(error?["message"] is String, "\(method) \(uri): \(String(buffer: r.body).prefix(200))")
+                    #expect(Self.errorMessage(r) != nil, "\(method) \(uri): \(String(buffer: r.body).prefix(200))")
                 }
             }
             // Still serving: a good request goes through.
@@ -364,13 +363,14 @@ struct StudioTests {
         }
     }
 
-    /// The published API description and the router agree: every operation in openapi.yaml is
-    /// answered by a route (a typed JSON answer, not the router's bare 404 for an unknown path),
-    /// and every /api route the server declares (read from its source) is described there.
+    /// The message of a JSON error body (`{"error": {"message": ...}}`), nil for any other body.
     static func errorMessage(_ r: TestResponse) -> String? {
         ((try? JSONSerialization.jsonObject(with: Data(buffer: r.body)) as? [String: Any])?["error"] as? [String: Any])?["message"] as? String
     }
 
+    /// The published API description and the router agree: every operation in openapi.yaml is
+    /// answered by a route (a typed JSON answer, not the router's bare 404 for an unknown path),
+    /// and every /api route the server declares (read from its source) is described there.
     @Test func openAPIDescribesEveryRouteAndOnlyRoutes() async throws {
         let data = temporaryFolder("studio-openapi")
         defer { try? FileManager.default.removeItem(at: data) }
