@@ -1188,6 +1188,78 @@ void ct_set_num_threads(int64_t n) {
   } catch (...) {
   }
 }
+// The calling thread's own intra-op thread count. libtorch's OpenMP backend asks
+// omp_get_max_threads(), an OpenMP setting of each thread; at::set_num_threads would also change
+// the process-wide default and clear oneDNN's cache, so this calls OpenMP directly (looked up at
+// run time: a build without OpenMP has one thread per caller anyway). Returns the previous count,
+// or -1 where there is no OpenMP.
+typedef void (*omp_set_threads_fn)(int);
+typedef int (*omp_get_threads_fn)(void);
+int64_t ct_set_thread_intraop_threads(int64_t n) {
+  try {
+    static auto set = (omp_set_threads_fn)dlsym(RTLD_DEFAULT, "omp_set_num_threads");
+    static auto get = (omp_get_threads_fn)dlsym(RTLD_DEFAULT, "omp_get_max_threads");
+    if (set == nullptr || get == nullptr || n < 1) return -1;
+    // First libtorch's own once-per-thread set-up (lazy_init_num_threads), which would
+    // otherwise overwrite the count at this thread's first parallel operator.
+    (void)at::get_num_threads();
+    int previous = get();
+    set((int)n);
+    return previous;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// A thread's libtorch state that a helper thread must share to compute as this one would: grad
+// mode, inference mode, the default device and the mixed-precision scope.
+struct ct_thread_context_s {
+  bool grad_enabled;
+  bool inference_mode;
+  c10::Device device;
+  c10::optional<at::ScalarType> mixed;
+};
+struct ct_thread_scope_s {
+  c10::AutoGradMode grad;
+  c10::optional<c10::InferenceMode> inference;
+  c10::Device previous_device;
+  c10::optional<at::ScalarType> previous_mixed;
+  int64_t previous_threads;
+  explicit ct_thread_scope_s(const ct_thread_context_s &c)
+      : grad(c.grad_enabled), previous_device(g_default_device), previous_mixed(g_mixed), previous_threads(-1) {
+    if (c.inference_mode) inference.emplace(true);
+  }
+};
+ct_thread_context ct_thread_context_capture(void) {
+  try {
+    return new ct_thread_context_s{c10::GradMode::is_enabled(), c10::InferenceMode::is_enabled(), g_default_device,
+                                   g_mixed};
+  } catch (...) {
+    set_error("could not capture the thread's libtorch state");
+    return nullptr;
+  }
+}
+void ct_thread_context_free(ct_thread_context c) { delete c; }
+ct_thread_scope ct_thread_context_enter(ct_thread_context c, int64_t threads) {
+  if (c == nullptr) return nullptr;
+  try {
+    auto *scope = new ct_thread_scope_s(*c);
+    g_default_device = c->device;
+    g_mixed = c->mixed;
+    scope->previous_threads = ct_set_thread_intraop_threads(threads);
+    return scope;
+  } catch (const std::exception &e) {
+    set_error(e.what());
+    return nullptr;
+  }
+}
+void ct_thread_context_exit(ct_thread_scope s) {
+  if (s == nullptr) return;
+  if (s->previous_threads > 0) ct_set_thread_intraop_threads(s->previous_threads);
+  g_default_device = s->previous_device;
+  g_mixed = s->previous_mixed;
+  delete s;  // inference mode, then grad mode, as they were
+}
 int64_t ct_get_blas_threads(void) {
   auto f = (blas_get_threads_fn)dlsym(RTLD_DEFAULT, "openblas_get_num_threads");
   return f ? (int64_t)f() : -1;

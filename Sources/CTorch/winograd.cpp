@@ -15,6 +15,7 @@
 // buffers, so calls from several threads are safe.
 #include "common.h"
 
+#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <atomic>
@@ -80,11 +81,15 @@ void finish(const Reorder &r, memory &m, void *plain, stream &s) {
   r.prim->execute(s, m, dst);
 }
 
+// `threads`: the caller's intra-op threads. A oneDNN primitive splits its work for the thread
+// count it was made with; a helper thread running one shard of a batch on one thread
+// (Torch.concurrently) needs its own, or each call would open a team of the full count.
 struct Key {
   int64_t n, ic, h, w, oc;
   bool bias;
+  int threads;
   bool operator<(const Key &o) const {
-    return std::tie(n, ic, h, w, oc, bias) < std::tie(o.n, o.ic, o.h, o.w, o.oc, o.bias);
+    return std::tie(n, ic, h, w, oc, bias, threads) < std::tie(o.n, o.ic, o.h, o.w, o.oc, o.bias, o.threads);
   }
 };
 
@@ -175,7 +180,7 @@ stream &cpu_stream() {
 }
 
 Key key_of(const at::Tensor &x, const at::Tensor &w, bool bias) {
-  return Key{x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), bias};
+  return Key{x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), bias, at::get_num_threads()};
 }
 
 at::Tensor conv_forward(Plan &p, const at::Tensor &x, const at::Tensor &w, const at::Tensor &b) {

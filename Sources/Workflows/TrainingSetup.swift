@@ -255,6 +255,8 @@ extension TrainingSetup {
         public var writeSamples = true
         /// Where the networks train (``Trainer/device``).
         public var device = Device.cpu
+        /// ``Trainer/shards``: each step's batch in 1 or 2 concurrent parts (nil: automatic).
+        public var shards: Int?
 
         public init() {}
     }
@@ -297,6 +299,8 @@ extension TrainingSetup {
         let trainer = try Trainer(
             model: model, config: recipe.training, data: data, captions: captions, runDirectory: folder.url, processGroup: group,
             groundings: groundings)
+        trainer.shards = options.shards
+        _ = try trainer.shardRanges(rows: recipe.training.batchSize)  // a bad count fails before any work
         if options.resume, try trainer.resumeFromLatest() {
             note("resumed from step \(trainer.step)")
         }

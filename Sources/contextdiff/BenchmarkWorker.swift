@@ -28,6 +28,10 @@ struct BenchmarkWorkerCommand: ParsableCommand {
         "3×3 convolutions by oneDNN's Winograd algorithm where it has a kernel (Kernels.winogradConvolutions).",
         discussion: "--no-winograd measures the same side with libtorch's direct convolutions (an A/B of that one kernel)."))
     var winograd = true
+    @Option(help: ArgumentHelp(
+        "train: split each step's batch into this many parts computed at once (Trainer.shards; 1 or 2).",
+        discussion: "Default: the trainer's automatic choice (2 on a CPU with two or more threads). --shards 1 measures one batch on all threads."))
+    var shards: Int?
 
     func run() throws {
         if referenceKernels {
@@ -37,7 +41,8 @@ struct BenchmarkWorkerCommand: ParsableCommand {
             Kernels.winogradConvolutions = winograd
         }
         let folder = BenchmarkFolder(url: URL(fileURLWithPath: directory))
-        let measure = { try workload.measure(folder: folder, referenceKernels: referenceKernels, check: check, precision: precision) }
+        let measure = { try workload.measure(
+                folder: folder, referenceKernels: referenceKernels, check: check, precision: precision, shards: shards) }
         let measurement = try profile.map { try Torch.profile(to: $0, measure) } ?? measure()
         print(try measurement.jsonLine())
     }

@@ -66,6 +66,10 @@ struct TrainCommand: ParsableCommand {
         discussion: "For fine-tuning on the noisy end of the process, where a sample's layout is decided."))
     var timestepRange: String?
     @Option(help: "Intra-op threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: ArgumentHelp(
+        "Split each step's batch into 1 or 2 parts computed at once, each on its share of --threads.",
+        discussion: "Default: 2 on a CPU with two or more threads (both cores stay busy; docs/NOTES.md \"Performance\"), 1 elsewhere. Results differ only by the order of float additions."))
+    var shards: Int?
     @OptionGroup var deviceOptions: DeviceOptions
     @OptionGroup var precisionOptions: PrecisionOptions
     @Flag(help: "Start from scratch even if the run folder has checkpoints.") var noResume = false
@@ -148,6 +152,7 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        if let shards, !(1...2).contains(shards) { throw ValidationError("--shards must be 1 or 2") }
         // Checked again when the weights are read; here so that a typo fails before data preparation.
         if let initFrom, !FileManager.default.fileExists(atPath: URL(fileURLWithPath: initFrom).appendingPathComponent("unet").path) {
             throw ValidationError("--init-from \(initFrom): not a model folder (no unet/ inside)")
@@ -196,6 +201,7 @@ struct TrainCommand: ParsableCommand {
         options.resume = resume
         options.writeSamples = !noSamples
         options.device = try deviceOptions.resolved(rank: group?.rank)
+        options.shards = shards
         let display = ProgressDisplay()
         var bar: ProgressBar?
         var midBar = false

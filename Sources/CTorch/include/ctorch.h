@@ -21,6 +21,8 @@ typedef struct ct_tensor_s *ct_tensor;
 typedef struct ct_generator_s *ct_generator;
 typedef struct ct_guard_s *ct_guard;
 typedef struct ct_mixed_precision_s *ct_mixed_precision;
+typedef struct ct_thread_context_s *ct_thread_context;
+typedef struct ct_thread_scope_s *ct_thread_scope;
 typedef struct ct_profile_s *ct_profile;
 typedef struct ct_store_s *ct_store;
 typedef struct ct_pg_s *ct_pg;
@@ -240,6 +242,15 @@ int64_t ct_get_blas_threads(void);
 /// armed and `parent` is still the parent, 0 when the parent is already gone, -1 if unsupported.
 int ct_exit_with_parent(int64_t parent);
 int64_t ct_get_num_threads(void);
+/* The calling thread's intra-op threads (OpenMP's per-thread setting; the process default and
+ * other threads keep theirs). Returns the previous count, -1 without OpenMP or for n < 1. */
+int64_t ct_set_thread_intraop_threads(int64_t n);
+/* The calling thread's grad and inference mode, default device and mixed-precision scope, to be
+ * entered on a helper thread (with `threads` intra-op threads) and left there in reverse order. */
+ct_thread_context ct_thread_context_capture(void);
+void ct_thread_context_free(ct_thread_context c);
+ct_thread_scope ct_thread_context_enter(ct_thread_context c, int64_t threads);
+void ct_thread_context_exit(ct_thread_scope s);
 const char *ct_parallel_info(void);
 /* the libtorch headers this shim was compiled against, "MAJOR.MINOR.PATCH" */
 const char *ct_libtorch_version(void);

@@ -66,6 +66,14 @@ public struct Condition {
             pooled: pooled.indexSelect(dim: 0, indices))
     }
 
+    /// Rows `range` of every part, as views (no copy).
+    public func rows(_ range: Range<Int>) throws -> Condition {
+        try Condition(
+            tokens: tokens.slice(dim: 0, range.lowerBound, range.upperBound),
+            mask: mask.slice(dim: 0, range.lowerBound, range.upperBound),
+            pooled: pooled.slice(dim: 0, range.lowerBound, range.upperBound))
+    }
+
     /// This condition on `device` (itself, tensors shared, when it is already there).
     public func to(_ device: Device) throws -> Condition {
         guard try tokens.device != device || mask.device != device || pooled.device != device else { return self }

@@ -69,6 +69,14 @@ public struct LayoutTarget {
             known: try Tensor.cat([pa.known, pb.known]))
     }
 
+    /// Rows `range`, as views (no copy).
+    public func rows(_ range: Range<Int>) throws -> LayoutTarget {
+        LayoutTarget(
+            boxes: try boxes.slice(dim: 0, range.lowerBound, range.upperBound),
+            gates: try gates.slice(dim: 0, range.lowerBound, range.upperBound),
+            known: try known.slice(dim: 0, range.lowerBound, range.upperBound))
+    }
+
     /// This layout on `device`.
     public func to(_ device: Device) throws -> LayoutTarget {
         LayoutTarget(boxes: try boxes.to(device), gates: try gates.to(device), known: try known.to(device))

@@ -169,6 +169,17 @@ public final class Trainer {
     let sampler: EpochSampler
     let schedule: WarmupCosineSchedule
     public private(set) var step = 0
+    /// Into how many parts each step's batch is split, each part's forward and backward on its
+    /// own thread at once (``Torch/concurrently(_:threadsEach:_:)``), with libtorch's intra-op
+    /// threads shared out among them: 1 or 2, nil for automatic — 2 on a CPU with at least two
+    /// intra-op threads, 1 elsewhere. On a 2-core CPU, two halves each on one core keep both
+    /// busy where one batch on two intra-op threads leaves the second idle for a third of the
+    /// step (docs/NOTES.md "Performance"). Not more than two: the halves' gradients add up in
+    /// whichever order the threads finish, and a sum of two is the same in either order, so a
+    /// run stays reproducible. Steps with the grounding loss (it records the cross-attention
+    /// of the whole batch) and models with dropout (one generator for the whole batch) run
+    /// whole. The split changes only the order of float additions.
+    public var shards: Int?
     public private(set) var lastCheckpoint: URL?
     /// The unweighted grounding loss of the last step (nil when it is off).
     public private(set) var lastGroundingLoss: Double?
@@ -261,32 +272,67 @@ public final class Trainer {
             }
             target = try LayoutTarget(objects: objects, tokens: denoiserCondition.tokens.shape[1])
         }
-        // The networks' forward passes in the configured precision (their outputs are float32,
-        // so is the loss); backward outside the scope.
-        var loss = try Torch.withPrecision(config.precision, on: device) { () throws -> Tensor in
-            var loss = try diffusion.trainingLoss(
-                x0: x0, timesteps: t, noise: noise, weighting: config.weighting, prediction: model.unet.config.prediction,
-                denoiser: { xt, t in try self.model.unet(xt, timesteps: t, condition: denoiserCondition, video: layout, layout: target) },
-                context: adapter.map { a in { x, t in try a(x, timesteps: t, condition: trueCondition) } })
+        // The diffusion loss of rows `range` of the batch, weighted by their share of it: the
+        // networks' forward passes in the configured precision (their outputs are float32, so
+        // is the loss); backward outside the scope.
+        let rowCount = mine.count
+        func diffusionLoss(_ range: Range<Int>) throws -> Tensor {
+            let whole = range.count == rowCount
+            let x0Rows = whole ? x0 : try x0.slice(dim: 0, range.lowerBound, range.upperBound)
+            let noiseRows = whole ? noise : try noise.slice(dim: 0, range.lowerBound, range.upperBound)
+            let denoiserRows = whole ? denoiserCondition : try denoiserCondition.rows(range)
+            let trueRows = whole ? trueCondition : try trueCondition.rows(range)
+            let targetRows = whole ? target : try target?.rows(range)
+            let loss = try Torch.withPrecision(config.precision, on: device) { () throws -> Tensor in
+                try diffusion.trainingLoss(
+                    x0: x0Rows, timesteps: Array(t[range]), noise: noiseRows, weighting: config.weighting,
+                    prediction: model.unet.config.prediction,
+                    denoiser: { xt, t in try self.model.unet(xt, timesteps: t, condition: denoiserRows, video: layout, layout: targetRows) },
+                    context: adapter.map { a in { x, t in try a(x, timesteps: t, condition: trueRows) } })
+            }
+            return whole ? loss : try loss * (Double(range.count) / Double(rowCount))
+        }
+        try optimizer.zeroGrad()
+        var value: Double
+        let shards = recorder == nil ? try shardRanges(rows: rowCount) : [0..<rowCount]
+        if shards.count > 1 {
+            // Each shard's forward and backward on its own thread; the parameters' gradients
+            // add up in place (two terms: the same sum in either order).
+            let values = ShardValues(count: shards.count)
+            try Torch.concurrently(shards.count) { i in
+                let loss = try diffusionLoss(shards[i])
+                values[i] = try loss.item()
+                try loss.backward()
+            }
+            value = values.sum
+            if let prior = model.unet.layoutPrior, let target {
+                let layoutLoss = try prior.loss(denoiserCondition, target: target)
+                lastLayoutLoss = try layoutLoss.item()
+                let weighted = try layoutLoss * config.layoutWeight
+                value += try weighted.item()
+                try weighted.backward()
+            }
+        } else {
+            var loss = try diffusionLoss(0..<rowCount)
             if let recorder, let groundings {
                 // Rows whose caption was dropped have no words to ground.
                 let objects = zip(indices, rows).map { index, row in row == captions.nullRow ? [] : groundings[index] }
-                let grounding = try TokenGrounding.loss(maps: recorder.maps, objects: objects)
+                let grounding = try Torch.withPrecision(config.precision, on: device) {
+                    try TokenGrounding.loss(maps: recorder.maps, objects: objects)
+                }
                 lastGroundingLoss = try grounding.item()
                 loss = try loss + grounding * config.groundingWeight
             }
-            return loss
+            // The layout prior's likelihood in float32 (a small network; its mixture's densities
+            // need the mantissa).
+            if let prior = model.unet.layoutPrior, let target {
+                let layoutLoss = try prior.loss(denoiserCondition, target: target)
+                lastLayoutLoss = try layoutLoss.item()
+                loss = try loss + layoutLoss * config.layoutWeight
+            }
+            value = try loss.item()
+            try loss.backward()
         }
-        // The layout prior's likelihood in float32 (a small network; its mixture's densities
-        // need the mantissa).
-        if let prior = model.unet.layoutPrior, let target {
-            let layoutLoss = try prior.loss(denoiserCondition, target: target)
-            lastLayoutLoss = try layoutLoss.item()
-            loss = try loss + layoutLoss * config.layoutWeight
-        }
-        var value = try loss.item()
-        try optimizer.zeroGrad()
-        try loss.backward()
         // Checked after the all-reduce, so that every rank sees the same loss and stops together.
         if let pg = processGroup { value = try allReduceGradients(pg, loss: value) }
         guard value.isFinite else {
@@ -297,6 +343,27 @@ public final class Trainer {
         try ema.update(from: model.parameters)
         step += 1
         return value
+    }
+
+    /// The row ranges of a batch of `rows` that a step computes at once (``shards``; one range:
+    /// the whole batch on the calling thread). Throws for a ``shards`` other than 1, 2 or nil.
+    public func shardRanges(rows: Int) throws -> [Range<Int>] {
+        if let shards, !(1...2).contains(shards) {
+            throw TrainingError.invalidConfig("shards must be 1 or 2 (got \(shards))")
+        }
+        let automatic = device == .cpu && Torch.numThreads >= 2 ? 2 : 1
+        let count = min(shards ?? automatic, rows)
+        guard count > 1, !Self.drawsDropout(model.unet) && !(model.adapter.map(Self.drawsDropout) ?? false) else {
+            return [0..<rows]
+        }
+        let first = (rows + 1) / 2
+        return [0..<first, first..<rows]
+    }
+
+    /// Whether `module` or one below it drops activations in training (draws from a generator).
+    static func drawsDropout(_ module: Module) -> Bool {
+        if let dropout = module as? Dropout, dropout.probability > 0 { return true }
+        return module.namedChildren().contains { drawsDropout($0.1) }
     }
 
     /// Fits a new ``LayoutPrior``'s box predictor alone before diffusion training starts
@@ -589,4 +656,17 @@ extension ExponentialMovingAverage {
     func copy(from parameters: [Tensor]) throws {
         for (s, p) in zip(shadow, parameters) { try s.copy(from: p.detached()) }
     }
+}
+
+/// One value per shard of a step, each written by its own thread (distinct slots).
+private final class ShardValues: @unchecked Sendable {
+    private var values: UnsafeMutableBufferPointer<Double>
+    init(count: Int) { values = .allocate(capacity: count); values.initialize(repeating: 0) }
+    deinit { values.deallocate() }
+    subscript(i: Int) -> Double {
+        get { values[i] }
+        set { values[i] = newValue }
+    }
+    /// The values added in shard order.
+    var sum: Double { values.reduce(0, +) }
 }

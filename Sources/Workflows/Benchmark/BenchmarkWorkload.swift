@@ -22,8 +22,10 @@ public enum BenchmarkWorkload: String, CaseIterable, Codable, Sendable {
     /// ``Kernels/useReferenceKernels()`` (and says so with `referenceKernels`) before calling.
     /// - Parameter check: for ``edit``, run the short equivalence edit (`edit_check`) instead of the timed one.
     /// - Parameter precision: for ``train`` and ``sample``, the networks' ``Precision``.
+    /// - Parameter shards: for ``train``, ``Trainer/shards`` (nil: the trainer's automatic choice).
     public func measure(
-        folder: BenchmarkFolder, referenceKernels: Bool = false, check: Bool = false, precision: Precision = .fp32
+        folder: BenchmarkFolder, referenceKernels: Bool = false, check: Bool = false, precision: Precision = .fp32,
+        shards: Int? = nil
     ) throws -> BenchmarkMeasurement {
         let spec = try BenchmarkSpec.load(from: folder.url)
         Torch.numThreads = spec.threads
@@ -79,6 +81,9 @@ public enum BenchmarkWorkload: String, CaseIterable, Codable, Sendable {
             let trainer = try Trainer(
                 model: model, config: config, data: source, captions: captions,
                 runDirectory: folder.url.appendingPathComponent("swift-run"))
+            // The reference side is the code before the kernel work: one batch, one thread.
+            trainer.shards = referenceKernels ? 1 : shards
+            result["shards"] = try trainer.shardRanges(rows: t.batch).count
             var losses: [Double] = [], times: [Double] = []
             let clock = ContinuousClock()
             for i in 0..<(t.warmup + t.steps) {
