@@ -566,13 +566,48 @@ static std::vector<at::Tensor> list(ct_tensor *ts, int64_t n) {
   return v;
 }
 
+// a ← a + w (b − a) for every pair. Float32 CPU lists (the EMA's ~200 tensors every step) in one
+// pass, chunks spread over libtorch's threads, with libtorch's lerp formula (its two branches);
+// elsewhere two multi-tensor calls (1.13 has no _foreach_lerp_), which on the CPU are loops of
+// per-tensor kernels, most too small to use a second thread.
 int ct_foreach_lerp_(ct_tensor *a, ct_tensor *b, int64_t n, double w) {
   return guard_status([&] {
     auto va = list(a, n);
     auto vb = list(b, n);
-    // a + w (b - a) = (1 - w) a + w b; 1.13 has no _foreach_lerp_.
-    at::_foreach_mul_(va, 1.0 - w);
-    at::_foreach_add_(va, vb, w);
+    bool fused = true;
+    for (int64_t i = 0; i < n && fused; ++i)
+      for (const at::Tensor *t : {&va[i], &vb[i]})
+        fused = fused && t->device().is_cpu() && t->scalar_type() == at::kFloat && t->is_contiguous() &&
+                t->numel() == va[i].numel() && !t->requires_grad();
+    if (!fused) {
+      at::_foreach_mul_(va, 1.0 - w);
+      at::_foreach_add_(va, vb, w);
+      return;
+    }
+    struct Chunk {
+      float *a;
+      const float *b;
+      int64_t n;
+    };
+    constexpr int64_t kChunk = 16384;
+    std::vector<Chunk> chunks;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t count = va[i].numel();
+      float *pa = va[i].data_ptr<float>();
+      const float *pb = vb[i].data_ptr<float>();
+      for (int64_t off = 0; off < count; off += kChunk) chunks.push_back({pa + off, pb + off, std::min(kChunk, count - off)});
+    }
+    const float fw = (float)w;
+    at::parallel_for(0, (int64_t)chunks.size(), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        const Chunk ch = chunks[c];
+        if (fw < 0.5f) {
+          for (int64_t k = 0; k < ch.n; ++k) ch.a[k] = ch.a[k] + fw * (ch.b[k] - ch.a[k]);
+        } else {
+          for (int64_t k = 0; k < ch.n; ++k) ch.a[k] = ch.b[k] - (ch.b[k] - ch.a[k]) * (1.0f - fw);
+        }
+      }
+    });
   });
 }
 // One AdamW update of every parameter with a gradient, as multi-tensor (foreach) calls: a

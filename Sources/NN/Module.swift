@@ -84,6 +84,18 @@ open class Module {
 
     public func eval() { train(false) }
 
+    /// This module and every module below it, parents before their children. Walking the tree
+    /// reflects over every module (``namedChildren()``); a caller that sets the training flag
+    /// every step keeps this list and calls ``setTraining(_:of:)``.
+    public func descendants() -> [Module] {
+        [self] + namedChildren().flatMap { $0.1.descendants() }
+    }
+
+    /// Sets the training flag of exactly `modules`, without walking their children.
+    public static func setTraining(_ on: Bool, of modules: [Module]) {
+        for m in modules where m.isTraining != on { m.isTraining = on }
+    }
+
     /// Marks every parameter as requiring gradients (or not).
     public func requireGrad(_ flag: Bool = true) throws {
         for p in parameters() { try p.requiringGrad(flag) }

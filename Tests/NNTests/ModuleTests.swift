@@ -106,6 +106,24 @@ struct ModuleTests {
         #expect(m.blocks[1].attention.toQ.isTraining)
     }
 
+    /// The flat list holds every module once, parents first, and setting the flag on it is
+    /// what `train`/`eval` do through the tree.
+    @Test func descendantsListEveryModuleAndSetTheFlagLikeTrain() throws {
+        let m = try Stack(head: true)
+        func count(_ x: Module) -> Int { 1 + x.namedChildren().reduce(0) { $0 + count($1.1) } }
+        let all = m.descendants()
+        #expect(all.count == count(m) && all.count > 3)
+        #expect(all.first === m)
+        #expect(Set(all.map(ObjectIdentifier.init)).count == all.count)
+        #expect(all.contains { $0 === m.blocks[1].attention.toQ })
+        Module.setTraining(false, of: all)
+        #expect(all.allSatisfy { !$0.isTraining })
+        m.train()
+        #expect(all.allSatisfy { $0.isTraining })
+        Module.setTraining(false, of: [m])
+        #expect(!m.isTraining && m.blocks[1].attention.toQ.isTraining, "only the listed modules")
+    }
+
     @Test func loadRoundTripsAndKeepsIdentity() throws {
         let a = try Stack(head: true), b = try Stack(head: true)
         let before = b.blocks[0].norm.weight

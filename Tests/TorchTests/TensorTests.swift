@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 import Torch
 
@@ -183,6 +184,34 @@ struct TensorTests {
         // backward from a tensor outside any graph is an error, not a crash
         #expect(throws: TorchError.self) { try Tensor.zeros([1]).backward() }
         #expect(!(try x.detached()).requiresGrad)
+    }
+
+    /// The multi-tensor lerp (the EMA's update) equals libtorch's per-tensor lerp on float32
+    /// lists of several chunks (one-pass path) and on non-contiguous ones (multi-tensor path),
+    /// with either of lerp's two formulas (weight below and above ½).
+    @Test func multiTensorLerpEqualsPerTensorLerp() throws {
+        let g = Generator(seed: 12)
+        for weight in [0.005, 0.3, 0.8] {
+            for contiguous in [true, false] {
+                let shapes = [[200, 300], [7, 3], [1, 1]]
+                var a = try shapes.map { try Tensor.randn($0, generator: g) }
+                if !contiguous { a = try a.map { try $0.transposed(0, 1) } }
+                let b = try a.map { try Tensor.randn($0.shape, generator: g) }
+                let expected = try zip(a, b).map { p, q -> Tensor in
+                    let e = try Tensor.zeros(p.shape)
+                    try e.copy(from: p)
+                    try e.lerpInPlace(q, weight: weight)
+                    return e
+                }
+                try Tensor.lerpInPlace(a, towards: b, weight: weight)
+                for (got, want) in zip(a, expected) {
+                    let scale = try want.abs().max().item() as Double
+                    #expect(try TestSupport.maxAbsDiff(got, want) <= 1e-6 * scale, "weight \(weight), contiguous \(contiguous)")
+                }
+                // Not the untouched values: the update happened.
+                #expect(try TestSupport.maxAbsDiff(a[0], b[0]) > 0)
+            }
+        }
     }
 
     @Test func inPlaceOperations() throws {

@@ -167,6 +167,8 @@ public final class Trainer {
     public let ema: ExponentialMovingAverage
     let generator: Generator
     let sampler: EpochSampler
+    /// Every module of the networks, to set training mode each step without walking the tree.
+    let modules: [Module]
     let schedule: WarmupCosineSchedule
     public private(set) var step = 0
     /// Into how many parts each step's batch is split, each part's forward and backward on its
@@ -212,6 +214,7 @@ public final class Trainer {
         self.runDirectory = runDirectory
         self.processGroup = processGroup
         diffusion = ContextualDiffusion(schedule: model.schedule)
+        modules = model.unet.descendants() + (model.adapter?.descendants() ?? []) + (model.classEncoder?.descendants() ?? [])
         for p in model.parameters { try p.requiringGrad() }
         optimizer = try AdamW(parameters: model.parameters, learningRate: config.learningRate, weightDecay: config.weightDecay)
         ema = try ExponentialMovingAverage(parameters: model.parameters, maxDecay: config.emaDecay)
@@ -239,7 +242,7 @@ public final class Trainer {
     }
 
     private func step(on device: Device) throws -> Double {
-        model.train(true)
+        Module.setTraining(true, of: modules)
         optimizer.learningRate = schedule.learningRate(at: step)
         let indices = try sampler.indices(step: step)
         let x0 = try data.images(at: indices).to(device)
@@ -340,7 +343,9 @@ public final class Trainer {
         }
         try clipGradNorm(optimizer.parameters, maxNorm: config.gradientClip)
         try optimizer.step()
-        try ema.update(from: model.parameters)
+        // The optimizer's list: the model's parameters in the same order, without walking the
+        // module tree again (~4 ms a step for the shipped networks).
+        try ema.update(from: optimizer.parameters)
         step += 1
         return value
     }
@@ -435,7 +440,7 @@ public final class Trainer {
     /// Averages gradients over ranks in flat buckets (one all-reduce per ~1M elements); the
     /// local `loss` rides in the last bucket and its average over ranks is returned.
     func allReduceGradients(_ pg: ProcessGroup, loss: Double) throws -> Double {
-        var grads = model.parameters.compactMap(\.grad)
+        var grads = optimizer.parameters.compactMap(\.grad)
         let lossTensor = try Tensor([loss], shape: [1]).to(grads.first?.dtype ?? .float32)
         grads.append(lossTensor)
         var bucket: [Tensor] = []
