@@ -1295,6 +1295,12 @@ void ct_thread_context_exit(ct_thread_scope s) {
   g_mixed = s->previous_mixed;
   delete s;  // inference mode, then grad mode, as they were
 }
+int ct_set_blas_threads(int64_t n) {
+  auto f = (blas_set_threads_fn)dlsym(RTLD_DEFAULT, "openblas_set_num_threads");
+  if (f == nullptr || n < 1) return -1;
+  f((int)n);
+  return 0;
+}
 int64_t ct_get_blas_threads(void) {
   auto f = (blas_get_threads_fn)dlsym(RTLD_DEFAULT, "openblas_get_num_threads");
   return f ? (int64_t)f() : -1;

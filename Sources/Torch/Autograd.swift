@@ -82,10 +82,14 @@ public enum Torch {
         set { ct_set_num_threads(Int64(newValue)) }
     }
 
-    /// OpenBLAS's thread count, or nil when the BLAS libtorch uses is not OpenBLAS.
+    /// OpenBLAS's thread count, or nil when the BLAS libtorch uses is not OpenBLAS. Setting it
+    /// (a count ≥ 1) does nothing where there is no OpenBLAS.
     public static var blasThreads: Int? {
-        let n = ct_get_blas_threads()
-        return n < 0 ? nil : Int(n)
+        get {
+            let n = ct_get_blas_threads()
+            return n < 0 ? nil : Int(n)
+        }
+        set { if let newValue, newValue >= 1 { _ = ct_set_blas_threads(Int64(newValue)) } }
     }
 
     /// The libtorch this build was compiled against, "MAJOR.MINOR.PATCH" (Debian's 1.13.x by

@@ -163,6 +163,11 @@ struct TrainCommand: ParsableCommand {
             throw ValidationError("the launcher (pid \(launcher)) exited before this rank started")
         }
         Torch.numThreads = threads
+        // The training step's products are oneDNN's (convolutions, linear layers) and per-entry
+        // BLAS calls already spread over libtorch's threads; OpenBLAS's own pool at --threads
+        // only spins beside them (docs/NOTES.md "Performance" 8: ~10 % of the step at 2 threads).
+        // An explicit OPENBLAS_NUM_THREADS wins.
+        if ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] == nil { Torch.blasThreads = 1 }
         Torch.keepFreedTensorMemory()
         var recipe = try recipe()
         guard let settings else { return try train(recipe: recipe, resume: !noResume, group: nil) }

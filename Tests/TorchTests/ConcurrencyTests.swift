@@ -73,6 +73,19 @@ struct ConcurrencyTests {
         #expect(devices[1] == .cpu && recorded[1] == true)
     }
 
+    /// OpenBLAS's own pool can be set (what `train` does: one thread); where libtorch's BLAS
+    /// is not OpenBLAS there is nothing to set.
+    @Test func blasThreadsCanBeSet() throws {
+        guard let before = Torch.blasThreads else { return }
+        Torch.blasThreads = 1
+        #expect(Torch.blasThreads == 1)
+        Torch.blasThreads = 2
+        #expect(Torch.blasThreads == 2)
+        Torch.blasThreads = 0  // ignored
+        #expect(Torch.blasThreads == 2)
+        Torch.blasThreads = before
+    }
+
     struct PartFailed: Error, Equatable { let part: Int }
 
     @Test func theFirstErrorComesBackAndEveryPartRuns() throws {

@@ -238,6 +238,8 @@ int ct_profile_stop(ct_profile p);
 void ct_set_num_threads(int64_t n);
 /// OpenBLAS's own thread count, or -1 when the BLAS in use is not OpenBLAS.
 int64_t ct_get_blas_threads(void);
+/// Sets OpenBLAS's own thread count; -1 when the BLAS in use is not OpenBLAS (or n < 1).
+int ct_set_blas_threads(int64_t n);
 /// Asks the kernel to send this process SIGTERM when its parent exits (Linux). Returns 1 when
 /// armed and `parent` is still the parent, 0 when the parent is already gone, -1 if unsupported.
 int ct_exit_with_parent(int64_t parent);
