@@ -6,9 +6,9 @@ extension Torch {
     /// on the caller's), and returns when all have; the first error (by index) is rethrown.
     ///
     /// This is inter-op parallelism for work that splits into independent parts, such as the
-    /// shards of a training batch: on a 2-core CPU, two halves of a step each on one core keep
-    /// both cores busy where libtorch's intra-op threads leave one idle (operator dispatch, small
-    /// kernels it does not split). Each part runs with `threadsEach` intra-op threads (default:
+    /// shards of a training batch: on a 2-core CPU, two halves of a step each on one core save
+    /// what libtorch's two intra-op threads spend synchronising at every operator and the
+    /// kernels too small for it to split. Each part runs with `threadsEach` intra-op threads (default:
     /// ``numThreads`` / `count`, at least 1) and with the caller's grad mode, inference mode,
     /// default device and precision scope. The helper threads persist between calls, so
     /// libtorch's and oneDNN's per-thread set-up happens once.

@@ -169,14 +169,17 @@ public final class Trainer {
     let sampler: EpochSampler
     /// Every module of the networks, to set training mode each step without walking the tree.
     let modules: [Module]
+    /// Whether a module of the networks drops activations in training (one generator: the
+    /// batch is not split).
+    let dropsActivations: Bool
     let schedule: WarmupCosineSchedule
     public private(set) var step = 0
     /// Into how many parts each step's batch is split, each part's forward and backward on its
     /// own thread at once (``Torch/concurrently(_:threadsEach:_:)``), with libtorch's intra-op
     /// threads shared out among them: 1 or 2, nil for automatic — 2 on a CPU with at least two
-    /// intra-op threads, 1 elsewhere. On a 2-core CPU, two halves each on one core keep both
-    /// busy where one batch on two intra-op threads leaves the second idle for a third of the
-    /// step (docs/NOTES.md "Performance"). Not more than two: the halves' gradients add up in
+    /// intra-op threads, 1 elsewhere. On a 2-core CPU, two halves each on one core save what
+    /// one batch on two intra-op threads spends synchronising them at every operator (1.05–1.16×
+    /// a step; docs/NOTES.md "Performance" 8). Not more than two: the halves' gradients add up in
     /// whichever order the threads finish, and a sum of two is the same in either order, so a
     /// run stays reproducible. Steps with the grounding loss (it records the cross-attention
     /// of the whole batch) and models with dropout (one generator for the whole batch) run
@@ -215,6 +218,7 @@ public final class Trainer {
         self.processGroup = processGroup
         diffusion = ContextualDiffusion(schedule: model.schedule)
         modules = model.unet.descendants() + (model.adapter?.descendants() ?? []) + (model.classEncoder?.descendants() ?? [])
+        dropsActivations = modules.contains { ($0 as? Dropout).map { $0.probability > 0 } ?? false }
         for p in model.parameters { try p.requiringGrad() }
         optimizer = try AdamW(parameters: model.parameters, learningRate: config.learningRate, weightDecay: config.weightDecay)
         ema = try ExponentialMovingAverage(parameters: model.parameters, maxDecay: config.emaDecay)
@@ -358,17 +362,9 @@ public final class Trainer {
         }
         let automatic = device == .cpu && Torch.numThreads >= 2 ? 2 : 1
         let count = min(shards ?? automatic, rows)
-        guard count > 1, !Self.drawsDropout(model.unet) && !(model.adapter.map(Self.drawsDropout) ?? false) else {
-            return [0..<rows]
-        }
+        guard count > 1, !dropsActivations else { return [0..<rows] }
         let first = (rows + 1) / 2
         return [0..<first, first..<rows]
-    }
-
-    /// Whether `module` or one below it drops activations in training (draws from a generator).
-    static func drawsDropout(_ module: Module) -> Bool {
-        if let dropout = module as? Dropout, dropout.probability > 0 { return true }
-        return module.namedChildren().contains { drawsDropout($0.1) }
     }
 
     /// Fits a new ``LayoutPrior``'s box predictor alone before diffusion training starts
