@@ -169,6 +169,7 @@ struct CLITests {
         try failure(["generate", "a red circle", "--model", model, "--guidance=-1"], mentions: "guidance")
         try failure(["generate", "a red circle", "--model", model, "--precision", "half"], mentions: "--precision must be fp32, bf16 or auto")
         try failure(["generate", "   ", "--model", model], mentions: "prompt is empty")
+        try failure(["train", "-o", root.appendingPathComponent("shards").path, "--shards", "3"], mentions: "--shards must be 1 or 2")
         try failure(["generate", "a red circle", "--model", model, "--steps", "5000"], mentions: "exceeds")
         try failure(["generate", "a red circle", "--model", model, "-o", "/proc/forbidden/out"], mentions: "output folder")
         // Layouts: a model without a layout prior, a bad box, a missing file, a phrase not in the prompt.
@@ -190,6 +191,37 @@ struct CLITests {
                                   "-o", root.appendingPathComponent("long.png").path, "--threads", "1"])
         #expect(warned.status == 0, "\(warned.stderr)")
         #expect(warned.stderr.contains("truncated"))
+    }
+
+    /// The same with each step's batch in two shards on two threads (`--shards 2`): the halves'
+    /// gradients add in whichever order the threads finish, and a killed, resumed run still
+    /// ends on the straight run's weights bit for bit.
+    @Test func shardedTrainingResumesToTheSameWeights() throws {
+        let root = try scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        func arguments(_ run: URL) -> [String] {
+            tinyTrainArguments(run).map { $0 == "1" ? "2" : $0 } + ["--shards", "2"]
+        }
+        #expect(arguments(root).contains("--threads") && arguments(root)[arguments(root).firstIndex(of: "--threads")! + 1] == "2")
+        let straight = root.appendingPathComponent("straight"), killed = root.appendingPathComponent("killed")
+        let reference = try CLI.run(arguments(straight))
+        #expect(reference.status == 0, "\(reference.stderr)")
+        let process = try CLI.start(arguments(killed))
+        let firstCheckpoint = killed.appendingPathComponent("checkpoints/step-0000004")
+        let deadline = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: firstCheckpoint.path), Date() < deadline, process.isRunning {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal, "the run finished before it could be killed")
+        let resumed = try CLI.run(arguments(killed))
+        #expect(resumed.status == 0 && resumed.stderr.contains("resumed from step"), "\(resumed.stderr)")
+        let a = try modelTensors(straight, step: 12), b = try modelTensors(killed, step: 12)
+        #expect(!a.isEmpty && Set(a.keys) == Set(b.keys))
+        for (key, t) in a {
+            #expect(try (t.to(.float64) - b[key]!.to(.float64)).abs().max().item() as Double == 0, "\(key)")
+        }
     }
 
     @Test func partialRecipeKeepsDefaultsAndCheckpointsEvaluate() throws {
