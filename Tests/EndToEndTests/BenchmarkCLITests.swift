@@ -51,6 +51,10 @@ struct BenchmarkCLITests {
         }
         let ratios = try #require(report["ratios"] as? [String: Any])
         #expect(ratios["edit_swift_over_twin"] is Double)
+        // At one thread Swift's training step runs its batch whole, and says so.
+        let training = try #require(report["training"] as? [String: [String: Any]])
+        #expect(training["swift"]?["shards"] as? Int == 1, "\(training["swift"] ?? [:])")
+        #expect(result.stdout.contains("Swift's batch in 1 concurrent shard(s)"))
     }
 
     @Test func benchmarkRejectsAbsurdEditSizes() throws {

@@ -67,6 +67,11 @@ struct BenchmarkWorkloadTests {
         #expect(try loadSafeTensors(folder.samples("swift"))["samples"]?.shape == [2, 3, 32, 32])
         let train = try BenchmarkWorkload.train.measure(folder: folder)
         #expect(train.doubles("losses").count == 2)
+        #expect(train.double("shards") == 1, "one thread: the batch whole")
+        let split = try BenchmarkWorkload.train.measure(folder: folder, shards: 2)
+        #expect(split.double("shards") == 2)
+        // The same first step: the halves' weighted means add up to the batch mean.
+        #expect(abs(split.doubles("losses")[0] - train.doubles("losses")[0]) <= 1e-5 * abs(train.doubles("losses")[0]))
         #expect(train.doubles("losses").allSatisfy { $0.isFinite })
         #expect(train.double("parameters") == Double(model.parameters.reduce(0) { $0 + $1.count }))
         #expect(try train.jsonLine().hasPrefix("{"))

@@ -295,10 +295,13 @@ public struct BenchmarkSettings: Sendable, Equatable {
         func side(_ r: Report?, flopsPerImage: Double) -> [String: Any] {
             guard let r else { return [:] }
             let ips = r.double("images_per_s")
-            return [
+            var out: [String: Any] = [
                 "images_per_s": ips, "peak_rss_mb": r.double("peak_rss_mb"), "gflops": ips * flopsPerImage / 1e9,
                 "parameters": r.double("parameters"), "raw": r.object,
             ]
+            // Swift's training sides: into how many concurrent parts each step's batch was split.
+            if let shards = r.object["shards"] { out["shards"] = shards }
+            return out
         }
         let trainPerImage = ourTrainFlops / Double(trainBatch), samplePerImage = ourSampleFlops / Double(sampleBatch)
         var trainingJSON: [String: Any] = [
@@ -459,7 +462,8 @@ public struct BenchmarkSettings: Sendable, Equatable {
                 print("  \(label)" + String(format: " %9.3f   %12.0f   %7.1f", ips, s["peak_rss_mb"] as? Double ?? .nan, s["gflops"] as? Double ?? .nan))
             }
         }
-        table("(a) training step, batch \(trainBatch), \(model.unet.config.sampleSize)×\(model.unet.config.sampleSize), forward+backward+clip+AdamW+EMA", trainingJSON)
+        let shardNote = (trainingJSON["swift"] as? [String: Any])?["shards"].map { ", Swift's batch in \($0) concurrent shard(s)" } ?? ""
+        table("(a) training step, batch \(trainBatch), \(model.unet.config.sampleSize)×\(model.unet.config.sampleSize), forward+backward+clip+AdamW+EMA\(shardNote)", trainingJSON)
         table("(b) sampling, DDIM \(ddimSteps) steps, batch \(sampleBatch), guidance \(guidance) (one batched call), adapter at t and t−1", samplingJSON)
         print("\nratios (same run):")
         for key in ratios.keys.sorted() {
