@@ -81,6 +81,27 @@ func tinyTrainArguments(_ run: URL, steps: Int = 12) -> [String] {
      "--seed", "3"]
 }
 
+/// Trains `arguments(root/straight)` through, and `arguments(root/killed)` SIGKILLed once its
+/// first checkpoint (step 4) exists and then resumed; returns both run folders.
+func trainStraightAndKilled(root: URL, _ arguments: (URL) -> [String]) throws -> (straight: URL, killed: URL) {
+    let straight = root.appendingPathComponent("straight"), killed = root.appendingPathComponent("killed")
+    let reference = try CLI.run(arguments(straight))
+    #expect(reference.status == 0, "\(reference.stderr)")
+    let process = try CLI.start(arguments(killed))
+    let firstCheckpoint = killed.appendingPathComponent("checkpoints/step-0000004")
+    let deadline = Date().addingTimeInterval(120)
+    while !FileManager.default.fileExists(atPath: firstCheckpoint.path), Date() < deadline, process.isRunning {
+        Thread.sleep(forTimeInterval: 0.02)
+    }
+    kill(process.processIdentifier, SIGKILL)
+    process.waitUntilExit()
+    #expect(process.terminationReason == .uncaughtSignal, "the run finished before it could be killed")
+    let resumed = try CLI.run(arguments(killed))
+    #expect(resumed.status == 0, "\(resumed.stderr)")
+    #expect(resumed.stderr.contains("resumed from step"))
+    return (straight, killed)
+}
+
 func modelTensors(_ run: URL, step: Int) throws -> [String: Tensor] {
     let url = run.appendingPathComponent(String(format: "checkpoints/step-%07d/training_state.safetensors", step))
     return try loadSafeTensors(url).filter { $0.key.hasPrefix("model.") || $0.key.hasPrefix("ema.") || $0.key.hasPrefix("optimizer.") }
@@ -91,25 +112,8 @@ struct CLITests {
     @Test func killedTrainingResumesToTheSameWeights() throws {
         let root = try scratchDirectory()
         defer { try? FileManager.default.removeItem(at: root) }
-        let straight = root.appendingPathComponent("straight")
-        let killed = root.appendingPathComponent("killed")
-
-        let reference = try CLI.run(tinyTrainArguments(straight))
-        #expect(reference.status == 0, "\(reference.stderr)")
-
-        // Start the same run, SIGKILL it once its first checkpoint exists, then resume.
-        let process = try CLI.start(tinyTrainArguments(killed))
-        let firstCheckpoint = killed.appendingPathComponent("checkpoints/step-0000004")
-        let deadline = Date().addingTimeInterval(120)
-        while !FileManager.default.fileExists(atPath: firstCheckpoint.path), Date() < deadline, process.isRunning {
-            Thread.sleep(forTimeInterval: 0.02)
-        }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        #expect(process.terminationReason == .uncaughtSignal, "the run finished before it could be killed")
-        let resumed = try CLI.run(tinyTrainArguments(killed))
-        #expect(resumed.status == 0, "\(resumed.stderr)")
-        #expect(resumed.stderr.contains("resumed from step"))
+        // The same run straight, and killed once its first checkpoint exists, then resumed.
+        let (straight, killed) = try trainStraightAndKilled(root: root) { tinyTrainArguments($0) }
 
         let a = try modelTensors(straight, step: 12), b = try modelTensors(killed, step: 12)
         #expect(!a.isEmpty && Set(a.keys) == Set(b.keys))
@@ -203,20 +207,7 @@ struct CLITests {
             tinyTrainArguments(run).map { $0 == "1" ? "2" : $0 } + ["--shards", "2"]
         }
         #expect(arguments(root).contains("--threads") && arguments(root)[arguments(root).firstIndex(of: "--threads")! + 1] == "2")
-        let straight = root.appendingPathComponent("straight"), killed = root.appendingPathComponent("killed")
-        let reference = try CLI.run(arguments(straight))
-        #expect(reference.status == 0, "\(reference.stderr)")
-        let process = try CLI.start(arguments(killed))
-        let firstCheckpoint = killed.appendingPathComponent("checkpoints/step-0000004")
-        let deadline = Date().addingTimeInterval(120)
-        while !FileManager.default.fileExists(atPath: firstCheckpoint.path), Date() < deadline, process.isRunning {
-            Thread.sleep(forTimeInterval: 0.02)
-        }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        #expect(process.terminationReason == .uncaughtSignal, "the run finished before it could be killed")
-        let resumed = try CLI.run(arguments(killed))
-        #expect(resumed.status == 0 && resumed.stderr.contains("resumed from step"), "\(resumed.stderr)")
+        let (straight, killed) = try trainStraightAndKilled(root: root, arguments)
         let a = try modelTensors(straight, step: 12), b = try modelTensors(killed, step: 12)
         #expect(!a.isEmpty && Set(a.keys) == Set(b.keys))
         for (key, t) in a {
