@@ -74,4 +74,8 @@ bool winograd_conv2d(const at::Tensor &x, const at::Tensor &w, const c10::option
                      const std::vector<int64_t> &stride, const std::vector<int64_t> &padding,
                      const std::vector<int64_t> &dilation, int64_t groups, at::Tensor &out);
 
+// A float32 CPU linear layer as a oneDNN 1×1 convolution over its rows (linear.cpp); other
+// inputs take at::linear.
+at::Tensor linear_as_conv(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b);
+
 }  // namespace ctorch

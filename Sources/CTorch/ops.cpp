@@ -924,36 +924,6 @@ ct_tensor ct_linear(ct_tensor x, ct_tensor w, ct_tensor b) {
   return guard_tensor([&] { return hi(at::linear(lo(T(x)), lo(T(w)), lo(opt(b))), T(x)); });
 }
 
-// oneDNN's direct convolution kernels reach several times OpenBLAS's speed on the skinny
-// matrices of transformer layers (K = 64..384) on this CPU class; a linear layer over rows of a
-// [rows, C] matrix is exactly a 1×1 convolution over the channels-last tensor [B, C, N, 1] that
-// has the same memory. See docs/NOTES.md "Performance".
-static at::Tensor linear_as_conv(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b) {
-  if (!at::hasMKLDNN() || !x.device().is_cpu() || x.scalar_type() != at::kFloat || w.scalar_type() != at::kFloat ||
-      x.dim() < 2 || w.dim() != 2 || x.size(-1) != w.size(1)) {
-    return at::linear(x, w, b);
-  }
-  const int64_t c = x.size(-1), o = w.size(0);
-  const int64_t rows = c == 0 ? 0 : x.numel() / c;
-  if (rows < 256) return at::linear(x, w, b);
-  // Split the rows into B sequences of N: the sequence dimension of a [.., N, C] input, else
-  // the largest of 256/128/64 that divides the rows (oneDNN is slow on [1, C, rows, 1]).
-  int64_t n = 0;
-  if (x.dim() >= 3) {
-    n = x.size(-2);
-  } else {
-    for (int64_t cand : {256, 128, 64}) {
-      if (rows % cand == 0) { n = cand; break; }
-    }
-  }
-  if (n <= 0 || rows % n != 0) return at::linear(x, w, b);
-  auto x4 = x.contiguous().view({rows / n, n, 1, c}).permute({0, 3, 1, 2});
-  auto y = at::conv2d(x4, w.contiguous().view({o, c, 1, 1}), b);
-  auto sizes = x.sizes().vec();
-  sizes.back() = o;
-  return y.permute({0, 2, 3, 1}).reshape(sizes);
-}
-
 ct_tensor ct_linear_conv(ct_tensor x, ct_tensor w, ct_tensor b) {
   return guard_tensor([&] {
     // In a mixed scope oneDNN's bfloat16 matrix product is as fast as the 1×1-convolution view.

@@ -183,11 +183,15 @@ Key key_of(const at::Tensor &x, const at::Tensor &w, bool bias) {
   return Key{x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), bias, at::get_num_threads()};
 }
 
-at::Tensor conv_forward(Plan &p, const at::Tensor &x, const at::Tensor &w, const at::Tensor &b) {
+// `kept_src`: also returns the input in the primitive's layout (for the backward pass), or an
+// undefined tensor where that layout is libtorch's own.
+at::Tensor conv_forward(Plan &p, const at::Tensor &x, const at::Tensor &w, const at::Tensor &b,
+                        at::Tensor *kept_src = nullptr) {
   auto &s = cpu_stream();
   Buffers buf;
   auto out = at::empty(p.dst.dims(), x.options());
   memory src = into(p.fwd_src, x.data_ptr(), s, buf);
+  if (kept_src != nullptr && p.fwd_src.prim) *kept_src = buf.held.back();
   memory wei = into(p.fwd_wei, w.data_ptr(), s, buf);
   memory dst = out_of(p.fwd_dst, out.data_ptr(), buf);
   memory scratch(p.fwd_pd.scratchpad_desc(), cpu_engine(), buf.alloc(p.fwd_pd.scratchpad_desc()));
@@ -200,11 +204,8 @@ at::Tensor conv_forward(Plan &p, const at::Tensor &x, const at::Tensor &w, const
   return out;
 }
 
-at::Tensor backward_data(Plan &p, const at::Tensor &g, const at::Tensor &w) {
-  auto &s = cpu_stream();
-  Buffers buf;
-  auto gx = at::empty(p.src.dims(), g.options());
-  memory diff_dst = into(p.bd_diff_dst, g.data_ptr(), s, buf);
+at::Tensor backward_data(Plan &p, memory &diff_dst, const at::Tensor &w, stream &s, Buffers &buf) {
+  auto gx = at::empty(p.src.dims(), w.options());
   memory wei = into(p.bd_wei, w.data_ptr(), s, buf);
   memory diff_src = out_of(p.bd_diff_src, gx.data_ptr(), buf);
   memory scratch(p.bwd_data_scratch, cpu_engine(), buf.alloc(p.bwd_data_scratch));
@@ -213,53 +214,87 @@ at::Tensor backward_data(Plan &p, const at::Tensor &g, const at::Tensor &w) {
                           {DNNL_ARG_DIFF_SRC, diff_src},
                           {DNNL_ARG_SCRATCHPAD, scratch}});
   finish(p.bd_diff_src, diff_src, gx.data_ptr(), s);
-  s.wait();
   return gx;
 }
 
-std::pair<at::Tensor, at::Tensor> backward_weights(Plan &p, const at::Tensor &g, const at::Tensor &x, bool bias) {
-  auto &s = cpu_stream();
-  Buffers buf;
-  auto gw = at::empty(p.wei.dims(), g.options());
-  at::Tensor gb = bias ? at::empty(p.bias.dims(), g.options()) : at::Tensor();
-  memory src = into(p.bw_src, x.data_ptr(), s, buf);
-  memory diff_dst = into(p.bw_diff_dst, g.data_ptr(), s, buf);
+// `src`: the forward input, in libtorch's layout or (`blocked`) already in the primitive's.
+std::pair<at::Tensor, at::Tensor> backward_weights(Plan &p, memory &diff_dst, const at::Tensor &src, bool blocked,
+                                                   bool bias, stream &s, Buffers &buf) {
+  auto gw = at::empty(p.wei.dims(), src.options());
+  at::Tensor gb = bias ? at::empty(p.bias.dims(), src.options()) : at::Tensor();
+  memory src_m = blocked ? memory(p.bw_src.to, cpu_engine(), src.data_ptr()) : into(p.bw_src, src.data_ptr(), s, buf);
   memory diff_wei = out_of(p.bw_diff_wei, gw.data_ptr(), buf);
   memory scratch(p.bwd_weights_scratch, cpu_engine(), buf.alloc(p.bwd_weights_scratch));
-  std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, src},
+  std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, src_m},
                                           {DNNL_ARG_DIFF_DST, diff_dst},
                                           {DNNL_ARG_DIFF_WEIGHTS, diff_wei},
                                           {DNNL_ARG_SCRATCHPAD, scratch}};
   if (bias) args[DNNL_ARG_DIFF_BIAS] = memory(p.bias, cpu_engine(), gb.data_ptr());
   p.bwd_weights->execute(s, args);
   finish(p.bw_diff_wei, diff_wei, gw.data_ptr(), s);
-  s.wait();
   return {gw, gb};
 }
 
+// The forward pass keeps what the backward pass reads: the weight, and (only where the weight or
+// bias needs a gradient) the input in the blocked layout it was reordered to anyway, so the
+// backward-weights pass does not reorder it again; the Winograd convolutions' inputs (a SiLU's
+// output, an upsampling's) are read by nothing else, so this holds no more memory than keeping
+// the input itself. The upstream gradient is reordered once for both backward passes.
 struct WinogradConv2d : public torch::autograd::Function<WinogradConv2d> {
   // Without a bias, `b` is an empty tensor (autograd functions take no undefined inputs).
   static at::Tensor forward(torch::autograd::AutogradContext *ctx, const at::Tensor &x, const at::Tensor &w,
                             const at::Tensor &b) {
     const bool bias = b.numel() > 0;
-    ctx->save_for_backward({x, w});
+    Plan &p = *plan_for(key_of(x, w, bias));
+    std::call_once(p.backward_once, [&] { make_backward(p, bias); });
+    const bool weight_grads = w.requires_grad() || (bias && b.requires_grad());
+    // The blocked input serves the backward-weights pass where that pass reads the layout the
+    // forward pass wrote (the same primitive family: it does).
+    const bool keep_blocked = weight_grads && p.fwd_src.prim && p.bw_src.to == p.fwd_src.to;
+    at::Tensor blocked;
+    auto out = conv_forward(p, x, w, bias ? b : at::Tensor(), keep_blocked ? &blocked : nullptr);
+    // Saved variables (not saved_data): released as soon as the backward pass has run.
+    ctx->save_for_backward({w, !weight_grads ? at::Tensor() : keep_blocked ? blocked : x});
     ctx->saved_data["bias"] = bias;
-    return conv_forward(*plan_for(key_of(x, w, bias)), x, w, bias ? b : at::Tensor());
+    ctx->saved_data["blocked"] = keep_blocked;
+    ctx->saved_data["key"] = std::vector<int64_t>{x.size(0), x.size(1), x.size(2), x.size(3)};
+    ctx->saved_data["plan"] = (int64_t)(intptr_t)&p;  // plans live as long as the process
+    return out;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto &x = saved[0], &w = saved[1];
-    const bool bias = ctx->saved_data["bias"].toBool();
-    auto g = grads[0].contiguous();
-    Plan &p = *plan_for(key_of(x, w, bias));
+    const auto &w = saved[0], &src = saved[1];
+    const bool bias = ctx->saved_data["bias"].toBool(), blocked = ctx->saved_data["blocked"].toBool();
+    const auto dims = ctx->saved_data["key"].toIntVector();
+    Plan &p = *plan_for(Key{dims[0], dims[1], dims[2], dims[3], w.size(0), bias, at::get_num_threads()});
     std::call_once(p.backward_once, [&] { make_backward(p, bias); });
+    auto g = grads[0].contiguous();
+    auto &s = cpu_stream();
+    Buffers buf;
+    const bool input_grad = ctx->needs_input_grad(0);
     at::Tensor gx, gw, gb;
-    if (ctx->needs_input_grad(0)) gx = backward_data(p, g, w);
+    memory diff_dst;
+    if (input_grad) {
+      diff_dst = into(p.bd_diff_dst, g.data_ptr(), s, buf);
+      gx = backward_data(p, diff_dst, w, s, buf);
+    }
     if (ctx->needs_input_grad(1) || (bias && ctx->needs_input_grad(2))) {
-      std::tie(gw, gb) = backward_weights(p, g, x, bias);
+      // Both backward passes read the upstream gradient in the same layout: reordered once.
+      if (!input_grad || p.bw_diff_dst.to != p.bd_diff_dst.to) diff_dst = into(p.bw_diff_dst, g.data_ptr(), s, buf);
+      // The plan for this thread's count may be another than the forward pass's (a backward pass
+      // run with other threads): its primitives may read another blocked layout.
+      const auto &forward = *(Plan *)(intptr_t)ctx->saved_data["plan"].toInt();
+      at::Tensor input = src;
+      if (blocked && forward.fwd_src.to != p.bw_src.to) {
+        input = at::empty({(int64_t)((p.bw_src.to.get_size() + 3) / 4)}, src.options());
+        memory from(forward.fwd_src.to, cpu_engine(), src.data_ptr()), to(p.bw_src.to, cpu_engine(), input.data_ptr());
+        reorder(from, to).execute(s, from, to);
+      }
+      std::tie(gw, gb) = backward_weights(p, diff_dst, input, blocked, bias, s, buf);
       if (!ctx->needs_input_grad(1)) gw = at::Tensor();
     }
+    s.wait();
     return {gx, gw, gb};
   }
 };

@@ -62,6 +62,31 @@ struct KernelTests {
         for (a, b) in zip(try grads(true), try grads(false)) { #expect(try TestSupport.relativeDiff(a, b) < 1e-3) }
     }
 
+    /// The linear layer as 1×1 convolutions with its own backward (the weight gradient as one
+    /// GEMM where oneDNN's headers are there) against float64 `linear`, for each combination of
+    /// what needs a gradient: a frozen weight keeps no input for the backward pass, an input
+    /// without gradient gets none.
+    @Test(arguments: [(true, true), (true, false), (false, true)])
+    func linearViaConvolutionGradientsEqualFloat64(inputGrad: Bool, weightGrad: Bool) throws {
+        let g = Generator(seed: 12)
+        let x0 = try Tensor.randn([3, 256, 48], generator: g), w0 = try Tensor.randn([80, 48], generator: g) * 0.2
+        let b0 = try Tensor.randn([80], generator: g), upstream = try Tensor.randn([3, 256, 80], generator: g)
+        func run(_ dtype: DType) throws -> [Tensor?] {
+            let x = try x0.to(dtype).detached(), w = try w0.to(dtype).detached(), b = try b0.to(dtype).detached()
+            if inputGrad { try x.requiringGrad() }
+            if weightGrad { try w.requiringGrad(); try b.requiringGrad() }
+            let y = dtype == .float32 ? try x.linearViaConvolution(weight: w, bias: b) : try x.linear(weight: w, bias: b)
+            try (y * upstream.to(dtype)).sum().backward()
+            return [y, x.grad, w.grad, b.grad]
+        }
+        let fast = try run(.float32), exact = try run(.float64)
+        for (name, (a, b)) in zip(["output", "input grad", "weight grad", "bias grad"], zip(fast, exact)) {
+            #expect((a == nil) == (b == nil), "\(name)")
+            if let a, let b { #expect(try TestSupport.relativeDiff(a.to(.float64), b) < 1e-5, "\(name)") }
+        }
+        #expect((fast[1] != nil) == inputGrad && (fast[2] != nil) == weightGrad)
+    }
+
     @Test(arguments: [false, true])
     func fusedAttentionEqualsReference(cross: Bool) throws {
         try Torch.withSeed(5) {
@@ -132,6 +157,33 @@ struct KernelTests {
         }
         if Torch.winogradConvolutionsCompiled && CPUFeatures.avx512Core && input[1] % 16 == 0 && outChannels % 16 == 0 {
             #expect(Torch.winogradConvolutionCalls >= before + 2, "the Winograd path ran")
+        }
+    }
+
+    /// The Winograd convolution's backward pass where only the input or only the weight and bias
+    /// need gradients (a frozen layer keeps no input; a first layer computes no input gradient,
+    /// and reorders the upstream gradient for the weights alone), against float64.
+    @Test(arguments: [(true, false), (false, true)])
+    func threeByThreeConvolutionPartialGradientsEqualFloat64(inputGrad: Bool, weightGrad: Bool) throws {
+        let g = Generator(seed: 13)
+        let x0 = try Tensor.randn([2, 32, 10, 12], generator: g), w0 = try Tensor.randn([16, 32, 3, 3], generator: g) * 0.2
+        let b0 = try Tensor.randn([16], generator: g), upstream = try Tensor.randn([2, 16, 10, 12], generator: g)
+        let before = Torch.winogradConvolutionCalls
+        func run(_ dtype: DType) throws -> [Tensor?] {
+            let x = try x0.to(dtype).detached(), w = try w0.to(dtype).detached(), b = try b0.to(dtype).detached()
+            if inputGrad { try x.requiringGrad() }
+            if weightGrad { try w.requiringGrad(); try b.requiringGrad() }
+            try (x.conv2d(weight: w, bias: b, padding: 1) * upstream.to(dtype)).sum().backward()
+            return [x.grad, w.grad, b.grad]
+        }
+        let fast = try run(.float32), exact = try run(.float64)
+        for (name, (a, b)) in zip(["input grad", "weight grad", "bias grad"], zip(fast, exact)) {
+            #expect((a == nil) == (b == nil), "\(name)")
+            if let a, let b { #expect(try TestSupport.relativeDiff(a.to(.float64), b) < 1e-5, "\(name)") }
+        }
+        #expect((fast[0] != nil) == inputGrad && (fast[1] != nil) == weightGrad)
+        if Torch.winogradConvolutionsCompiled && CPUFeatures.avx512Core {
+            #expect(Torch.winogradConvolutionCalls >= before + 1, "the Winograd path ran")
         }
     }
 }
