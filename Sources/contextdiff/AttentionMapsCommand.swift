@@ -35,7 +35,7 @@ struct AttentionMapsCommand: ParsableCommand {
     }
 
     func run() throws {
-        Torch.numThreads = threads
+        useThreads(threads)
         guard let modelURL = model.map({ URL(fileURLWithPath: $0) }) ?? defaultModelDirectory() else {
             throw ValidationError("no model given and no shipped model found at models/default; pass --model DIR")
         }

@@ -23,7 +23,7 @@ struct DoctorCommand: ParsableCommand {
     }
 
     func run() throws {
-        Torch.numThreads = threads
+        useThreads(threads)
         print("libtorch \(Torch.libtorchVersion), threads: \(Torch.numThreads)")
         do {
             print("CUDA: \(try Torch.cudaDeviceCount()) device(s) (contextdiff check-device --device cuda compares one with the CPU)")
@@ -70,7 +70,7 @@ struct CheckDeviceCommand: ParsableCommand {
     }
 
     func run() throws {
-        Torch.numThreads = threads
+        useThreads(threads)
         var check = DeviceCheck(device: try deviceOptions.resolved())
         check.tolerance = tolerance
         check.samplerTolerance = samplerTolerance

@@ -117,7 +117,7 @@ struct EditVideoCommand: ParsableCommand {
     }
 
     func run() throws {
-        Torch.numThreads = threads
+        useThreads(threads)
         let device = try deviceOptions.resolved()
         let ffmpeg = try FFmpeg()
         let stem = outputStem(output)
@@ -251,7 +251,7 @@ struct EvaluateVideoCommand: ParsableCommand {
     }
 
     func run() throws {
-        Torch.numThreads = threads
+        useThreads(threads)
         let ffmpeg = try FFmpeg()
         let a = try ffmpeg.read(URL(fileURLWithPath: source), size: size, maxFrames: frames)
         let b = try ffmpeg.read(URL(fileURLWithPath: edited), size: size, maxFrames: frames)

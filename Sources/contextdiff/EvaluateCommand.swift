@@ -121,7 +121,7 @@ struct EvaluateCommand: ParsableCommand {
     }
 
     func run() throws {
-        Torch.numThreads = threads
+        useThreads(threads)
         Torch.keepFreedTensorMemory()
         if let note = precisionOptions.resolved(for: .cpu).note { FileHandle.standardError.write(Data("\(note)\n".utf8)) }
         guard let modelURL = model.map({ URL(fileURLWithPath: $0) }) ?? defaultModelDirectory() else {

@@ -42,7 +42,7 @@ struct EvaluateSuperResolutionCommand: ParsableCommand {
     }
 
     func run() throws {
-        Torch.numThreads = threads
+        useThreads(threads)
         Torch.keepFreedTensorMemory()
         guard let folder = srModel.map({ URL(fileURLWithPath: $0) }) ?? ModelLocator().locate(.superres) else {
             throw ValidationError("no super-resolution stage at models/superres; pass --sr-model DIR")

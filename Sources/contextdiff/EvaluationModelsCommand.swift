@@ -66,7 +66,7 @@ struct RenderTrainingOptions: ParsableArguments {
     /// `defaults` with the given flags applied and validated; sets up the thread count too.
     func configured<C: RenderTrainingSettings>(_ defaults: C) throws -> C {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
-        Torch.numThreads = threads
+        useThreads(threads)
         Torch.keepFreedTensorMemory()
         var config = defaults
         if let steps { config.steps = steps }

@@ -102,7 +102,7 @@ struct GenerateCommand: ParsableCommand {
     }
 
     func run() throws {
-        Torch.numThreads = threads
+        useThreads(threads)
         Torch.keepFreedTensorMemory()
         let device = try deviceOptions.resolved()
         guard let modelURL = model.map({ URL(fileURLWithPath: $0) }) ?? defaultModelDirectory() else {

@@ -34,7 +34,7 @@ struct ServeCommand: ParsableCommand {
     }
 
     func run() throws {
-        Torch.numThreads = threads
+        useThreads(threads)
         Torch.keepFreedTensorMemory()
         guard let modelURL = model.map({ URL(fileURLWithPath: $0) }) ?? defaultModelDirectory() else {
             throw ValidationError("no model given and no shipped model found at models/default; pass --model DIR")

@@ -162,12 +162,7 @@ struct TrainCommand: ParsableCommand {
            !Torch.exitWithParent(launcher) {
             throw ValidationError("the launcher (pid \(launcher)) exited before this rank started")
         }
-        Torch.numThreads = threads
-        // The training step's products are oneDNN's (convolutions, linear layers) and per-entry
-        // BLAS calls already spread over libtorch's threads; OpenBLAS's own pool at --threads
-        // only spins beside them (docs/NOTES.md "Performance" 8: ~10 % of the step at 2 threads).
-        // An explicit OPENBLAS_NUM_THREADS wins.
-        if ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] == nil { Torch.blasThreads = 1 }
+        useThreads(threads)
         Torch.keepFreedTensorMemory()
         var recipe = try recipe()
         guard let settings else { return try train(recipe: recipe, resume: !noResume, group: nil) }

@@ -63,7 +63,7 @@ struct TrainSuperResolutionCommand: ParsableCommand {
 
     func run() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
-        Torch.numThreads = threads
+        useThreads(threads)
         Torch.keepFreedTensorMemory()
         let folder = RunFolder(URL(fileURLWithPath: output))
         let (recipe, replaced) = try SuperResolutionSetup.prepare(folder: folder, given: try recipe(), resume: !noResume)
