@@ -23,7 +23,9 @@ struct DoctorCommand: ParsableCommand {
     }
 
     func run() throws {
-        useThreads(threads)
+        // The machine's own figures: OpenBLAS keeps a pool of --threads here (the other
+        // commands give it one thread, `useThreads`).
+        Torch.numThreads = threads
         print("libtorch \(Torch.libtorchVersion), threads: \(Torch.numThreads)")
         do {
             print("CUDA: \(try Torch.cudaDeviceCount()) device(s) (contextdiff check-device --device cuda compares one with the CPU)")
@@ -31,7 +33,8 @@ struct DoctorCommand: ParsableCommand {
             print("CUDA: none (\(error))")
         }
         let gflops = try GemmPeak.sgemm(size: size)
-        print(String(format: "sgemm %dx%d: %.1f GFLOP/s (float32)", size, size, gflops))
+        let blas = Torch.blasThreads.map { ", OpenBLAS \($0) thread(s)" } ?? ""
+        print(String(format: "sgemm %dx%d: %.1f GFLOP/s (float32%@)", size, size, gflops, blas))
         if gflops < 20 {
             print("warning: matmul is slow; is libopenblas0-pthread installed? (run scripts/setup.sh)")
         }

@@ -1,18 +1,11 @@
 import ArgumentParser
-import Foundation
 import Workflows
 import ContextDiff
 import Torch
 
-/// Gives libtorch `threads` intra-op threads for a command, and OpenBLAS's own pool one thread
-/// unless `OPENBLAS_NUM_THREADS` names a count. The products that reach OpenBLAS (attention's
-/// per-entry products, linear layers over few rows) already run spread over libtorch's threads;
-/// a second pool at the same count only spins beside them: `generate` ran 5.2 s with it against
-/// 3.5 s without, training ~10 % slower (docs/NOTES.md "Performance" 8 and 11).
-func useThreads(_ threads: Int) {
-    Torch.numThreads = threads
-    if ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"] == nil { Torch.blasThreads = 1 }
-}
+/// `ThreadSettings.apply(threads:)`: libtorch's threads, and OpenBLAS one thread unless
+/// `OPENBLAS_NUM_THREADS` is set.
+func useThreads(_ threads: Int) { ThreadSettings.apply(threads: threads) }
 
 extension SamplerKind: ExpressibleByArgument {
     public init?(argument: String) { try? self.init(parsing: argument) }
