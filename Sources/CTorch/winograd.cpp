@@ -267,7 +267,10 @@ struct WinogradConv2d : public torch::autograd::Function<WinogradConv2d> {
     const auto &w = saved[0], &src = saved[1];
     const bool bias = ctx->saved_data["bias"].toBool(), blocked = ctx->saved_data["blocked"].toBool();
     const auto dims = ctx->saved_data["key"].toIntVector();
-    Plan &p = *plan_for(Key{dims[0], dims[1], dims[2], dims[3], w.size(0), bias, at::get_num_threads()});
+    auto &forward = *(Plan *)(intptr_t)ctx->saved_data["plan"].toInt();
+    // The plan for this thread's count (the forward pass's where none can be made: a full cache).
+    Plan *own = plan_for(Key{dims[0], dims[1], dims[2], dims[3], w.size(0), bias, at::get_num_threads()});
+    Plan &p = own != nullptr ? *own : forward;
     std::call_once(p.backward_once, [&] { make_backward(p, bias); });
     auto g = grads[0].contiguous();
     auto &s = cpu_stream();
@@ -284,7 +287,6 @@ struct WinogradConv2d : public torch::autograd::Function<WinogradConv2d> {
       if (!input_grad || p.bw_diff_dst.to != p.bd_diff_dst.to) diff_dst = into(p.bw_diff_dst, g.data_ptr(), s, buf);
       // The plan for this thread's count may be another than the forward pass's (a backward pass
       // run with other threads): its primitives may read another blocked layout.
-      const auto &forward = *(Plan *)(intptr_t)ctx->saved_data["plan"].toInt();
       at::Tensor input = src;
       if (blocked && forward.fwd_src.to != p.bw_src.to) {
         input = at::empty({(int64_t)((p.bw_src.to.get_size() + 3) / 4)}, src.options());
