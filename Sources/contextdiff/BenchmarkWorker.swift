@@ -37,7 +37,8 @@ struct BenchmarkWorkerCommand: ParsableCommand {
         if referenceKernels {
             Kernels.useReferenceKernels()
         } else {
-            Torch.keepFreedTensorMemory()
+            // As the commands do: the training workload with `train`'s allocator.
+            if workload == .train { MemorySettings.applyForTraining() } else { Torch.keepFreedTensorMemory() }
             Kernels.winogradConvolutions = winograd
         }
         let folder = BenchmarkFolder(url: URL(fileURLWithPath: directory))

@@ -163,7 +163,7 @@ struct TrainCommand: ParsableCommand {
             throw ValidationError("the launcher (pid \(launcher)) exited before this rank started")
         }
         useThreads(threads)
-        Torch.keepFreedTensorMemory()
+        MemorySettings.applyForTraining()
         var recipe = try recipe()
         guard let settings else { return try train(recipe: recipe, resume: !noResume, group: nil) }
         guard recipe.training.batchSize % settings.worldSize == 0 else {

@@ -64,7 +64,7 @@ struct TrainSuperResolutionCommand: ParsableCommand {
     func run() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         useThreads(threads)
-        Torch.keepFreedTensorMemory()
+        MemorySettings.applyForTraining()
         let folder = RunFolder(URL(fileURLWithPath: output))
         let (recipe, replaced) = try SuperResolutionSetup.prepare(folder: folder, given: try recipe(), resume: !noResume)
         if replaced { note("note: resuming with the run folder's recipe.json (its settings win over the flags given)") }

@@ -258,6 +258,13 @@ const char *ct_parallel_info(void);
 const char *ct_libtorch_version(void);
 /* glibc malloc: keep freed buffers up to 32 MiB in the heap (no munmap/trim churn); 1 on success */
 int ct_keep_freed_memory(void);
+/* libtorch's CPU tensors from a caching allocator (allocator.cpp): freed blocks of 64 KiB to
+ * `largest_block` bytes kept in exact-size free lists, at most `limit_bytes` of them (a later call
+ * changes both). 1 when installed, 0 if libtorch kept another allocator, -1 for a negative value. */
+int ct_cache_tensor_memory(int64_t limit_bytes, int64_t largest_block);
+/* frees every cached block; returns the bytes released */
+int64_t ct_release_cached_tensor_memory(void);
+void ct_tensor_memory_cache_stats(int64_t *cached_bytes, int64_t *hits, int64_t *misses);
 
 /* c10d: TCPStore + ProcessGroupGloo */
 ct_store ct_store_new(const char *host, uint16_t port, int64_t world_size, bool is_master,
