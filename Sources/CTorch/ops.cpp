@@ -8,6 +8,10 @@
 // shape ops and autograd. Every function catches every C++ exception (see common.h).
 #include "common.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/detail/CUDAHooksInterface.h>
@@ -632,6 +636,57 @@ static bool fused_adamw_applies(const std::vector<at::Tensor> &p, const std::vec
   return true;
 }
 
+// The update's float32 scalars: keep = 1 − lr·wd, w1 = 1 − β1, b2 = β2, w2 = 1 − β2, root = the
+// bias correction's square root, eps, step = −step size.
+struct AdamWScalars {
+  float keep, w1, b2, w2, root, eps, step;
+};
+
+// Elements [from, n) one at a time: the multi-tensor path's arithmetic, op for op (the compiler
+// contracts nothing here: the shim is built without FMA).
+static void adamw_scalar(float *__restrict p, float *__restrict m, float *__restrict v, const float *__restrict g,
+                         int64_t from, int64_t n, const AdamWScalars &k, bool decay) {
+  for (int64_t i = from; i < n; ++i) {
+    const float gi = g[i];
+    float mi = m[i];
+    mi = k.w1 < 0.5f ? mi + k.w1 * (gi - mi) : gi - (gi - mi) * (1.0f - k.w1);
+    const float vi = v[i] * k.b2 + k.w2 * gi * gi;
+    const float denom = std::sqrt(vi) / k.root + k.eps;
+    const float pi = decay ? p[i] * k.keep : p[i];
+    m[i] = mi, v[i] = vi, p[i] = pi + k.step * (mi / denom);
+  }
+}
+
+#if defined(__x86_64__)
+// The same arithmetic 16 lanes at a time (AVX-512 behind a run-time check: the shim is compiled
+// for baseline x86-64, where `std::sqrt` stays a scalar library call). Every operation is
+// IEEE-rounded on its own, in the scalar loop's order, so the results are bit-identical to it.
+// Returns how many leading elements it updated (a multiple of 16).
+__attribute__((target("avx512f"))) static int64_t adamw_avx512(float *__restrict p, float *__restrict m,
+                                                                float *__restrict v, const float *__restrict g,
+                                                                int64_t n, const AdamWScalars &k, bool decay) {
+  const __m512 w1 = _mm512_set1_ps(k.w1), oneMinusW1 = _mm512_set1_ps(1.0f - k.w1), b2 = _mm512_set1_ps(k.b2),
+               w2 = _mm512_set1_ps(k.w2), root = _mm512_set1_ps(k.root), eps = _mm512_set1_ps(k.eps),
+               keep = _mm512_set1_ps(k.keep), step = _mm512_set1_ps(k.step);
+  const bool small = k.w1 < 0.5f;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 gi = _mm512_loadu_ps(g + i);
+    __m512 mi = _mm512_loadu_ps(m + i);
+    mi = small ? _mm512_add_ps(mi, _mm512_mul_ps(w1, _mm512_sub_ps(gi, mi)))
+               : _mm512_sub_ps(gi, _mm512_mul_ps(_mm512_sub_ps(gi, mi), oneMinusW1));
+    const __m512 vi = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(v + i), b2), _mm512_mul_ps(_mm512_mul_ps(w2, gi), gi));
+    const __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), root), eps);
+    __m512 pi = _mm512_loadu_ps(p + i);
+    if (decay) pi = _mm512_mul_ps(pi, keep);
+    _mm512_storeu_ps(m + i, mi);
+    _mm512_storeu_ps(v + i, vi);
+    _mm512_storeu_ps(p + i, _mm512_add_ps(pi, _mm512_mul_ps(step, _mm512_div_ps(mi, denom))));
+  }
+  return i;
+}
+#endif
+
 static void fused_adamw(const std::vector<at::Tensor> &p, const std::vector<at::Tensor> &g,
                         const std::vector<at::Tensor> &m, const std::vector<at::Tensor> &v, double lr, double beta1,
                         double beta2, double eps, double weight_decay, double step_size, double correction2_root) {
@@ -650,20 +705,21 @@ static void fused_adamw(const std::vector<at::Tensor> &p, const std::vector<at::
       chunks.push_back({pp + off, pm + off, pv + off, pg + off, std::min(kChunk, count - off)});
   }
   const bool decay = weight_decay != 0;
-  const float keep = (float)(1.0 - lr * weight_decay), w1 = (float)(1.0 - beta1), b2 = (float)beta2,
-              w2 = (float)(1.0 - beta2), root = (float)correction2_root, fe = (float)eps, step = (float)-step_size;
+  const AdamWScalars k{(float)(1.0 - lr * weight_decay), (float)(1.0 - beta1), (float)beta2, (float)(1.0 - beta2),
+                       (float)correction2_root, (float)eps, (float)-step_size};
+#if defined(__x86_64__)
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+#else
+  constexpr bool avx512 = false;
+#endif
   at::parallel_for(0, (int64_t)chunks.size(), 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       const Chunk ch = chunks[c];
-      for (int64_t k = 0; k < ch.n; ++k) {
-        const float gk = ch.g[k];
-        float mk = ch.m[k];
-        mk = w1 < 0.5f ? mk + w1 * (gk - mk) : gk - (gk - mk) * (1.0f - w1);
-        const float vk = ch.v[k] * b2 + w2 * gk * gk;
-        const float denom = std::sqrt(vk) / root + fe;
-        const float pk = decay ? ch.p[k] * keep : ch.p[k];
-        ch.m[k] = mk, ch.v[k] = vk, ch.p[k] = pk + step * (mk / denom);
-      }
+      int64_t done = 0;
+#if defined(__x86_64__)
+      if (avx512) done = adamw_avx512(ch.p, ch.m, ch.v, ch.g, ch.n, k, decay);
+#endif
+      adamw_scalar(ch.p, ch.m, ch.v, ch.g, done, ch.n, k, decay);
     }
   });
 }

@@ -132,6 +132,44 @@ struct TrainingTests {
         #expect(try params[2].scalars(as: Float.self).map(Double.init) == start[2])
     }
 
+    /// The one-pass AdamW kernel (16 lanes at a time where the CPU has AVX-512, the tail one
+    /// element at a time) equals the update computed element by element in float32, bit for
+    /// bit, with the multi-tensor path's operations in its order: sizes with tails and across
+    /// the kernel's 16384-element chunks, both branches of the moment's lerp, with and without
+    /// weight decay.
+    @Test(arguments: [(0.9, 0.01), (0.3, 0.0)])
+    func fusedAdamWIsBitIdenticalToTheElementwiseFormula(beta1: Double, weightDecay: Double) throws {
+        let g = Generator(seed: 5)
+        let sizes = [1000, 17, 16384 + 37, 5]
+        func random(_ n: Int, positive: Bool = false) throws -> [Float] {
+            let r = try Tensor.randn([n], generator: g).scalars(as: Float.self)
+            return positive ? r.map { $0 * $0 * 1e-3 } : r
+        }
+        let p = try sizes.map { try random($0) }, grad = try sizes.map { try random($0) }
+        let m = try sizes.map { try random($0) }, v = try sizes.map { try random($0, positive: true) }
+        let tensors = { (a: [[Float]]) in try zip(a, sizes).map { try Tensor($0, shape: [$1]) } }
+        let (tp, tg, tm, tv) = (try tensors(p), try tensors(grad), try tensors(m), try tensors(v))
+        let (lr, beta2, eps, stepSize, root) = (0.002, 0.999, 1e-8, 0.0031, 0.7)
+        try Tensor.adamWUpdate(
+            parameters: tp, gradients: tg, firstMoments: tm, secondMoments: tv, learningRate: lr,
+            betas: (beta1, beta2), eps: eps, weightDecay: weightDecay, stepSize: stepSize, correction2Root: root)
+        let keep = Float(1 - lr * weightDecay), w1 = Float(1 - beta1), b2 = Float(beta2), w2 = Float(1 - beta2)
+        let (fRoot, fEps, step) = (Float(root), Float(eps), Float(-stepSize))
+        for t in sizes.indices {
+            var ep = p[t], em = m[t], ev = v[t]
+            for i in ep.indices {
+                let gi = grad[t][i]
+                em[i] = w1 < 0.5 ? em[i] + w1 * (gi - em[i]) : gi - (gi - em[i]) * (1 - w1)
+                ev[i] = ev[i] * b2 + w2 * gi * gi
+                let denom = ev[i].squareRoot() / fRoot + fEps
+                ep[i] = (weightDecay != 0 ? ep[i] * keep : ep[i]) + step * (em[i] / denom)
+            }
+            #expect(try tm[t].scalars(as: Float.self) == em, "first moments of tensor \(t)")
+            #expect(try tv[t].scalars(as: Float.self) == ev, "second moments of tensor \(t)")
+            #expect(try tp[t].scalars(as: Float.self) == ep, "parameters of tensor \(t)")
+        }
+    }
+
     @Test func clipGradNormScalesToMaxNorm() throws {
         let a = try Tensor([Float(3), 0], shape: [2]).requiringGrad()
         let b = try Tensor([Float(0), 4], shape: [2]).requiringGrad()
