@@ -23,7 +23,7 @@ extension Torch {
     /// peak RSS, docs/NOTES.md "Performance" 12). It does not suit a sampling cascade: there a
     /// buffer is freed right after the next operator reads it, glibc reuses its memory for the
     /// next size, and a free list keeps one size only (a 16-image `generate` with the cache
-    /// peaked at 2.0 GB instead of 1.1 GB). Tensors made before the call keep their allocator. Process-wide; call it from
+    /// nearly doubled its peak RSS). Tensors made before the call keep their allocator. Process-wide; call it from
     /// an executable. A later call changes both bounds (a limit of 0 stops caching). Returns
     /// whether libtorch's CPU tensors now come from it.
     @discardableResult

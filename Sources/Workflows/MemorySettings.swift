@@ -11,7 +11,7 @@ public enum MemorySettings {
     /// come from the caching allocator (`Torch.cacheTensorMemory`; a training step asks for the
     /// same sizes every step and keeps its activations until the backward pass). Sampling
     /// commands call only `Torch.keepFreedTensorMemory`: with the cache, a 16-image `generate`
-    /// peaked at 2.0 GB instead of 1.1 GB (docs/NOTES.md "Performance" 12). Returns whether the
+    /// nearly doubled its peak RSS (docs/NOTES.md "Performance" 12). Returns whether the
     /// cache is on.
     @discardableResult
     public static func applyForTraining() -> Bool {
