@@ -77,5 +77,9 @@ bool winograd_conv2d(const at::Tensor &x, const at::Tensor &w, const c10::option
 // A float32 CPU linear layer as a oneDNN 1×1 convolution over its rows (linear.cpp); other
 // inputs take at::linear.
 at::Tensor linear_as_conv(const at::Tensor &x, const at::Tensor &w, const c10::optional<at::Tensor> &b);
+// out = alpha · a @ b (+ beta · out) for float32 CPU [B, n, k] and [B, k, m] operands with any
+// strides, as one oneDNN matmul (matmul.cpp); out is [B, n, m] contiguous. False (nothing
+// written) where oneDNN is not compiled in or has only its reference kernel for the product.
+bool onednn_bmm(const at::Tensor &a, const at::Tensor &b, double alpha, double beta, at::Tensor &out);
 
 }  // namespace ctorch

@@ -859,6 +859,10 @@ static cblas_sgemm_fn blas_sgemm() {
 }
 static std::atomic<bool> g_direct_bmm{true};
 void ct_set_direct_batched_products(bool on) { g_direct_bmm = on; }
+// The whole batch as one oneDNN matmul where it has a kernel for it (matmul.cpp), else one
+// cblas_sgemm per entry.
+static std::atomic<bool> g_onednn_bmm{true};
+void ct_set_onednn_batched_products(bool on) { g_onednn_bmm = on; }
 
 // The [B, R, C] operand as BLAS sees each entry: row-major (stride(2) == 1) or transposed.
 static bool gemm_view(const at::Tensor &t, bool &transposed, int64_t &ld) {
@@ -890,6 +894,7 @@ static at::Tensor bmm_direct(at::Tensor a, at::Tensor b, const at::Tensor *bias,
   const bool with_bias = bias != nullptr && beta != 0;
   auto out = at::empty({batch, n, m}, a.options());
   if (with_bias) out.copy_(bias->expand({batch, n, m}));
+  if (g_onednn_bmm && onednn_bmm(a, b, alpha, with_bias ? beta : 0, out)) return out;
   const float *pa = a.data_ptr<float>(), *pb = b.data_ptr<float>();
   float *pc = out.data_ptr<float>();
   const int64_t sa = a.stride(0), sb = b.stride(0);

@@ -87,6 +87,14 @@ extension Torch {
     /// libtorch 1.13's per-entry dispatcher loop on one thread (same arithmetic; on by default).
     public static func setDirectBatchedProducts(_ on: Bool) { ct_set_direct_batched_products(on) }
 
+    /// Within the direct products, the whole batch as one oneDNN matmul (on by default) where the
+    /// build has oneDNN's headers and oneDNN a kernel for the product (not its reference one);
+    /// else one BLAS call per entry. Equal up to float rounding.
+    public static func setOneDNNBatchedProducts(_ on: Bool) { ct_set_onednn_batched_products(on) }
+
+    /// How many batched products ran as one oneDNN matmul so far in this process.
+    public static var oneDNNBatchedProductCalls: Int { Int(ct_onednn_batched_product_calls()) }
+
     /// 3×3 float32 convolutions (stride 1, padding 1, channel counts multiples of 16) by oneDNN's
     /// Winograd algorithm, forward and backward, instead of libtorch's direct algorithm; on by
     /// default. Where the build has no oneDNN headers or the CPU no Winograd kernel (oneDNN has

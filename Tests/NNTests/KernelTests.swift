@@ -16,11 +16,19 @@ struct KernelTests {
         #expect(try TestSupport.relativeDiff(x.linearViaConvolution(weight: w, bias: nil), x.linear(weight: w, bias: nil)) < 1e-4)
     }
 
-    /// bmm and baddbmm (direct BLAS calls per batch entry, ``Kernels/directBatchedProducts``)
-    /// equal a product per entry through `matmul`, values and gradients, for row-major and
-    /// transposed operands, a broadcast bias, beta and alpha.
-    @Test(arguments: [false, true])
-    func batchedProductsEqualPerEntryProducts(transposedKeys: Bool) throws {
+    /// bmm and baddbmm (``Kernels/directBatchedProducts``: the whole batch as one oneDNN matmul,
+    /// or one BLAS call per entry) equal a product per entry through `matmul`, values and
+    /// gradients, for row-major and transposed operands, a broadcast bias, beta and alpha.
+    @Test(.serialized, arguments: [false, true], [true, false])
+    func batchedProductsEqualPerEntryProducts(transposedKeys: Bool, oneDNN: Bool) throws {
+        Torch.setOneDNNBatchedProducts(oneDNN)
+        defer { Torch.setOneDNNBatchedProducts(true) }
+        let callsBefore = Torch.oneDNNBatchedProductCalls
+        defer {
+            if oneDNN && Torch.winogradConvolutionsCompiled {
+                #expect(Torch.oneDNNBatchedProductCalls > callsBefore, "the products ran as oneDNN matmuls")
+            }
+        }
         let g = Generator(seed: 8)
         let q = try Tensor.randn([6, 33, 16], generator: g).requiringGrad()
         let kStored = try Tensor.randn(transposedKeys ? [6, 21, 16] : [6, 16, 21], generator: g).requiringGrad()

@@ -226,6 +226,10 @@ void ct_mixed_precision_exit(ct_mixed_precision g);
 ct_profile ct_profile_start(const char *path);
 /* Batched float32 products on the CPU as direct BLAS calls per entry (default on). */
 void ct_set_direct_batched_products(bool on);
+/* Within those, the whole batch as one oneDNN matmul where oneDNN has a kernel for it (default
+ * on), and the number of products computed that way so far. */
+void ct_set_onednn_batched_products(bool on);
+int64_t ct_onednn_batched_product_calls(void);
 /* 3×3 float32 convolutions (stride 1, padding 1, channels multiples of 16) by oneDNN's Winograd
  * algorithm where this build has oneDNN's headers and the CPU a Winograd kernel (default on);
  * the number of convolutions run that way so far; whether this build has the path at all. */
