@@ -20,6 +20,8 @@
 
 #ifdef CONTEXTDIFF_ONEDNN
 #include <oneapi/dnnl/dnnl.hpp>
+
+#include "plan_cache.h"
 #endif
 
 namespace ctorch {
@@ -58,17 +60,8 @@ struct Plan {
   std::unique_ptr<matmul> prim;
 };
 
-// nullptr where oneDNN has only its reference kernel for this product (remembered), or the
-// cache is full (a long-lived process meeting ever new shapes keeps the BLAS path for them).
-Plan *plan_for(const Key &k) {
-  static std::mutex mutex;
-  static std::map<Key, std::unique_ptr<Plan>> plans;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto found = plans.find(k);
-  if (found != plans.end()) return found->second.get();
-  constexpr size_t kMaxPlans = 512;
-  if (plans.size() >= kMaxPlans) return nullptr;
-  std::unique_ptr<Plan> p;
+// A new plan for `k`, or nullptr where oneDNN has only its reference kernel for the product.
+std::unique_ptr<Plan> make_plan(const Key &k) {
   try {
     auto plan = std::make_unique<Plan>();
     plan->a = memory::desc({k.batch, k.n, k.k}, dt::f32, memory::dims{k.a0, k.a1, k.a2});
@@ -83,16 +76,20 @@ Plan *plan_for(const Key &k) {
       attr.set_post_ops(ops);
     }
     auto pd = matmul::primitive_desc(matmul::desc(plan->a, plan->b, plan->c), attr, matmul_engine());
-    const std::string impl = pd.impl_info_str();
-    if (impl.rfind("ref", 0) != 0) {
-      plan->scratch = pd.scratchpad_desc();
-      plan->prim = std::make_unique<matmul>(pd);
-      p = std::move(plan);
-    }
+    if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) return nullptr;
+    plan->scratch = pd.scratchpad_desc();
+    plan->prim = std::make_unique<matmul>(pd);
+    return plan;
   } catch (const dnnl::error &) {
-    // No implementation for these strides: the BLAS path from now on for this key.
+    return nullptr;  // no implementation for these strides: the BLAS path for this key
   }
-  return (plans[k] = std::move(p)).get();
+}
+
+// nullptr where oneDNN has only its reference kernel for this product (remembered), or the
+// cache is full (the BLAS path then).
+Plan *plan_for(const Key &k) {
+  static PlanCache<Key, Plan> plans(512);
+  return plans.get(k, [&] { return make_plan(k); });
 }
 }  // namespace
 #endif

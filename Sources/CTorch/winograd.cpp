@@ -26,6 +26,8 @@
 
 #ifdef CONTEXTDIFF_ONEDNN
 #include <oneapi/dnnl/dnnl.hpp>
+
+#include "plan_cache.h"
 #endif
 
 namespace ctorch {
@@ -110,19 +112,8 @@ const memory::dims kStrides = {1, 1}, kPadding = {1, 1};
 
 memory::desc any(const memory::dims &d) { return memory::desc(d, dt::f32, tag::any); }
 
-// nullptr where oneDNN has no Winograd kernel for this shape on this CPU (remembered), or the cache is full.
-Plan *plan_for(const Key &k) {
-  static std::mutex mutex;
-  static std::map<Key, std::unique_ptr<Plan>> plans;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto found = plans.find(k);
-  if (found != plans.end()) return found->second.get();
-  // Plans are kept for the life of the process (running calls hold them); a long-lived process
-  // that meets ever new shapes (the studio, across sizes and batches) stops adding plans here
-  // and runs libtorch's convolution for the new ones.
-  constexpr size_t kMaxPlans = 256;
-  if (plans.size() >= kMaxPlans) return nullptr;
-  std::unique_ptr<Plan> p;
+// A new plan for `k`, or nullptr where oneDNN has no Winograd kernel for this shape on this CPU.
+std::unique_ptr<Plan> make_plan(const Key &k) {
   try {
     auto plan = std::make_unique<Plan>();
     plan->src = memory::desc({k.n, k.ic, k.h, k.w}, dt::f32, tag::nchw);
@@ -142,11 +133,16 @@ Plan *plan_for(const Key &k) {
     plan->fwd_src = Reorder(plan->src, plan->fwd_pd.src_desc());
     plan->fwd_wei = Reorder(plan->wei, plan->fwd_pd.weights_desc());
     plan->fwd_dst = Reorder(plan->fwd_pd.dst_desc(), plan->dst);
-    p = std::move(plan);
+    return plan;
   } catch (const dnnl::error &) {
-    // No Winograd implementation here: libtorch's convolution from now on for this shape.
+    return nullptr;  // libtorch's convolution from now on for this shape
   }
-  return (plans[k] = std::move(p)).get();
+}
+
+// nullptr where oneDNN has no Winograd kernel for this shape (remembered), or the cache is full.
+Plan *plan_for(const Key &k) {
+  static PlanCache<Key, Plan> plans(256);
+  return plans.get(k, [&] { return make_plan(k); });
 }
 
 void make_backward(Plan &p, bool bias) {
