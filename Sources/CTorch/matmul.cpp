@@ -9,9 +9,8 @@
 // kept; a shape oneDNN would compute with its reference kernel is left to the BLAS path.
 #include <algorithm>
 #include <atomic>
-#include <map>
 #include <memory>
-#include <mutex>
+#include <string>
 #include <tuple>
 
 #include "common.h"
@@ -19,9 +18,7 @@
 #include <ATen/Parallel.h>
 
 #ifdef CONTEXTDIFF_ONEDNN
-#include <oneapi/dnnl/dnnl.hpp>
-
-#include "plan_cache.h"
+#include "onednn.h"
 #endif
 
 namespace ctorch {
@@ -32,16 +29,6 @@ static std::atomic<int64_t> g_onednn_bmm_calls{0};
 namespace {
 using namespace dnnl;
 using dt = memory::data_type;
-
-engine &matmul_engine() {
-  static engine e(engine::kind::cpu, 0);
-  return e;
-}
-
-stream &matmul_stream() {
-  static thread_local stream s(matmul_engine());
-  return s;
-}
 
 // `threads`: the caller's intra-op threads (a primitive splits its work for the count it was
 // made with; a shard running on one thread needs its own, as in winograd.cpp).
@@ -75,7 +62,7 @@ std::unique_ptr<Plan> make_plan(const Key &k) {
       ops.append_sum(k.beta);
       attr.set_post_ops(ops);
     }
-    auto pd = matmul::primitive_desc(matmul::desc(plan->a, plan->b, plan->c), attr, matmul_engine());
+    auto pd = matmul::primitive_desc(matmul::desc(plan->a, plan->b, plan->c), attr, cpu_engine());
     if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) return nullptr;
     plan->scratch = pd.scratchpad_desc();
     plan->prim = std::make_unique<matmul>(pd);
@@ -108,11 +95,12 @@ bool onednn_bmm(const at::Tensor &a, const at::Tensor &b, double alpha, double b
   }
   Plan *p = plan_for(key);
   if (p == nullptr) return false;
-  auto &e = matmul_engine();
-  auto scratch = at::empty({(int64_t)((p->scratch.get_size() + 3) / 4)}, at::kFloat);
+  auto &e = cpu_engine();
+  const size_t scratchBytes = p->scratch.get_size();
+  auto scratch = scratchBytes > 0 ? at::empty({(int64_t)((scratchBytes + 3) / 4)}, at::kFloat) : at::Tensor();
   memory am(p->a, e, a.data_ptr()), bm(p->b, e, b.data_ptr()), cm(p->c, e, out.data_ptr()),
-      sm(p->scratch, e, scratch.data_ptr());
-  auto &s = matmul_stream();
+      sm(p->scratch, e, scratchBytes > 0 ? scratch.data_ptr() : nullptr);
+  auto &s = cpu_stream();
   p->prim->execute(s, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}, {DNNL_ARG_SCRATCHPAD, sm}});
   s.wait();
   g_onednn_bmm_calls++;

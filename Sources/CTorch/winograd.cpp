@@ -25,9 +25,7 @@
 #include <tuple>
 
 #ifdef CONTEXTDIFF_ONEDNN
-#include <oneapi/dnnl/dnnl.hpp>
-
-#include "plan_cache.h"
+#include "onednn.h"
 #endif
 
 namespace ctorch {
@@ -40,11 +38,6 @@ namespace {
 using namespace dnnl;
 using tag = memory::format_tag;
 using dt = memory::data_type;
-
-engine &cpu_engine() {
-  static engine e(engine::kind::cpu, 0);
-  return e;
-}
 
 // A reorder between a plain (libtorch) layout and a primitive's, created only where they differ.
 struct Reorder {
@@ -168,11 +161,6 @@ void make_backward(Plan &p, bool bias) {
   p.bw_src = Reorder(p.src, bw_pd.src_desc());
   p.bw_diff_dst = Reorder(p.dst, bw_pd.diff_dst_desc());
   p.bw_diff_wei = Reorder(bw_pd.diff_weights_desc(), p.wei);
-}
-
-stream &cpu_stream() {
-  static thread_local stream s(cpu_engine());
-  return s;
 }
 
 Key key_of(const at::Tensor &x, const at::Tensor &w, bool bias) {
